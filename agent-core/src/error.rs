@@ -1,0 +1,59 @@
+//! The runtime's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong loading a model or generating with it.
+///
+/// Each message is one line that says what failed and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The model file does not exist.
+    #[error("model file {path} does not exist")]
+    ModelNotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
+    /// llama.cpp refused to load the file.
+    #[error("cannot load model {path}: {reason}")]
+    ModelLoad {
+        /// The model file.
+        path: PathBuf,
+        /// Why, as far as it is known.
+        reason: String,
+    },
+    /// The llama.cpp backend could not start.
+    #[error("cannot initialise llama.cpp: {0}")]
+    Backend(String),
+    /// A context (KV cache) could not be created, usually for lack of memory.
+    #[error("cannot create a context of {n_ctx} tokens: {reason}")]
+    Context {
+        /// The requested context size.
+        n_ctx: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The prompt does not fit in the context window.
+    #[error("the prompt has {prompt_tokens} tokens but the context holds {n_ctx}; shorten it or raise --ctx-size")]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// The context size.
+        n_ctx: u32,
+    },
+    /// The prompt rendered to no tokens at all.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// A request's values are out of range.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// llama.cpp failed to evaluate a batch.
+    #[error("llama.cpp failed to evaluate tokens: {0}")]
+    Decode(String),
+    /// Rendering the chat template failed.
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
+    /// The session's worker thread ended (it panicked or was shut down).
+    #[error("the model session has shut down")]
+    WorkerGone,
+}

@@ -1,0 +1,301 @@
+//! What a generation request asks for and what it reports back.
+//!
+//! These types are backend-independent: the embedded llama.cpp runtime, a remote
+//! server or a scripted test model all take a [`GenerateRequest`] and stream
+//! [`GenerationEvent`]s through a [`Generation`] handle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::RuntimeError;
+
+/// How the next token is chosen.
+///
+/// `temperature == 0.0` means greedy decoding (always the most likely token), which is
+/// deterministic; the other fields then have no effect. With a positive temperature the
+/// filters apply in llama.cpp's order: top-k, top-p, min-p, temperature, then a seeded
+/// draw, so a fixed `seed` reproduces a run on the same build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0.0` selects greedy decoding.
+    pub temperature: f32,
+    /// Keep only the `k` most likely tokens (`0` disables the filter).
+    pub top_k: u32,
+    /// Keep the smallest set of tokens whose probabilities add up to `p` (`1.0` disables).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (`0.0` disables).
+    pub min_p: f32,
+    /// Seed of the random draw.
+    pub seed: u32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding: deterministic, the default.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            seed: 0,
+        }
+    }
+
+    /// Whether these settings pick the most likely token every time.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    /// Checks that every value is in its range.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let bad = |field: &'static str, value: f32, range: &'static str| {
+            Err(RuntimeError::InvalidRequest(format!(
+                "sampling.{field} = {value} is out of range ({range})"
+            )))
+        };
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature", self.temperature, ">= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p, "0 < top_p <= 1");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p, "0 <= min_p <= 1");
+        }
+        Ok(())
+    }
+}
+
+/// One request to continue a prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// The most tokens to generate.
+    pub max_tokens: usize,
+    /// How tokens are chosen.
+    pub sampling: SamplingParams,
+    /// Generation ends before the first occurrence of any of these strings; the stop
+    /// string itself is not part of the output.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self {
+            max_tokens: 512,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+        }
+    }
+}
+
+impl GenerateRequest {
+    /// Checks the request before any work starts.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if self.max_tokens == 0 {
+            return Err(RuntimeError::InvalidRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err(RuntimeError::InvalidRequest(
+                "a stop string must not be empty".into(),
+            ));
+        }
+        self.sampling.validate()
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason", content = "detail")]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token.
+    EndOfText,
+    /// One of the request's stop strings appeared (it is not in the output).
+    StopString(String),
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+    /// The caller cancelled or dropped the [`Generation`].
+    Cancelled,
+}
+
+/// Token counts and timings of one generation.
+///
+/// `prompt_tokens = cached_tokens + evaluated_tokens`: the prefix shared with what the
+/// session had already evaluated is reused from the KV cache, only the rest is computed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens reused from the KV cache (not evaluated again).
+    pub cached_tokens: usize,
+    /// Prompt tokens evaluated by this call.
+    pub evaluated_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Time to tokenize and evaluate the prompt.
+    pub prompt_time: Duration,
+    /// Time spent generating, from the first sampled token to the end.
+    pub generation_time: Duration,
+}
+
+impl Usage {
+    /// Prompt evaluation speed in tokens per second (`None` when nothing was evaluated).
+    pub fn prompt_tokens_per_second(&self) -> Option<f64> {
+        rate(self.evaluated_tokens, self.prompt_time)
+    }
+
+    /// Generation speed in tokens per second.
+    pub fn generation_tokens_per_second(&self) -> Option<f64> {
+        rate(self.generated_tokens, self.generation_time)
+    }
+
+    /// Adds another call's counts and times to these.
+    pub fn accumulate(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.evaluated_tokens += other.evaluated_tokens;
+        self.generated_tokens += other.generated_tokens;
+        self.prompt_time += other.prompt_time;
+        self.generation_time += other.generation_time;
+    }
+}
+
+fn rate(tokens: usize, time: Duration) -> Option<f64> {
+    let secs = time.as_secs_f64();
+    (tokens > 0 && secs > 0.0).then(|| tokens as f64 / secs)
+}
+
+/// The result of a finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The generated text (without a matched stop string).
+    pub text: String,
+    /// Why generation ended.
+    pub finish: FinishReason,
+    /// Token counts and timings.
+    pub usage: Usage,
+}
+
+/// What a running generation reports.
+#[derive(Debug)]
+pub enum GenerationEvent {
+    /// More output text, in order. Text that might be the start of a stop string is held
+    /// back until it is known not to be.
+    Text(String),
+    /// The end: the completion or the error that ended it. Always the last event.
+    Done(Result<Completion, RuntimeError>),
+}
+
+/// A generation in progress: a stream of [`GenerationEvent`]s.
+///
+/// Usable from async code ([`Generation::next`], [`Generation::finish`]) and from
+/// blocking code ([`Generation::blocking_next`], [`Generation::wait`]). Dropping it
+/// cancels the generation.
+#[derive(Debug)]
+pub struct Generation {
+    events: mpsc::UnboundedReceiver<GenerationEvent>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// The producing side of a [`Generation`], held by a backend.
+#[derive(Debug, Clone)]
+pub struct GenerationSender {
+    events: mpsc::UnboundedSender<GenerationEvent>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Generation {
+    /// A connected pair: the backend sends into the [`GenerationSender`], the caller reads
+    /// the [`Generation`].
+    pub fn channel() -> (GenerationSender, Generation) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        (
+            GenerationSender {
+                events: tx,
+                cancel: cancel.clone(),
+            },
+            Generation { events: rx, cancel },
+        )
+    }
+
+    /// Asks the backend to stop after the current token; the final event then reports
+    /// [`FinishReason::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// The next event, waiting for it (async). `None` after [`GenerationEvent::Done`].
+    pub async fn next(&mut self) -> Option<GenerationEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event, blocking the thread. Do not call from inside an async runtime.
+    pub fn blocking_next(&mut self) -> Option<GenerationEvent> {
+        self.events.blocking_recv()
+    }
+
+    /// Blocks until the end, handing each piece of text to `on_text`.
+    pub fn wait(mut self, mut on_text: impl FnMut(&str)) -> Result<Completion, RuntimeError> {
+        while let Some(event) = self.blocking_next() {
+            match event {
+                GenerationEvent::Text(text) => on_text(&text),
+                GenerationEvent::Done(result) => return result,
+            }
+        }
+        Err(RuntimeError::WorkerGone)
+    }
+
+    /// Waits (async) until the end, handing each piece of text to `on_text`.
+    pub async fn finish(
+        mut self,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Completion, RuntimeError> {
+        while let Some(event) = self.next().await {
+            match event {
+                GenerationEvent::Text(text) => on_text(&text),
+                GenerationEvent::Done(result) => return result,
+            }
+        }
+        Err(RuntimeError::WorkerGone)
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+impl GenerationSender {
+    /// Sends a piece of text; `false` when the caller has gone (treat as cancelled).
+    pub fn text(&self, text: String) -> bool {
+        self.events.send(GenerationEvent::Text(text)).is_ok()
+    }
+
+    /// Sends the final event.
+    pub fn done(&self, result: Result<Completion, RuntimeError>) {
+        // The receiver may be gone; then nobody wants the result.
+        let _ = self.events.send(GenerationEvent::Done(result));
+    }
+
+    /// Whether the caller asked to stop or dropped the [`Generation`].
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
+    }
+}

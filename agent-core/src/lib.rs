@@ -1,0 +1,46 @@
+//! # jielong-core
+//!
+//! The core of [Jielong](https://example.invalid/jielong): chat messages and the
+//! model's own chat template, the language-model abstraction, and (feature `llama`,
+//! on by default) the embedded llama.cpp runtime with KV-cache prefix reuse.
+//!
+//! ```no_run
+//! # #[cfg(feature = "llama")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use jielong_core::{GenerateRequest, LlamaModel, Message, SessionOptions};
+//!
+//! let model = LlamaModel::load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")?;
+//! let session = model.session(&SessionOptions::default())?;
+//! let prompt = model.chat_template().render(
+//!     &[Message::user("What is the capital of France? Answer in one word.")],
+//!     &[],
+//!     true,
+//! )?;
+//! let completion = session
+//!     .generate(&prompt, &GenerateRequest::default())?
+//!     .wait(|piece| print!("{piece}"))?;
+//! eprintln!("{} prompt tokens, {} reused", completion.usage.prompt_tokens, completion.usage.cached_tokens);
+//! # Ok(()) }
+//! # #[cfg(not(feature = "llama"))] fn main() {}
+//! ```
+
+pub mod chat;
+pub mod error;
+pub mod generate;
+#[cfg(feature = "llama")]
+pub mod llama;
+pub mod model;
+pub mod stop;
+pub mod template;
+
+pub use chat::{Message, Role, ToolCall, ToolSpec};
+pub use error::RuntimeError;
+pub use generate::{
+    Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, GenerationSender,
+    SamplingParams, Usage,
+};
+#[cfg(feature = "llama")]
+pub use llama::{LlamaModel, LlamaSession};
+pub use model::{physical_cores, LanguageModel, ModelInfo, ModelSession, SessionOptions};
+pub use stop::StopMatcher;
+pub use template::{ChatTemplate, TemplateError};

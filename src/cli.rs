@@ -1,0 +1,132 @@
+//! The command line: arguments and subcommands (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Agents on local language models.
+#[derive(Debug, Parser)]
+#[command(name = "jielong", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Settings shared by every subcommand (accepted before or after it).
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Model: a catalog name (see `jielong models list`), a path to a .gguf file, or
+    /// hf:OWNER/REPO/FILE.gguf.
+    #[arg(
+        long,
+        short = 'm',
+        global = true,
+        env = "JIELONG_MODEL",
+        default_value = "qwen2.5-coder-0.5b"
+    )]
+    pub model: String,
+    /// Threads for llama.cpp (default: the physical cores).
+    #[arg(long, short = 't', global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+    /// Sampling temperature; 0 is greedy (deterministic).
+    #[arg(long, global = true, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens when sampling (0: off).
+    #[arg(long, global = true, default_value_t = 40)]
+    pub top_k: u32,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, global = true, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the best one's probability (0: off).
+    #[arg(long, global = true, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Seed of the random draw when the temperature is above 0.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub seed: u32,
+    /// The most tokens to generate per answer.
+    #[arg(long, global = true, default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Context window in tokens (default: the model's, at most 8192).
+    #[arg(long, global = true)]
+    pub ctx_size: Option<u32>,
+    /// Stop generating at this string (repeatable).
+    #[arg(long = "stop", global = true)]
+    pub stop: Vec<String>,
+    /// More output on stderr: -v token and timing stats, -vv also llama.cpp's log.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer a task on the model and print the answer to stdout.
+    Run(RunArgs),
+    /// Chat interactively; the conversation's KV cache is kept between turns.
+    Chat(ChatArgs),
+    /// List, download and locate models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Measure Jielong's generation path against a bare llama.cpp loop, and prefix
+    /// reuse in a multi-turn chat.
+    Bench(BenchArgs),
+}
+
+/// `jielong run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task or question.
+    pub task: String,
+    /// A system prompt (default: the model template's own).
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+/// `jielong chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A system prompt (default: the model template's own).
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+/// `jielong models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// The catalog: names, sizes, and whether each is downloaded.
+    List,
+    /// Download (or assemble) a model into the cache and verify its checksum.
+    Pull {
+        /// Catalog name or hf: reference (default: --model).
+        name: Option<String>,
+    },
+    /// Print the path of a model's file (pulling it first unless --no-pull).
+    Path {
+        /// Catalog name, path or hf: reference (default: --model).
+        name: Option<String>,
+        /// Print where it would be, without downloading.
+        #[arg(long)]
+        no_pull: bool,
+    },
+}
+
+/// `jielong bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Tokens to generate per decode measurement.
+    #[arg(long, default_value_t = 128)]
+    pub decode_tokens: usize,
+    /// Rounds of each measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Turns of the multi-turn chat measurement.
+    #[arg(long, default_value_t = 6)]
+    pub turns: usize,
+    /// Write the results as JSON to this file as well.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}

@@ -1,0 +1,425 @@
+//! `jielong bench`: Jielong's generation path against a bare llama-cpp-2 loop on the
+//! same build, model and threads; and a multi-turn chat with and without KV-cache
+//! prefix reuse. Every figure is a ratio measured side by side in one run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use jielong::core::llama::llama_cpp_2::{
+    context::params::LlamaContextParams, llama_batch::LlamaBatch, model::params::LlamaModelParams,
+    model::LlamaModel as RawModel, sampling::LlamaSampler,
+};
+use jielong::core::llama::{backend, common_prefix_len};
+use jielong::{GenerateRequest, LlamaModel, Message, SessionOptions, Usage};
+use serde::Serialize;
+
+use crate::cli::{BenchArgs, GlobalArgs};
+
+/// Prompt evaluation and decode speed of one path, in tokens per second.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Speed {
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+}
+
+/// Everything `jielong bench` measures.
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    threads: usize,
+    rounds: usize,
+    prompt_tokens: usize,
+    decode_tokens: usize,
+    jielong: Speed,
+    bare_llama_cpp: Speed,
+    /// Jielong / bare: 1.0 means no overhead.
+    prefill_ratio: f64,
+    decode_ratio: f64,
+    chat: ChatReport,
+}
+
+#[derive(Debug, Serialize)]
+struct ChatReport {
+    turns: usize,
+    /// Tokens in the union of all turns' prompts (what must be evaluated at least once).
+    distinct_prompt_tokens: usize,
+    prompt_tokens_total: usize,
+    evaluated_with_reuse: usize,
+    evaluated_without_reuse: usize,
+    /// Tokens generated over all turns (with reuse they are already in the cache when
+    /// the next prompt repeats them).
+    generated: usize,
+    /// (evaluated_with_reuse + generated) / distinct_prompt_tokens: every token the
+    /// model computed, against the least it could have (about 1.0 when nothing is
+    /// computed twice).
+    computed_over_distinct: f64,
+    prompt_time_with_reuse_s: f64,
+    prompt_time_without_reuse_s: f64,
+    wall_with_reuse_s: f64,
+    wall_without_reuse_s: f64,
+    /// evaluated_with_reuse / distinct_prompt_tokens (target <= 1.1).
+    evaluated_over_distinct: f64,
+    /// wall_with_reuse / wall_without_reuse.
+    wall_ratio: f64,
+}
+
+const ESSAY_TASK: &str = "Write a long, detailed essay about the history of the printing press, \
+from woodblock printing in China to Gutenberg and the industrial presses of the nineteenth century.";
+
+const BACKGROUND: &str = "Movable type was invented in China by Bi Sheng around 1040 using \
+ceramic pieces; metal type appeared in Korea during the Goryeo dynasty, where the Jikji was \
+printed in 1377. In Europe, Johannes Gutenberg combined an oil-based ink, a hand mould for \
+casting type and a screw press adapted from wine making around 1450. ";
+
+const CHAT_TURNS: [&str; 8] = [
+    "Hi! I am planning a trip to Japan in spring. What cities should I visit?",
+    "How many days would you spend in Kyoto?",
+    "What food should I try there?",
+    "Is the rail pass worth it for that route?",
+    "Give me a packing list in five items.",
+    "Summarise the plan in two sentences.",
+    "What phrases in Japanese are useful?",
+    "Thanks! Any last tip?",
+];
+
+/// Runs `jielong bench`.
+pub async fn bench(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    anyhow::ensure!(args.decode_tokens > 1, "--decode-tokens must be at least 2");
+    anyhow::ensure!(
+        (1..=CHAT_TURNS.len()).contains(&args.turns),
+        "--turns must be between 1 and {}",
+        CHAT_TURNS.len()
+    );
+    let model = super::load_model(global).await?;
+    let options = super::session_options(global);
+    let threads = options
+        .threads
+        .unwrap_or_else(jielong::core::physical_cores);
+    let global = global.clone();
+    let json = args.json.clone();
+    let report =
+        tokio::task::spawn_blocking(move || measure(&model, &options, threads, &global, &args))
+            .await
+            .context("the benchmark thread failed")??;
+    print_report(&report);
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn measure(
+    model: &LlamaModel,
+    options: &SessionOptions,
+    threads: usize,
+    global: &GlobalArgs,
+    args: &BenchArgs,
+) -> anyhow::Result<Report> {
+    let user = format!("{}{ESSAY_TASK}", BACKGROUND.repeat(4));
+    let prompt = model
+        .chat_template()
+        .render(&[Message::user(user)], &[], true)?;
+    let prompt_tokens = model.tokenize(&prompt).len();
+    let n_ctx = model.context_size_for(options);
+    let session = model.session(options)?;
+    let path = model
+        .info()
+        .path
+        .clone()
+        .context("the model has no file to load for the bare loop")?;
+    let raw = RawModel::load_from_file(backend()?, &path, &LlamaModelParams::default())
+        .with_context(|| format!("cannot load {} for the bare loop", path.display()))?;
+
+    eprintln!(
+        "bench: {} rounds, prompt {prompt_tokens} tokens, {} generated tokens, {threads} threads",
+        args.rounds, args.decode_tokens
+    );
+    let request = GenerateRequest {
+        max_tokens: args.decode_tokens,
+        ..GenerateRequest::default()
+    };
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    let mut generated = args.decode_tokens;
+    for round in 0..args.rounds {
+        // Alternate which path goes first, so neither always runs on a warmer machine.
+        let bare_first = round % 2 == 1;
+        if bare_first {
+            bare.push(bare_loop(
+                &raw,
+                threads,
+                n_ctx,
+                options.batch_size,
+                &prompt,
+                generated,
+            )?);
+        }
+        session.reset()?;
+        let done = session.generate(&prompt, &request)?.wait(|_| {})?;
+        generated = done.usage.generated_tokens.max(2);
+        ours.push(speed(&done.usage));
+        if !bare_first {
+            bare.push(bare_loop(
+                &raw,
+                threads,
+                n_ctx,
+                options.batch_size,
+                &prompt,
+                generated,
+            )?);
+        }
+        eprintln!(
+            "  round {}: jielong {:.1}/{:.1} tok/s, bare {:.1}/{:.1} tok/s (prefill/decode)",
+            round + 1,
+            ours[round].prefill_tokens_per_s,
+            ours[round].decode_tokens_per_s,
+            bare[round].prefill_tokens_per_s,
+            bare[round].decode_tokens_per_s
+        );
+    }
+    let jielong = median_speed(&ours);
+    let bare_llama_cpp = median_speed(&bare);
+    drop(session);
+    let chat = chat_reuse(model, options, global, args.turns)?;
+    Ok(Report {
+        model: model.info().name.clone(),
+        threads,
+        rounds: args.rounds,
+        prompt_tokens,
+        decode_tokens: generated,
+        prefill_ratio: jielong.prefill_tokens_per_s / bare_llama_cpp.prefill_tokens_per_s,
+        decode_ratio: jielong.decode_tokens_per_s / bare_llama_cpp.decode_tokens_per_s,
+        jielong,
+        bare_llama_cpp,
+        chat,
+    })
+}
+
+fn speed(usage: &Usage) -> Speed {
+    Speed {
+        prefill_tokens_per_s: usage.prompt_tokens_per_second().unwrap_or(0.0),
+        decode_tokens_per_s: usage.generation_tokens_per_second().unwrap_or(0.0),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn median_speed(speeds: &[Speed]) -> Speed {
+    Speed {
+        prefill_tokens_per_s: median(speeds.iter().map(|s| s.prefill_tokens_per_s).collect()),
+        decode_tokens_per_s: median(speeds.iter().map(|s| s.decode_tokens_per_s).collect()),
+    }
+}
+
+/// The reference: llama-cpp-2 driven directly, the way its own examples do, with the
+/// same context settings and the same amount of work as Jielong's path (tokenize and
+/// evaluate the prompt; then sample `n_gen` tokens greedily, evaluating all but the last).
+fn bare_loop(
+    raw: &RawModel,
+    threads: usize,
+    n_ctx: u32,
+    n_batch: u32,
+    prompt: &str,
+    n_gen: usize,
+) -> anyhow::Result<Speed> {
+    let threads = i32::try_from(threads).unwrap_or(i32::MAX);
+    let n_batch = n_batch.min(n_ctx);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = raw.new_context(backend()?, params)?;
+    let mut batch = LlamaBatch::new(n_batch as usize, 1);
+
+    let started = Instant::now();
+    let tokens = raw.vocab().tokenize(prompt.as_bytes(), false, true);
+    let mut pos = 0i32;
+    for chunk in tokens.chunks(n_batch as usize) {
+        batch.clear();
+        for (i, token) in chunk.iter().enumerate() {
+            batch.add(*token, pos, &[0], i + 1 == chunk.len())?;
+            pos += 1;
+        }
+        ctx.decode(&mut batch)?;
+    }
+    let prefill = started.elapsed();
+
+    let mut sampler = LlamaSampler::greedy();
+    let started = Instant::now();
+    for i in 0..n_gen {
+        let token = sampler.sample(&ctx, batch.n_tokens() - 1);
+        if i + 1 == n_gen {
+            break;
+        }
+        batch.clear();
+        batch.add(token, pos, &[0], true)?;
+        pos += 1;
+        ctx.decode(&mut batch)?;
+    }
+    let decode = started.elapsed();
+    Ok(Speed {
+        prefill_tokens_per_s: per_second(tokens.len(), prefill),
+        decode_tokens_per_s: per_second(n_gen, decode),
+    })
+}
+
+fn per_second(tokens: usize, time: Duration) -> f64 {
+    tokens as f64 / time.as_secs_f64().max(1e-9)
+}
+
+/// A scripted chat, once on one session (prefix reuse) and once with the cache reset
+/// before every turn, replaying the same prompts.
+fn chat_reuse(
+    model: &LlamaModel,
+    options: &SessionOptions,
+    global: &GlobalArgs,
+    turns: usize,
+) -> anyhow::Result<ChatReport> {
+    let request = GenerateRequest {
+        max_tokens: global.max_tokens.min(64),
+        ..GenerateRequest::default()
+    };
+    let session = model.session(options)?;
+    let mut messages = Vec::new();
+    let mut prompts = Vec::new();
+    let mut with_reuse = Usage::default();
+    let started = Instant::now();
+    for turn in CHAT_TURNS.iter().take(turns) {
+        messages.push(Message::user(*turn));
+        let prompt = model.chat_template().render(&messages, &[], true)?;
+        let done = session.generate(&prompt, &request)?.wait(|_| {})?;
+        with_reuse.accumulate(&done.usage);
+        messages.push(Message::assistant(done.text));
+        prompts.push(prompt);
+    }
+    let wall_with = started.elapsed();
+
+    let mut without_reuse = Usage::default();
+    let started = Instant::now();
+    for prompt in &prompts {
+        session.reset()?;
+        let done = session.generate(prompt, &request)?.wait(|_| {})?;
+        without_reuse.accumulate(&done.usage);
+    }
+    let wall_without = started.elapsed();
+
+    let tokenized: Vec<Vec<i32>> = prompts.iter().map(|p| model.tokenize(p)).collect();
+    let distinct = distinct_tokens(&tokenized);
+    Ok(ChatReport {
+        turns,
+        distinct_prompt_tokens: distinct,
+        prompt_tokens_total: with_reuse.prompt_tokens,
+        evaluated_with_reuse: with_reuse.evaluated_tokens,
+        evaluated_without_reuse: without_reuse.evaluated_tokens,
+        generated: with_reuse.generated_tokens,
+        computed_over_distinct: (with_reuse.evaluated_tokens + with_reuse.generated_tokens) as f64
+            / distinct.max(1) as f64,
+        prompt_time_with_reuse_s: with_reuse.prompt_time.as_secs_f64(),
+        prompt_time_without_reuse_s: without_reuse.prompt_time.as_secs_f64(),
+        wall_with_reuse_s: wall_with.as_secs_f64(),
+        wall_without_reuse_s: wall_without.as_secs_f64(),
+        evaluated_over_distinct: with_reuse.evaluated_tokens as f64 / distinct.max(1) as f64,
+        wall_ratio: wall_with.as_secs_f64() / wall_without.as_secs_f64().max(1e-9),
+    })
+}
+
+/// Tokens in the union of the sequences seen as a prefix tree: each sequence adds what
+/// follows its longest common prefix with any earlier one.
+fn distinct_tokens(sequences: &[Vec<i32>]) -> usize {
+    sequences
+        .iter()
+        .enumerate()
+        .map(|(i, seq)| {
+            let shared = sequences[..i]
+                .iter()
+                .map(|earlier| common_prefix_len(earlier, seq))
+                .max()
+                .unwrap_or(0);
+            seq.len() - shared
+        })
+        .sum()
+}
+
+fn print_report(r: &Report) {
+    println!(
+        "model {} on {} threads, median of {} rounds",
+        r.model, r.threads, r.rounds
+    );
+    println!();
+    println!(
+        "generation path ({} prompt tokens, {} generated)",
+        r.prompt_tokens, r.decode_tokens
+    );
+    println!(
+        "  {:<16} {:>14} {:>14}",
+        "", "prefill tok/s", "decode tok/s"
+    );
+    println!(
+        "  {:<16} {:>14.1} {:>14.1}",
+        "jielong", r.jielong.prefill_tokens_per_s, r.jielong.decode_tokens_per_s
+    );
+    println!(
+        "  {:<16} {:>14.1} {:>14.1}",
+        "bare llama-cpp-2",
+        r.bare_llama_cpp.prefill_tokens_per_s,
+        r.bare_llama_cpp.decode_tokens_per_s
+    );
+    println!(
+        "  {:<16} {:>13.3}x {:>13.3}x",
+        "ratio", r.prefill_ratio, r.decode_ratio
+    );
+    let c = &r.chat;
+    println!();
+    println!(
+        "{}-turn chat, prefix reuse on vs off (same prompts)",
+        c.turns
+    );
+    println!(
+        "  distinct prompt tokens     {:>8}",
+        c.distinct_prompt_tokens
+    );
+    println!("  prompt tokens, all turns   {:>8}", c.prompt_tokens_total);
+    println!(
+        "  evaluated with reuse       {:>8}  ({:.3}x distinct)",
+        c.evaluated_with_reuse, c.evaluated_over_distinct
+    );
+    println!(
+        "  evaluated without reuse    {:>8}",
+        c.evaluated_without_reuse
+    );
+    println!(
+        "  evaluated + generated      {:>8}  ({:.3}x distinct)",
+        c.evaluated_with_reuse + c.generated,
+        c.computed_over_distinct
+    );
+    println!(
+        "  prompt time with / without {:>7.2}s / {:.2}s  ({:.3}x)",
+        c.prompt_time_with_reuse_s,
+        c.prompt_time_without_reuse_s,
+        c.prompt_time_with_reuse_s / c.prompt_time_without_reuse_s.max(1e-9)
+    );
+    println!(
+        "  wall time with / without   {:>7.2}s / {:.2}s  ({:.3}x)",
+        c.wall_with_reuse_s, c.wall_without_reuse_s, c.wall_ratio
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_tokens;
+
+    #[test]
+    fn distinct_counts_the_prefix_tree() {
+        assert_eq!(
+            distinct_tokens(&[vec![1, 2, 3], vec![1, 2, 3, 4, 5], vec![1, 2, 9]]),
+            6
+        );
+        assert_eq!(distinct_tokens(&[]), 0);
+    }
+}

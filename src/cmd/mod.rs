@@ -1,0 +1,72 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod chat;
+pub mod models;
+pub mod run;
+
+use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
+
+use crate::cli::GlobalArgs;
+use crate::progress::BarProgress;
+
+/// The generation request the global options describe.
+pub fn request(global: &GlobalArgs) -> GenerateRequest {
+    GenerateRequest {
+        max_tokens: global.max_tokens,
+        sampling: SamplingParams {
+            temperature: global.temperature,
+            top_k: global.top_k,
+            top_p: global.top_p,
+            min_p: global.min_p,
+            seed: global.seed,
+        },
+        stop: global.stop.clone(),
+    }
+}
+
+/// The session options the global options describe.
+pub fn session_options(global: &GlobalArgs) -> SessionOptions {
+    SessionOptions {
+        context_size: global.ctx_size,
+        threads: global.threads.map(usize::from),
+        ..SessionOptions::default()
+    }
+}
+
+/// Resolves `--model` (pulling it on first use, with a progress bar) and loads it.
+pub async fn load_model(global: &GlobalArgs) -> anyhow::Result<LlamaModel> {
+    let progress = BarProgress::new();
+    let model = jielong::open_model(&global.model, &progress).await?;
+    if global.verbose > 0 {
+        let info = model.info();
+        eprintln!(
+            "model: {} ({}, {:.0}M parameters, {} trained context) from {}",
+            info.name,
+            info.architecture,
+            info.parameters as f64 / 1e6,
+            info.context_length,
+            info.path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(model)
+}
+
+/// One line of token and timing statistics (for `-v`).
+pub fn usage_line(usage: &jielong::Usage) -> String {
+    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.1}"));
+    format!(
+        "tokens: prompt {} (cached {}, evaluated {}), generated {}; prompt {:.0} ms ({} tok/s), generation {:.0} ms ({} tok/s)",
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.evaluated_tokens,
+        usage.generated_tokens,
+        usage.prompt_time.as_secs_f64() * 1e3,
+        rate(usage.prompt_tokens_per_second()),
+        usage.generation_time.as_secs_f64() * 1e3,
+        rate(usage.generation_tokens_per_second()),
+    )
+}

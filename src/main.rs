@@ -1,0 +1,97 @@
+//! The `jielong` command line.
+//!
+//! Exit codes: 0 success; 1 the work failed; 2 invalid usage; 3 the model is not
+//! available (unknown name, missing or corrupt file, failed download or checksum).
+
+mod cli;
+mod cmd;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// Exit code when the model cannot be had.
+const EXIT_MODEL: u8 = 3;
+/// Exit code for other failures.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code for invalid usage.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jielong: error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => cmd::run::run(&cli.global, args).await,
+            Command::Chat(args) => cmd::chat::chat(&cli.global, args).await,
+            Command::Models(command) => cmd::models::models(&cli.global, command).await,
+            Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("jielong: error: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// The documented exit code for an error.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<jielong::ModelError>().is_some()
+            || matches!(
+                cause.downcast_ref::<jielong::OpenModelError>(),
+                Some(jielong::OpenModelError::Model(_))
+            )
+        {
+            return EXIT_MODEL;
+        }
+        if let Some(jielong::OpenModelError::Runtime(e)) = cause.downcast_ref() {
+            return runtime_exit_code(e);
+        }
+        if let Some(e) = cause.downcast_ref::<jielong::RuntimeError>() {
+            return runtime_exit_code(e);
+        }
+    }
+    EXIT_FAILURE
+}
+
+fn runtime_exit_code(e: &jielong::RuntimeError) -> u8 {
+    match e {
+        jielong::RuntimeError::ModelNotFound { .. } | jielong::RuntimeError::ModelLoad { .. } => {
+            EXIT_MODEL
+        }
+        jielong::RuntimeError::InvalidRequest(_) => EXIT_USAGE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// `-v` shows Jielong's own info, `-vv` adds llama.cpp's log; `RUST_LOG` overrides.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 | 1 => "warn,llama-cpp-2=off",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

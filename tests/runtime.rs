@@ -1,0 +1,238 @@
+//! The model runtime on the real catalog models: chat templates, greedy determinism,
+//! KV-cache prefix reuse (and that it changes nothing in the output), stop strings,
+//! budgets, seeded sampling, cancellation, context limits.
+
+mod common;
+
+use common::{model, model_lock, QWEN, SMOLLM};
+use jielong::{
+    Completion, FinishReason, GenerateRequest, LlamaSession, Message, RuntimeError, SamplingParams,
+    SessionOptions,
+};
+
+fn ask(session: &LlamaSession, prompt: &str, request: &GenerateRequest) -> Completion {
+    session
+        .generate(prompt, request)
+        .expect("generation starts")
+        .wait(|_| {})
+        .expect("generation finishes")
+}
+
+fn chat_prompt(name: &str, messages: &[Message]) -> String {
+    model(name)
+        .chat_template()
+        .render(messages, &[], true)
+        .expect("the template renders")
+}
+
+fn greedy(max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        max_tokens,
+        ..GenerateRequest::default()
+    }
+}
+
+#[test]
+fn answers_a_factual_question_on_both_models() {
+    let _lock = model_lock();
+    for (name, want) in [(QWEN, "Paris"), (SMOLLM, "Paris")] {
+        let m = model(name);
+        let session = m.session(&SessionOptions::default()).unwrap();
+        let prompt = chat_prompt(
+            name,
+            &[Message::user(
+                "What is the capital of France? Answer in one word.",
+            )],
+        );
+        let done = ask(&session, &prompt, &greedy(32));
+        assert!(done.text.contains(want), "{name} answered {:?}", done.text);
+        assert_eq!(done.finish, FinishReason::EndOfText, "{name}");
+        assert!(done.usage.generated_tokens >= 1);
+        assert_eq!(
+            done.usage.cached_tokens, 0,
+            "a new session has nothing cached"
+        );
+        assert_eq!(done.usage.prompt_tokens, m.tokenize(&prompt).len());
+    }
+}
+
+#[test]
+fn prefix_reuse_evaluates_only_the_new_part_and_changes_nothing() {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let mut messages = vec![Message::user("Name three primary colours.")];
+    let reused = m.session(&SessionOptions::default()).unwrap();
+    let first = ask(&reused, &chat_prompt(QWEN, &messages), &greedy(24));
+    messages.push(Message::assistant(first.text.clone()));
+    messages.push(Message::user(
+        "Now name one more colour that is not primary.",
+    ));
+    let prompt2 = chat_prompt(QWEN, &messages);
+    let second = ask(&reused, &prompt2, &greedy(24));
+
+    let first_prompt_tokens = first.usage.prompt_tokens;
+    assert!(
+        second.usage.cached_tokens >= first_prompt_tokens,
+        "turn 2 reused {} tokens, turn 1's prompt alone had {first_prompt_tokens}",
+        second.usage.cached_tokens
+    );
+    assert_eq!(
+        second.usage.cached_tokens + second.usage.evaluated_tokens,
+        second.usage.prompt_tokens
+    );
+    // The same prompt in a fresh session gives the same greedy answer.
+    let fresh = m.session(&SessionOptions::default()).unwrap();
+    let again = ask(&fresh, &prompt2, &greedy(24));
+    assert_eq!(again.usage.cached_tokens, 0);
+    assert_eq!(
+        again.text, second.text,
+        "reusing the cache changed the output"
+    );
+
+    // Asking the very same prompt again reuses all but the last token.
+    let third = ask(&reused, &prompt2, &greedy(24));
+    assert_eq!(third.usage.evaluated_tokens, 1);
+    assert_eq!(third.text, second.text);
+
+    // After a reset nothing is reused.
+    reused.reset().unwrap();
+    let after_reset = ask(&reused, &prompt2, &greedy(4));
+    assert_eq!(after_reset.usage.cached_tokens, 0);
+}
+
+#[test]
+fn stop_strings_and_token_budget() {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let session = m.session(&SessionOptions::default()).unwrap();
+    let prompt = chat_prompt(
+        QWEN,
+        &[Message::user("Count from 1 to 20, separated by commas.")],
+    );
+    let full = ask(&session, &prompt, &greedy(80));
+    assert!(full.text.contains("5, 6"), "{:?}", full.text);
+
+    let stopped = ask(
+        &session,
+        &prompt,
+        &GenerateRequest {
+            stop: vec!["5".into()],
+            ..greedy(80)
+        },
+    );
+    assert_eq!(stopped.finish, FinishReason::StopString("5".into()));
+    assert!(!stopped.text.contains('5'), "{:?}", stopped.text);
+    assert!(full.text.starts_with(&stopped.text));
+
+    let cut = ask(&session, &prompt, &greedy(3));
+    assert_eq!(cut.finish, FinishReason::MaxTokens);
+    assert_eq!(cut.usage.generated_tokens, 3);
+    assert!(full.text.starts_with(&cut.text));
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let _lock = model_lock();
+    let m = model(SMOLLM);
+    let session = m.session(&SessionOptions::default()).unwrap();
+    let prompt = chat_prompt(
+        SMOLLM,
+        &[Message::user("Tell me a short story about a cat.")],
+    );
+    let sampled = |seed| GenerateRequest {
+        max_tokens: 40,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            seed,
+            ..SamplingParams::default()
+        },
+        ..GenerateRequest::default()
+    };
+    let a = ask(&session, &prompt, &sampled(7));
+    let b = ask(&session, &prompt, &sampled(7));
+    assert_eq!(a.text, b.text, "same seed, different text");
+    let texts: Vec<String> = (100..104)
+        .map(|s| ask(&session, &prompt, &sampled(s)).text)
+        .collect();
+    assert!(
+        texts.iter().any(|t| *t != a.text),
+        "five seeds all gave the same text: sampling is not random"
+    );
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_refused_and_the_session_survives() {
+    let _lock = model_lock();
+    let m = model(SMOLLM);
+    let session = m
+        .session(&SessionOptions {
+            context_size: Some(64),
+            ..SessionOptions::default()
+        })
+        .unwrap();
+    let long = chat_prompt(SMOLLM, &[Message::user("word ".repeat(200))]);
+    let err = session
+        .generate(&long, &greedy(4))
+        .unwrap()
+        .wait(|_| {})
+        .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::PromptTooLong { n_ctx: 64, .. }),
+        "{err}"
+    );
+    // Generation that runs into the end of the window stops with ContextFull.
+    let short = chat_prompt(SMOLLM, &[Message::user("Write a long poem about the sea.")]);
+    let done = ask(&session, &short, &greedy(500));
+    assert_eq!(done.finish, FinishReason::ContextFull);
+}
+
+#[test]
+fn invalid_requests_are_rejected_before_any_work() {
+    let _lock = model_lock();
+    let m = model(SMOLLM);
+    let session = m.session(&SessionOptions::default()).unwrap();
+    for request in [
+        greedy(0),
+        GenerateRequest {
+            stop: vec![String::new()],
+            ..greedy(4)
+        },
+        GenerateRequest {
+            sampling: SamplingParams {
+                temperature: -1.0,
+                ..SamplingParams::default()
+            },
+            ..greedy(4)
+        },
+    ] {
+        let err = session.generate("hi", &request).unwrap_err();
+        assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err}");
+    }
+}
+
+#[test]
+fn cancelling_stops_generation_and_keeps_the_session_usable() {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let session = m.session(&SessionOptions::default()).unwrap();
+    let prompt = chat_prompt(QWEN, &[Message::user("Write a long essay about rivers.")]);
+    let mut generation = session.generate(&prompt, &greedy(400)).unwrap();
+    let mut pieces = 0;
+    let done = loop {
+        match generation.blocking_next().expect("events until Done") {
+            jielong::GenerationEvent::Text(_) => {
+                pieces += 1;
+                if pieces == 3 {
+                    generation.cancel();
+                }
+            }
+            jielong::GenerationEvent::Done(result) => break result.unwrap(),
+        }
+    };
+    assert_eq!(done.finish, FinishReason::Cancelled);
+    assert!(done.usage.generated_tokens < 10);
+    // Dropping a generation mid-way cancels it too; the next request still works.
+    drop(session.generate(&prompt, &greedy(400)).unwrap());
+    let next = ask(&session, &prompt, &greedy(5));
+    assert_eq!(next.finish, FinishReason::MaxTokens);
+}
