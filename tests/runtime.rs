@@ -236,3 +236,62 @@ fn cancelling_stops_generation_and_keeps_the_session_usable() {
     let next = ask(&session, &prompt, &greedy(5));
     assert_eq!(next.finish, FinishReason::MaxTokens);
 }
+
+#[test]
+fn a_prompt_forks_into_parallel_sequences() {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let session = m
+        .session(&SessionOptions {
+            max_sequences: 5,
+            ..SessionOptions::default()
+        })
+        .unwrap();
+    let prompt = chat_prompt(QWEN, &[Message::user("Name three primary colours.")]);
+    let single = ask(&session, &prompt, &greedy(16));
+
+    // Greedy forks reproduce the single-sequence answer exactly.
+    let forks = session
+        .generate_parallel(&prompt, &[greedy(16), greedy(16), greedy(16)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(forks.len(), 3);
+    for fork in &forks {
+        assert_eq!(fork.text, single.text, "a fork diverged from the single answer");
+    }
+    // The prompt was in the cache already: evaluated once (its last token), shared by all.
+    assert_eq!(forks[0].usage.evaluated_tokens, 1);
+    assert_eq!(forks[1].usage.cached_tokens, forks[1].usage.prompt_tokens);
+
+    // Seeded samples: reproducible per seed, different across seeds.
+    let sampled = |seed| GenerateRequest {
+        max_tokens: 24,
+        sampling: SamplingParams {
+            temperature: 1.2,
+            seed,
+            ..SamplingParams::default()
+        },
+        ..GenerateRequest::default()
+    };
+    let requests: Vec<_> = (1..=4).map(sampled).collect();
+    let a = session.generate_parallel(&prompt, &requests).unwrap().wait().unwrap();
+    let b = session.generate_parallel(&prompt, &requests).unwrap().wait().unwrap();
+    let texts = |cs: &[jielong::Completion]| cs.iter().map(|c| c.text.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&a), texts(&b), "same seeds, different samples");
+    let mut distinct = texts(&a);
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 1, "four seeds gave one answer: {distinct:?}");
+
+    // The forks are gone afterwards; the main sequence still holds the prompt.
+    let again = ask(&session, &prompt, &greedy(16));
+    assert_eq!(again.usage.evaluated_tokens, 1);
+    assert_eq!(again.text, single.text);
+
+    // More requests than the session has sequences for is an error, not a crash.
+    let err = session
+        .generate_parallel(&prompt, &vec![greedy(4); 5])
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err}");
+}

@@ -40,7 +40,7 @@ pub use generate::{
     SamplingParams, Usage,
 };
 #[cfg(feature = "llama")]
-pub use llama::{LlamaModel, LlamaSession};
+pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};
 pub use model::{physical_cores, LanguageModel, ModelInfo, ModelSession, SessionOptions};
 pub use stop::StopMatcher;
 pub use template::{ChatTemplate, TemplateError};

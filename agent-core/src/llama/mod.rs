@@ -4,6 +4,7 @@
 //! opens a [`LlamaSession`], a context with its own KV cache that runs on a worker
 //! thread of its own and reuses every prompt prefix it has already evaluated.
 
+mod branch;
 mod kv;
 mod session;
 
@@ -21,7 +22,7 @@ use crate::template::ChatTemplate;
 
 pub use kv::common_prefix_len;
 pub use llama_cpp_2;
-pub use session::LlamaSession;
+pub use session::{LlamaSession, ParallelGeneration};
 
 /// The process-wide llama.cpp backend (llama.cpp may be initialised only once per
 /// process). Public for code that drives llama-cpp-2 directly next to Jielong, such as

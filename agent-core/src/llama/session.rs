@@ -13,17 +13,16 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::branch::{Branch, Step};
 use super::kv::{tokenize, SequenceCache};
 use super::{backend, context_size, nonzero, Loaded};
 use crate::error::RuntimeError;
 use crate::generate::{
-    Completion, FinishReason, GenerateRequest, Generation, GenerationSender, SamplingParams, Usage,
+    Completion, FinishReason, GenerateRequest, Generation, GenerationSender, Usage,
 };
 use crate::model::{physical_cores, ModelSession, SessionOptions};
-use crate::stop::StopMatcher;
 use crate::template::ChatTemplate;
 
 /// A conversation state on a [`super::LlamaModel`], with KV-cache prefix reuse.
@@ -35,6 +34,7 @@ pub struct LlamaSession {
     worker: Option<thread::JoinHandle<()>>,
     loaded: Arc<Loaded>,
     n_ctx: u32,
+    n_seq: u32,
 }
 
 impl std::fmt::Debug for LlamaSession {
@@ -50,6 +50,11 @@ enum Job {
         prompt: String,
         request: GenerateRequest,
         out: GenerationSender,
+    },
+    Parallel {
+        prompt: String,
+        requests: Vec<GenerateRequest>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Completion>, RuntimeError>>,
     },
     Reset(mpsc::Sender<()>),
     CachedTokens(mpsc::Sender<Vec<i32>>),
@@ -76,6 +81,8 @@ impl LlamaSession {
                     .with_n_batch(n_batch)
                     .with_n_ubatch(n_batch)
                     .with_n_seq_max(n_seq)
+                    // One cell pool for all sequences: a forked prefix is shared, not copied.
+                    .with_kv_unified(true)
                     .with_n_threads(threads)
                     .with_n_threads_batch(threads);
                 let backend = match backend() {
@@ -115,6 +122,7 @@ impl LlamaSession {
                 worker: Some(worker),
                 loaded,
                 n_ctx,
+                n_seq,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(RuntimeError::WorkerGone),
@@ -136,6 +144,40 @@ impl LlamaSession {
             out,
         })?;
         Ok(generation)
+    }
+
+    /// Generates one continuation per request from one prompt, in parallel: the prompt
+    /// is evaluated once (reusing the session's cache as [`generate`](Self::generate)
+    /// does), then forked into one KV-cache sequence per request, and all sequences
+    /// decode together in one batch per step. For self-consistency, best-of-N and tree
+    /// search: give each request its own seed.
+    ///
+    /// Needs a session opened with `max_sequences > requests.len()` (sequence 0 keeps
+    /// the prompt). The first completion's usage counts the prompt evaluation; the
+    /// others report the whole prompt as cached (they share it).
+    pub fn generate_parallel(
+        &self,
+        prompt: &str,
+        requests: &[GenerateRequest],
+    ) -> Result<ParallelGeneration, RuntimeError> {
+        if requests.is_empty() || requests.len() >= self.n_seq as usize {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "{} parallel requests need a session with max_sequences of at least {} (this one has {})",
+                requests.len(),
+                requests.len() + 1,
+                self.n_seq
+            )));
+        }
+        for request in requests {
+            request.validate()?;
+        }
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.send(Job::Parallel {
+            prompt: prompt.to_owned(),
+            requests: requests.to_vec(),
+            reply,
+        })?;
+        Ok(ParallelGeneration { result })
     }
 
     /// Forgets everything evaluated so far (the next prompt is evaluated in full).
@@ -199,6 +241,26 @@ impl ModelSession for LlamaSession {
     }
 }
 
+/// Parallel generations in progress (see [`LlamaSession::generate_parallel`]).
+#[derive(Debug)]
+pub struct ParallelGeneration {
+    result: tokio::sync::oneshot::Receiver<Result<Vec<Completion>, RuntimeError>>,
+}
+
+impl ParallelGeneration {
+    /// Blocks until every sequence has finished; completions come in request order.
+    pub fn wait(self) -> Result<Vec<Completion>, RuntimeError> {
+        self.result
+            .blocking_recv()
+            .map_err(|_| RuntimeError::WorkerGone)?
+    }
+
+    /// Waits (async) until every sequence has finished.
+    pub async fn finish(self) -> Result<Vec<Completion>, RuntimeError> {
+        self.result.await.map_err(|_| RuntimeError::WorkerGone)?
+    }
+}
+
 /// The worker thread's state.
 struct Worker<'m> {
     loaded: &'m Loaded,
@@ -207,6 +269,18 @@ struct Worker<'m> {
     n_batch: usize,
     n_ctx: u32,
     seq: SequenceCache,
+}
+
+/// One forked sequence of a parallel generation.
+struct Fork {
+    branch: Branch,
+    /// Its sequence id in the KV cache.
+    seq: i32,
+    /// The position its next token goes to.
+    pos: i32,
+    /// Where its logits are in the last evaluated batch.
+    logits: i32,
+    finish: Option<FinishReason>,
 }
 
 /// Sequence id of the main conversation in the KV cache.
@@ -226,6 +300,18 @@ impl Worker<'_> {
                     self.clear();
                 }
                 out.done(result);
+            }
+            Job::Parallel {
+                prompt,
+                requests,
+                reply,
+            } => {
+                let result = self.generate_parallel(&prompt, &requests);
+                self.drop_forks(requests.len());
+                if result.is_err() {
+                    self.clear();
+                }
+                let _ = reply.send(result);
             }
             Job::Reset(reply) => {
                 self.clear();
@@ -249,6 +335,145 @@ impl Worker<'_> {
         out: &GenerationSender,
     ) -> Result<Completion, RuntimeError> {
         let started = Instant::now();
+        let tokens = self.tokenize_prompt(prompt)?;
+        let reused = self.evaluate_prompt(&tokens)?;
+        let mut usage = prompt_usage(tokens.len(), reused, started.elapsed());
+        let generating = Instant::now();
+        let mut branch = Branch::new(request);
+        let model = &self.loaded.model;
+        let finish = loop {
+            if out.is_cancelled() {
+                branch.flush();
+                break FinishReason::Cancelled;
+            }
+            let token = branch.sample(&self.ctx, self.batch.n_tokens() - 1);
+            let room = self.seq.tokens.len() + 1 < self.n_ctx as usize;
+            match branch.accept(model, token, room) {
+                Step::Finish(text, reason) => {
+                    if !text.is_empty() {
+                        out.text(text);
+                    }
+                    break reason;
+                }
+                Step::Continue(text) => {
+                    if !text.is_empty() && !out.text(text) {
+                        break FinishReason::Cancelled;
+                    }
+                }
+            }
+            // Evaluate the sampled token so the next one can be sampled.
+            self.batch.clear();
+            let pos = self.seq.tokens.len() as i32;
+            self.batch
+                .add(token, pos, &[MAIN_SEQ], true)
+                .map_err(|e| RuntimeError::Decode(e.to_string()))?;
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| RuntimeError::Decode(e.to_string()))?;
+            self.seq.tokens.push(token);
+        };
+        usage.generated_tokens = branch.generated;
+        usage.generation_time = generating.elapsed();
+        Ok(Completion {
+            text: branch.text,
+            finish,
+            usage,
+        })
+    }
+
+    /// Forks the evaluated prompt into one sequence per request (sequence `i + 1` for
+    /// request `i`) and decodes them together, one batch per step. Sequence 0 keeps the
+    /// prompt; the caller drops the forks afterwards.
+    fn generate_parallel(
+        &mut self,
+        prompt: &str,
+        requests: &[GenerateRequest],
+    ) -> Result<Vec<Completion>, RuntimeError> {
+        let started = Instant::now();
+        let tokens = self.tokenize_prompt(prompt)?;
+        let reused = self.evaluate_prompt(&tokens)?;
+        let prompt_time = started.elapsed();
+        let generating = Instant::now();
+        let mut forks = Vec::with_capacity(requests.len());
+        for (i, request) in requests.iter().enumerate() {
+            let seq = i as i32 + 1;
+            self.ctx
+                .copy_kv_cache_seq(MAIN_SEQ, seq, None, None)
+                .map_err(|e| RuntimeError::Decode(e.to_string()))?;
+            forks.push(Fork {
+                branch: Branch::new(request),
+                seq,
+                pos: tokens.len() as i32,
+                logits: self.batch.n_tokens() - 1,
+                finish: None,
+            });
+        }
+        // Cells in use: the shared prompt plus every fork's evaluated tokens.
+        let mut used = tokens.len();
+        let model = &self.loaded.model;
+        loop {
+            let active = forks.iter().filter(|f| f.finish.is_none()).count();
+            if active == 0 {
+                break;
+            }
+            let room = used + active < self.n_ctx as usize;
+            let mut next = Vec::with_capacity(active);
+            for (i, fork) in forks.iter_mut().enumerate() {
+                if fork.finish.is_some() {
+                    continue;
+                }
+                let token = fork.branch.sample(&self.ctx, fork.logits);
+                match fork.branch.accept(model, token, room) {
+                    Step::Finish(_, reason) => fork.finish = Some(reason),
+                    Step::Continue(_) => next.push((i, token)),
+                }
+            }
+            if next.is_empty() {
+                continue;
+            }
+            self.batch.clear();
+            for (k, &(i, token)) in next.iter().enumerate() {
+                let fork = &mut forks[i];
+                self.batch
+                    .add(token, fork.pos, &[fork.seq], true)
+                    .map_err(|e| RuntimeError::Decode(e.to_string()))?;
+                fork.pos += 1;
+                fork.logits = k as i32;
+            }
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| RuntimeError::Decode(e.to_string()))?;
+            used += next.len();
+        }
+        let generation_time = generating.elapsed();
+        Ok(forks
+            .into_iter()
+            .enumerate()
+            .map(|(i, fork)| {
+                let mut usage = if i == 0 {
+                    prompt_usage(tokens.len(), reused, prompt_time)
+                } else {
+                    prompt_usage(tokens.len(), tokens.len(), Duration::ZERO)
+                };
+                usage.generated_tokens = fork.branch.generated;
+                usage.generation_time = generation_time;
+                Completion {
+                    text: fork.branch.text,
+                    finish: fork.finish.unwrap_or(FinishReason::MaxTokens),
+                    usage,
+                }
+            })
+            .collect())
+    }
+
+    /// Removes forked sequences `1..=n` from the KV cache.
+    fn drop_forks(&mut self, n: usize) {
+        for seq in 1..=n as u32 {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+        }
+    }
+
+    fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<LlamaToken>, RuntimeError> {
         let tokens = tokenize(&self.loaded.model, prompt);
         if tokens.is_empty() {
             return Err(RuntimeError::EmptyPrompt);
@@ -259,22 +484,7 @@ impl Worker<'_> {
                 n_ctx: self.n_ctx,
             });
         }
-        let reused = self.evaluate_prompt(&tokens)?;
-        let mut usage = Usage {
-            prompt_tokens: tokens.len(),
-            cached_tokens: reused,
-            evaluated_tokens: tokens.len() - reused,
-            prompt_time: started.elapsed(),
-            ..Usage::default()
-        };
-        let generating = Instant::now();
-        let (text, finish) = self.sample_loop(request, out, &mut usage)?;
-        usage.generation_time = generating.elapsed();
-        Ok(Completion {
-            text,
-            finish,
-            usage,
-        })
+        Ok(tokens)
     }
 
     /// Brings the KV cache to hold exactly `tokens`, evaluating only what follows the
@@ -311,97 +521,15 @@ impl Worker<'_> {
         }
         Ok(reused)
     }
-
-    fn sample_loop(
-        &mut self,
-        request: &GenerateRequest,
-        out: &GenerationSender,
-        usage: &mut Usage,
-    ) -> Result<(String, FinishReason), RuntimeError> {
-        let model = &self.loaded.model;
-        let vocab = model.vocab();
-        let mut sampler = build_sampler(&request.sampling);
-        let mut stops = StopMatcher::new(&request.stop);
-        let mut utf8 = encoding_rs::UTF_8.new_decoder();
-        let mut piece_bytes = Vec::with_capacity(32);
-        let mut text = String::new();
-        let emit = |s: String, text: &mut String| -> bool {
-            if s.is_empty() {
-                return true;
-            }
-            text.push_str(&s);
-            out.text(s)
-        };
-        let finish = loop {
-            if out.is_cancelled() {
-                break FinishReason::Cancelled;
-            }
-            let token = sampler.sample(&self.ctx, self.batch.n_tokens() - 1);
-            if vocab.is_eog(token) {
-                break FinishReason::EndOfText;
-            }
-            usage.generated_tokens += 1;
-            piece_bytes.clear();
-            vocab.token_to_piece_into(token, &mut piece_bytes, true, None);
-            let mut piece = String::with_capacity(piece_bytes.len() + 4);
-            let _ = utf8.decode_to_string(&piece_bytes, &mut piece, false);
-            let scan = stops.push(&piece);
-            if !emit(scan.emit, &mut text) {
-                break FinishReason::Cancelled;
-            }
-            if let Some(stop) = scan.stopped {
-                break FinishReason::StopString(stop);
-            }
-            if usage.generated_tokens >= request.max_tokens {
-                break FinishReason::MaxTokens;
-            }
-            if self.seq.tokens.len() + 1 >= self.n_ctx as usize {
-                break FinishReason::ContextFull;
-            }
-            // Evaluate the sampled token so the next one can be sampled.
-            self.batch.clear();
-            self.batch
-                .add(token, self.seq.tokens.len() as i32, &[MAIN_SEQ], true)
-                .map_err(|e| RuntimeError::Decode(e.to_string()))?;
-            self.ctx
-                .decode(&mut self.batch)
-                .map_err(|e| RuntimeError::Decode(e.to_string()))?;
-            self.seq.tokens.push(token);
-        };
-        if !matches!(finish, FinishReason::StopString(_)) {
-            let mut rest = stops.flush();
-            let _ = utf8.decode_to_string(&[], &mut rest, true);
-            emit(rest, &mut text);
-        }
-        Ok((text, finish))
-    }
 }
 
-/// The llama.cpp sampler chain for these settings.
-fn build_sampler(params: &SamplingParams) -> LlamaSampler {
-    if params.is_greedy() {
-        return LlamaSampler::greedy();
+/// Usage of a call whose prompt had `prompt` tokens, `reused` of them from the cache.
+fn prompt_usage(prompt: usize, reused: usize, prompt_time: Duration) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        cached_tokens: reused,
+        evaluated_tokens: prompt - reused,
+        prompt_time,
+        ..Usage::default()
     }
-    let mut chain = Vec::with_capacity(5);
-    if params.top_k > 0 {
-        chain.push(LlamaSampler::top_k(
-            i32::try_from(params.top_k).unwrap_or(i32::MAX),
-        ));
-    }
-    if params.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(params.top_p, 1));
-    }
-    if params.min_p > 0.0 {
-        chain.push(LlamaSampler::min_p(params.min_p, 1));
-    }
-    chain.push(LlamaSampler::temp(params.temperature));
-    chain.push(LlamaSampler::dist(params.seed));
-    LlamaSampler::chain_simple(chain)
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<LlamaSession>();
-    let _ = Duration::ZERO;
 }
