@@ -258,7 +258,10 @@ fn a_prompt_forks_into_parallel_sequences() {
         .unwrap();
     assert_eq!(forks.len(), 3);
     for fork in &forks {
-        assert_eq!(fork.text, single.text, "a fork diverged from the single answer");
+        assert_eq!(
+            fork.text, single.text,
+            "a fork diverged from the single answer"
+        );
     }
     // The prompt was in the cache already: evaluated once (its last token), shared by all.
     assert_eq!(forks[0].usage.evaluated_tokens, 1);
@@ -275,14 +278,25 @@ fn a_prompt_forks_into_parallel_sequences() {
         ..GenerateRequest::default()
     };
     let requests: Vec<_> = (1..=4).map(sampled).collect();
-    let a = session.generate_parallel(&prompt, &requests).unwrap().wait().unwrap();
-    let b = session.generate_parallel(&prompt, &requests).unwrap().wait().unwrap();
+    let a = session
+        .generate_parallel(&prompt, &requests)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let b = session
+        .generate_parallel(&prompt, &requests)
+        .unwrap()
+        .wait()
+        .unwrap();
     let texts = |cs: &[jielong::Completion]| cs.iter().map(|c| c.text.clone()).collect::<Vec<_>>();
     assert_eq!(texts(&a), texts(&b), "same seeds, different samples");
     let mut distinct = texts(&a);
     distinct.sort();
     distinct.dedup();
-    assert!(distinct.len() > 1, "four seeds gave one answer: {distinct:?}");
+    assert!(
+        distinct.len() > 1,
+        "four seeds gave one answer: {distinct:?}"
+    );
 
     // The forks are gone afterwards; the main sequence still holds the prompt.
     let again = ask(&session, &prompt, &greedy(16));
@@ -294,4 +308,17 @@ fn a_prompt_forks_into_parallel_sequences() {
         .generate_parallel(&prompt, &vec![greedy(4); 5])
         .unwrap_err();
     assert!(matches!(err, RuntimeError::InvalidRequest(_)), "{err}");
+}
+
+#[test]
+fn the_tool_call_format_is_detected_from_the_model() {
+    let _lock = model_lock();
+    assert_eq!(
+        model(QWEN).info().tool_call_format,
+        jielong::core::ToolCallFormat::Hermes
+    );
+    assert_eq!(
+        model(SMOLLM).info().tool_call_format,
+        jielong::core::ToolCallFormat::Generic
+    );
 }

@@ -32,6 +32,8 @@ pub mod llama;
 pub mod model;
 pub mod stop;
 pub mod template;
+pub mod tool;
+pub mod tool_format;
 
 pub use chat::{Message, Role, ToolCall, ToolSpec};
 pub use error::RuntimeError;
@@ -44,3 +46,5 @@ pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};
 pub use model::{physical_cores, LanguageModel, ModelInfo, ModelSession, SessionOptions};
 pub use stop::StopMatcher;
 pub use template::{ChatTemplate, TemplateError};
+pub use tool::{DynTool, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolRegistry};
+pub use tool_format::{ParsedEvent, ToolCallFormat, ToolCallParser};

@@ -27,6 +27,8 @@ pub struct ModelInfo {
     pub size_bytes: u64,
     /// Whether the chat template came from the model file (`false`: the ChatML fallback).
     pub has_own_template: bool,
+    /// How the model writes tool calls (detected from its vocabulary and template).
+    pub tool_call_format: crate::tool_format::ToolCallFormat,
 }
 
 /// How a session's context is set up.

@@ -19,6 +19,7 @@ use llama_cpp_2::model::LlamaModel as RawModel;
 use crate::error::RuntimeError;
 use crate::model::{LanguageModel, ModelInfo, ModelSession, SessionOptions};
 use crate::template::ChatTemplate;
+use crate::tool_format::{FormatEvidence, ToolCallFormat};
 
 pub use kv::common_prefix_len;
 pub use llama_cpp_2;
@@ -89,6 +90,10 @@ impl LlamaModel {
             }
         })?;
         let template = own_template(&model)?;
+        let tool_call_format = ToolCallFormat::detect(&Evidence {
+            model: &model,
+            template: &template.0,
+        });
         let info = ModelInfo {
             name: model
                 .meta_val_str("general.name")
@@ -103,6 +108,7 @@ impl LlamaModel {
             parameters: model.n_params(),
             size_bytes: model.size(),
             has_own_template: template.1,
+            tool_call_format,
         };
         Ok(Self {
             loaded: Arc::new(Loaded {
@@ -190,6 +196,26 @@ fn own_template(model: &RawModel) -> Result<(ChatTemplate, bool), RuntimeError> 
             Ok((ChatTemplate::new(source, &bos, &eos)?, true))
         }
         _ => Ok((ChatTemplate::chatml(), false)),
+    }
+}
+
+/// What tool-call format detection reads from a loaded model.
+struct Evidence<'a> {
+    model: &'a RawModel,
+    template: &'a ChatTemplate,
+}
+
+impl FormatEvidence for Evidence<'_> {
+    fn is_single_token(&self, text: &str) -> bool {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, true)
+            .len()
+            == 1
+    }
+
+    fn template_source(&self) -> &str {
+        self.template.source()
     }
 }
 
