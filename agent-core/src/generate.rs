@@ -88,6 +88,61 @@ pub struct GenerateRequest {
     /// Generation ends before the first occurrence of any of these strings; the stop
     /// string itself is not part of the output.
     pub stop: Vec<String>,
+    /// Constrain tool calls to the tools' schemas (see [`ToolConstraint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolConstraint>,
+}
+
+/// Grammar-constrained tool calls: once the model opens a call (its trigger token or
+/// marker), decoding is restricted to `{"name": <one of these tools>, "arguments":
+/// <that tool's schema>}` in the model's call format, so every call parses and
+/// validates. Text before a call stays free.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolConstraint {
+    /// The model's call syntax.
+    pub format: crate::tool_format::ToolCallFormat,
+    /// The tools that may be called.
+    pub tools: Vec<crate::chat::ToolSpec>,
+    /// Whether a call is optional or required.
+    #[serde(default)]
+    pub choice: ToolChoice,
+    /// The most calls in one reply (formats that allow several); at least 1.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: u32,
+}
+
+fn default_max_calls() -> u32 {
+    ToolConstraint::DEFAULT_MAX_CALLS
+}
+
+impl ToolConstraint {
+    /// Calls allowed in one reply unless set otherwise.
+    pub const DEFAULT_MAX_CALLS: u32 = 4;
+
+    /// A constraint to `tools` in `format` with the default choice and call limit.
+    pub fn new(
+        format: crate::tool_format::ToolCallFormat,
+        tools: Vec<crate::chat::ToolSpec>,
+        choice: ToolChoice,
+    ) -> Self {
+        Self {
+            format,
+            tools,
+            choice,
+            max_calls: Self::DEFAULT_MAX_CALLS,
+        }
+    }
+}
+
+/// Whether the model must call a tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides; the grammar applies from the moment a call starts (lazy).
+    #[default]
+    Auto,
+    /// The reply must be one or more calls (the grammar applies from the first token).
+    Required,
 }
 
 impl Default for GenerateRequest {
@@ -96,6 +151,7 @@ impl Default for GenerateRequest {
             max_tokens: 512,
             sampling: SamplingParams::default(),
             stop: Vec::new(),
+            tools: None,
         }
     }
 }
@@ -107,6 +163,13 @@ impl GenerateRequest {
             return Err(RuntimeError::InvalidRequest(
                 "max_tokens must be at least 1".into(),
             ));
+        }
+        if let Some(tools) = &self.tools {
+            if tools.tools.is_empty() {
+                return Err(RuntimeError::InvalidRequest(
+                    "a tool constraint needs at least one tool".into(),
+                ));
+            }
         }
         if self.stop.iter().any(String::is_empty) {
             return Err(RuntimeError::InvalidRequest(

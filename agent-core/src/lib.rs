@@ -39,7 +39,7 @@ pub use chat::{Message, Role, ToolCall, ToolSpec};
 pub use error::RuntimeError;
 pub use generate::{
     Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, GenerationSender,
-    SamplingParams, Usage,
+    SamplingParams, ToolChoice, ToolConstraint, Usage,
 };
 #[cfg(feature = "llama")]
 pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};

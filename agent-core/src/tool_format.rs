@@ -215,8 +215,7 @@ impl ToolCallParser {
             State::Text => vec![ParsedEvent::Text(rest)],
             State::InCall => {
                 self.state = State::Text;
-                let trimmed = rest.trim();
-                if self.format.close_marker().is_some() && json_end(trimmed).is_none() {
+                if self.format.close_marker().is_some() {
                     return vec![ParsedEvent::Malformed {
                         raw: rest.clone(),
                         error: format!(
@@ -230,14 +229,25 @@ impl ToolCallParser {
         }
     }
 
-    /// Where the current call ends: (end of its text, bytes to consume).
+    /// Where the current call ends: (end of its text, bytes to consume). A JSON value
+    /// is read to its end first, so a close marker inside a string argument does not
+    /// end the call.
     fn call_end(&self) -> Option<(usize, usize)> {
+        let start = self.buffer.len() - self.buffer.trim_start().len();
+        let json = json_end(&self.buffer[start..]).map(|len| start + len);
         match self.format.close_marker() {
-            Some(close) => self.buffer.find(close).map(|at| (at, at + close.len())),
-            None => {
-                let start = self.buffer.len() - self.buffer.trim_start().len();
-                json_end(&self.buffer[start..]).map(|len| (start + len, start + len))
+            Some(close) => {
+                let after = match json {
+                    Some(end) => end,
+                    // Still inside the JSON value: wait for it to end.
+                    None if self.buffer[start..].starts_with(['{', '[']) => return None,
+                    None => 0,
+                };
+                self.buffer[after..]
+                    .find(close)
+                    .map(|at| (after + at, after + at + close.len()))
             }
+            None => json.map(|end| (end, end)),
         }
     }
 
@@ -423,6 +433,11 @@ mod tests {
                 f,
                 "<tool_call>{\"name\": \"a\", \"arguments\": {\"s\": \"</tool\"}}</tool_call>",
                 &[ParsedEvent::CallStarted, call("a", json!({"s": "</tool"}))],
+            );
+            check(
+                f,
+                "<tool_call>{\"name\": \"a\", \"arguments\": {\"s\": \"x</tool_call>y\"}}\n</tool_call>z",
+                &[ParsedEvent::CallStarted, call("a", json!({"s": "x</tool_call>y"})), text("z")],
             );
         }
     }

@@ -22,6 +22,7 @@ pub fn request(global: &GlobalArgs) -> GenerateRequest {
             seed: global.seed,
         },
         stop: global.stop.clone(),
+        tools: None,
     }
 }
 

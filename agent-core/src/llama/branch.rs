@@ -4,8 +4,11 @@
 
 use llama_cpp_2::model::LlamaModel as RawModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
+use crate::error::RuntimeError;
 use crate::generate::{FinishReason, GenerateRequest, SamplingParams};
 use crate::stop::StopMatcher;
 
@@ -20,7 +23,10 @@ pub(crate) enum Step {
 
 /// The decoding state of one generated sequence.
 pub(crate) struct Branch {
+    /// Chooses among the candidates (greedy, or filters and a seeded draw).
     sampler: LlamaSampler,
+    /// The tool-call grammar, checked apart from `sampler` (see [`Branch::sample`]).
+    grammar: Option<LlamaSampler>,
     stops: StopMatcher,
     utf8: encoding_rs::Decoder,
     piece: Vec<u8>,
@@ -32,25 +38,54 @@ pub(crate) struct Branch {
 }
 
 impl Branch {
-    pub(crate) fn new(request: &GenerateRequest) -> Self {
-        Self {
+    pub(crate) fn new(model: &RawModel, request: &GenerateRequest) -> Result<Self, RuntimeError> {
+        let grammar = match &request.tools {
+            Some(constraint) => Some(super::grammar::tool_call_sampler(model, constraint)?),
+            None => None,
+        };
+        Ok(Self {
             sampler: build_sampler(&request.sampling),
+            grammar,
             stops: StopMatcher::new(&request.stop),
             utf8: encoding_rs::UTF_8.new_decoder(),
             piece: Vec::with_capacity(32),
             max_tokens: request.max_tokens,
             generated: 0,
             text: String::new(),
-        }
+        })
     }
 
     /// Samples the next token from the logits at `index` of the last evaluated batch.
+    ///
+    /// With a grammar, the token is first drawn without it and then checked against
+    /// it; only when the grammar rejects it are all candidates filtered and the draw
+    /// repeated (as llama.cpp's own sampler does). Checking one token instead of the
+    /// whole vocabulary makes constrained decoding nearly as fast as free decoding.
     pub(crate) fn sample(
         &mut self,
         ctx: &llama_cpp_2::context::LlamaContext<'_>,
         index: i32,
     ) -> LlamaToken {
-        self.sampler.sample(ctx, index)
+        let token = self.sampler.sample(ctx, index);
+        let Some(grammar) = self.grammar.as_mut() else {
+            return token;
+        };
+        let mut single =
+            LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+        single.apply_sampler(grammar);
+        let allowed = single.data.first().is_some_and(|d| d.logit().is_finite());
+        let token = if allowed {
+            token
+        } else {
+            let mut all = ctx.token_data_array_ith(index);
+            all.apply_sampler(grammar);
+            all.apply_sampler(&mut self.sampler);
+            let chosen = all.selected_token().unwrap_or(token);
+            self.sampler.accept(chosen);
+            chosen
+        };
+        grammar.accept(token);
+        token
     }
 
     /// Takes a sampled token: end of text, stop string and token budget are decided

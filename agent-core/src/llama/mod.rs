@@ -5,6 +5,7 @@
 //! thread of its own and reuses every prompt prefix it has already evaluated.
 
 mod branch;
+mod grammar;
 mod kv;
 mod session;
 

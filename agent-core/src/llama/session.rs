@@ -339,7 +339,7 @@ impl Worker<'_> {
         let reused = self.evaluate_prompt(&tokens)?;
         let mut usage = prompt_usage(tokens.len(), reused, started.elapsed());
         let generating = Instant::now();
-        let mut branch = Branch::new(request);
+        let mut branch = Branch::new(&self.loaded.model, request)?;
         let model = &self.loaded.model;
         let finish = loop {
             if out.is_cancelled() {
@@ -401,7 +401,7 @@ impl Worker<'_> {
                 .copy_kv_cache_seq(MAIN_SEQ, seq, None, None)
                 .map_err(|e| RuntimeError::Decode(e.to_string()))?;
             forks.push(Fork {
-                branch: Branch::new(request),
+                branch: Branch::new(&self.loaded.model, request)?,
                 seq,
                 pos: tokens.len() as i32,
                 logits: self.batch.n_tokens() - 1,
