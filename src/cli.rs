@@ -64,13 +64,18 @@ pub struct GlobalArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Answer a task on the model and print the answer to stdout.
+    /// Solve a task with the agent (model + tools); the answer goes to stdout,
+    /// progress to stderr.
     Run(RunArgs),
     /// Chat interactively; the conversation's KV cache is kept between turns.
     Chat(ChatArgs),
     /// List, download and locate models.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// List the built-in tools and their argument schemas.
+    Tools,
+    /// Run one tool by hand: `jielong tool python 'print(1+1)'`.
+    Tool(ToolArgs),
     /// Measure Jielong's generation path against a bare llama.cpp loop, and prefix
     /// reuse in a multi-turn chat.
     Bench(BenchArgs),
@@ -81,9 +86,60 @@ pub enum Command {
 pub struct RunArgs {
     /// The task or question.
     pub task: String,
-    /// A system prompt (default: the model template's own).
+    /// A system prompt (default: prompts/agent_system.md).
     #[arg(long)]
     pub system: Option<String>,
+    /// Tools the agent may call, comma-separated (`python`, `web_search`, `fetch_url`);
+    /// `none` answers directly, streaming.
+    #[arg(long, value_delimiter = ',', default_value = "python")]
+    pub tools: Vec<String>,
+    /// How the tools are set up.
+    #[command(flatten)]
+    pub tool_options: ToolOptions,
+    /// Decompose the task into subtasks first, then synthesize.
+    #[arg(long)]
+    pub plan: bool,
+    /// Critique the draft answer and revise it when the critique finds a fault.
+    #[arg(long)]
+    pub reflect: bool,
+    /// The most model calls in the run.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: usize,
+    /// Write every event of the run to this file as JSON lines.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// `jielong tool`.
+#[derive(Debug, Args)]
+pub struct ToolArgs {
+    /// The tool's name.
+    pub name: String,
+    /// Its input: for `python` the code; otherwise the JSON arguments.
+    pub input: String,
+    /// How the tool is set up.
+    #[command(flatten)]
+    pub tool_options: ToolOptions,
+}
+
+/// Settings of the built-in tools (`run`, `tool`).
+#[derive(Debug, Args)]
+pub struct ToolOptions {
+    /// `web_search` through this SearXNG instance (default: `JIELONG_SEARXNG_URL`, else
+    /// Brave Search with `BRAVE_SEARCH_API_KEY`).
+    #[arg(long, value_name = "URL")]
+    pub searxng_url: Option<String>,
+    /// Let `fetch_url` reach this host even on a private or loopback address
+    /// (repeatable; for intranets and tests).
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// Wall-time limit of one `python` call, in seconds.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub python_timeout: Option<u64>,
+    /// Run `python` without its namespaces where this host cannot create them (the
+    /// code then sees the host's files). By default such a host refuses to run code.
+    #[arg(long)]
+    pub python_unsandboxed: bool,
 }
 
 /// `jielong chat`.
@@ -129,4 +185,8 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file as well.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Measure the sandboxed Python tool instead: per-call overhead of the persistent
+    /// worker and its cold start against a bare `python3 -I -S -c pass`.
+    #[arg(long)]
+    pub python: bool,
 }

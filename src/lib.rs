@@ -18,11 +18,18 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The crates behind it: [`core`] (chat types, templates, the model runtime),
-//! [`models`] (the catalog and the model cache).
+//! The crates behind it: [`core`] (chat types, templates, the model runtime, tools,
+//! the agent loop), [`models`] (the catalog and the model cache), [`tools`] (the
+//! built-in tools).
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
 
 pub use jielong_core as core;
 pub use jielong_models as models;
+pub use jielong_tools as tools;
 
 pub use jielong_core::{
     ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,

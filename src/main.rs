@@ -1,7 +1,9 @@
 //! The `jielong` command line.
 //!
 //! Exit codes: 0 success; 1 the work failed; 2 invalid usage; 3 the model is not
-//! available (unknown name, missing or corrupt file, failed download or checksum).
+//! available (unknown name, missing or corrupt file, failed download or checksum);
+//! 4 the agent stopped without an answer (step, token or time budget, repeated call,
+//! failing tool).
 
 mod cli;
 mod cmd;
@@ -17,6 +19,8 @@ use cli::{Cli, Command};
 const EXIT_MODEL: u8 = 3;
 /// Exit code for other failures.
 const EXIT_FAILURE: u8 = 1;
+/// Exit code when the agent stopped without an answer (a budget, a failing tool).
+pub const EXIT_NO_ANSWER: u8 = 4;
 /// Exit code for invalid usage.
 const EXIT_USAGE: u8 = 2;
 
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
             Command::Run(args) => cmd::run::run(&cli.global, args).await,
             Command::Chat(args) => cmd::chat::chat(&cli.global, args).await,
             Command::Models(command) => cmd::models::models(&cli.global, command).await,
+            Command::Tools => cmd::tools::list(),
+            Command::Tool(args) => cmd::tools::run_one(args).await,
             Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
         }
     });
@@ -53,6 +59,9 @@ fn main() -> ExitCode {
 /// The documented exit code for an error.
 fn exit_code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
+        if cause.downcast_ref::<cmd::run::NoAnswer>().is_some() {
+            return EXIT_NO_ANSWER;
+        }
         if cause.downcast_ref::<jielong::ModelError>().is_some()
             || matches!(
                 cause.downcast_ref::<jielong::OpenModelError>(),

@@ -111,10 +111,13 @@ fn global_options_go_before_or_after_the_subcommand() {
             "4",
             "run",
             "Say hello.",
+            "--tools",
+            "none",
         ][..],
         &[
             "run",
             "Say hello.",
+            "--tools=none",
             "--model",
             SMOLLM,
             "-v",

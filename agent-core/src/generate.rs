@@ -143,6 +143,10 @@ pub enum ToolChoice {
     Auto,
     /// The reply must be one or more calls (the grammar applies from the first token).
     Required,
+    /// The reply must be prose, not a call: it may not open with a call marker, a JSON
+    /// object or array, or a code fence. For a model that keeps writing calls when it
+    /// should answer (the tools stay listed, so the prompt and its cache are unchanged).
+    None,
 }
 
 impl Default for GenerateRequest {

@@ -24,6 +24,7 @@
 //! # #[cfg(not(feature = "llama"))] fn main() {}
 //! ```
 
+pub mod agent;
 pub mod chat;
 pub mod error;
 pub mod generate;
@@ -35,6 +36,7 @@ pub mod template;
 pub mod tool;
 pub mod tool_format;
 
+pub use agent::{Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, AgentSettings, StopReason};
 pub use chat::{Message, Role, ToolCall, ToolSpec};
 pub use error::RuntimeError;
 pub use generate::{

@@ -84,6 +84,9 @@ const CHAT_TURNS: [&str; 8] = [
 
 /// Runs `jielong bench`.
 pub async fn bench(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
+    if args.python {
+        return python_bench(&args).await;
+    }
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(args.decode_tokens > 1, "--decode-tokens must be at least 2");
     anyhow::ensure!(
@@ -408,6 +411,30 @@ fn print_report(r: &Report) {
         "  wall time with / without   {:>7.2}s / {:.2}s  ({:.3}x)",
         c.wall_with_reuse_s, c.wall_without_reuse_s, c.wall_ratio
     );
+}
+
+/// `jielong bench --python`: the Python tool's overhead, as ratios to a bare interpreter.
+async fn python_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let sandbox = jielong::tools::python::PythonSandbox::new();
+    let report = jielong::tools::python::bench_overhead(&sandbox, 200, 20 * args.rounds.max(1))
+        .await
+        .context("the Python benchmark failed")?;
+    println!("{report}");
+    if let Some(path) = &args.json {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let json = serde_json::json!({
+            "layers": report.layers.to_string(),
+            "per_call_median_ms": ms(report.per_call_median),
+            "per_call_p90_ms": ms(report.per_call_p90),
+            "cold_start_median_ms": ms(report.cold_start_median),
+            "bare_python_median_ms": ms(report.bare_python_median),
+            "cold_start_ratio": report.cold_start_ratio(),
+            "cold_start_cpu_ratio": report.cold_start_cpu_ratio(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod models;
 pub mod run;
+pub mod tools;
 
 use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
 

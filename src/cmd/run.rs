@@ -1,37 +1,183 @@
-//! `jielong run "TASK"`: answer one task, streaming the answer to stdout.
+//! `jielong run "TASK"`: the agent (model + tools) solves a task; progress goes to
+//! stderr, the answer to stdout. `--tools none` answers without tools, streaming.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use jielong::core::agent::{AgentEvent, StopReason};
+use jielong::core::Agent;
+use jielong::tools::builtin::builtin_registry_with;
 use jielong::{FinishReason, Message};
 
 use crate::cli::{GlobalArgs, RunArgs};
+
+/// The agent stopped without an answer (exit code 4).
+#[derive(Debug, thiserror::Error)]
+#[error("the agent stopped without an answer: {0}")]
+pub struct NoAnswer(pub StopReason);
 
 /// Runs `jielong run`.
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     let request = super::request(global);
     request.validate()?;
+    let tools: Vec<String> = args
+        .tools
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && t != "none")
+        .collect();
+    let registry = builtin_registry_with(&tools, &super::tools::config(&args.tool_options))?;
     let model = super::load_model(global).await?;
-    let session = model.session(&super::session_options(global))?;
-    let mut messages = Vec::new();
-    if let Some(system) = args.system {
-        messages.push(Message::system(system));
+    let mut session = model.session(&super::session_options(global))?;
+    if registry.is_empty() && !args.plan && !args.reflect {
+        return plain_answer(global, &model, &session, &args, &request).await;
     }
-    messages.push(Message::user(args.task));
+
+    let trace = match &args.trace {
+        Some(path) => Some(Arc::new(Mutex::new(BufWriter::new(
+            File::create(path)
+                .with_context(|| format!("cannot create the trace file {}", path.display()))?,
+        )))),
+        None => None,
+    };
+    let verbose = global.verbose > 0;
+    let trace_events = trace.clone();
+    let mut builder = Agent::for_model(&model)
+        .tools(registry)
+        .max_steps(args.max_steps)
+        .max_tokens_per_step(global.max_tokens)
+        .sampling(request.sampling.clone())
+        .plan(args.plan)
+        .reflect(args.reflect)
+        .on_event(move |event| {
+            show_progress(event, verbose);
+            if let Some(trace) = &trace_events {
+                if let (Ok(mut out), Ok(line)) = (trace.lock(), serde_json::to_string(event)) {
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+        });
+    if let Some(system) = &args.system {
+        builder = builder.system_prompt(system.clone());
+    }
+    let agent = builder.build()?;
+    let run = agent.run(&mut session, &args.task).await;
+    if let Some(trace) = &trace {
+        if let Ok(mut out) = trace.lock() {
+            out.flush().context("cannot write the trace file")?;
+        }
+    }
+    if global.verbose > 0 {
+        eprintln!(
+            "{} steps, {} tool calls, {:.1} s; {}",
+            run.steps,
+            run.tool_calls,
+            run.elapsed.as_secs_f64(),
+            super::usage_line(&run.usage)
+        );
+        if let Some(ratio) = run.evaluated_per_distinct() {
+            eprintln!(
+                "prompt tokens evaluated over the run: {} for {} distinct ({ratio:.2}x)",
+                run.usage.evaluated_tokens, run.distinct_prompt_tokens
+            );
+        }
+    }
+    match (run.stop, run.answer) {
+        (StopReason::Answered, Some(answer)) => {
+            println!("{answer}");
+            Ok(())
+        }
+        (stop, partial) => {
+            if let Some(partial) = partial {
+                println!("{partial}");
+            }
+            Err(NoAnswer(stop).into())
+        }
+    }
+}
+
+/// One line of progress per event on stderr (tokens only with -v).
+fn show_progress(event: &AgentEvent, verbose: bool) {
+    match event {
+        AgentEvent::StepStarted { step, phase } if verbose => eprintln!("[step {step}: {phase:?}]"),
+        AgentEvent::ToolCall { call, .. } => {
+            eprintln!(
+                "→ {}({})",
+                call.name,
+                one_line(&call.arguments.to_string(), 160)
+            )
+        }
+        AgentEvent::ToolResult {
+            name, ok, content, ..
+        } => {
+            let mark = if *ok { "←" } else { "✗" };
+            eprintln!("{mark} {name}: {}", one_line(content, 160));
+        }
+        AgentEvent::ConstrainedRetry { tool, .. } if verbose => {
+            eprintln!(
+                "[the call to {tool} was not in the model's format: regenerating it constrained]"
+            )
+        }
+        AgentEvent::AnswerRetry { .. } if verbose => {
+            eprintln!("[the model asked for a result it already has: regenerating as an answer]")
+        }
+        AgentEvent::MalformedCall { error, .. } => eprintln!("✗ malformed call: {error}"),
+        AgentEvent::Plan { subtasks } => {
+            eprintln!("plan:");
+            for (i, s) in subtasks.iter().enumerate() {
+                eprintln!("  {}. {s}", i + 1);
+            }
+        }
+        AgentEvent::Subtask {
+            index,
+            count,
+            subtask,
+        } => eprintln!("[subtask {index}/{count}] {subtask}"),
+        AgentEvent::Critique { round, verdict } => eprintln!("[critique {round}] {verdict:?}"),
+        _ => {}
+    }
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// `--tools none`: the model answers directly, streaming to stdout.
+async fn plain_answer(
+    global: &GlobalArgs,
+    model: &jielong::LlamaModel,
+    session: &jielong::LlamaSession,
+    args: &RunArgs,
+    request: &jielong::GenerateRequest,
+) -> anyhow::Result<()> {
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(Message::system(system.clone()));
+    }
+    messages.push(Message::user(args.task.clone()));
     let prompt = model.chat_template().render(&messages, &[], true)?;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
-    let completion = session.generate(&prompt, &request)?.finish(|piece| {
-        if write_error.is_none() {
-            if let Err(e) = stdout
-                .write_all(piece.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                write_error = Some(e);
+    let completion = session
+        .generate(&prompt, request)?
+        .finish(|piece| {
+            if write_error.is_none() {
+                if let Err(e) = stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+                {
+                    write_error = Some(e);
+                }
             }
-        }
-    });
-    let completion = completion.await?;
+        })
+        .await?;
     if let Some(e) = write_error {
         return Err(e).context("cannot write the answer to stdout");
     }

@@ -69,19 +69,29 @@ pub(crate) fn tool_call_gbnf(constraint: &ToolConstraint) -> Result<String, Runt
     ))
 }
 
+/// The grammar of a reply that is not a call ([`ToolChoice::None`]): up to two blank
+/// characters, then text that does not open with a JSON array or code fence and holds
+/// no `{` or `<` at all (so neither a call marker nor a JSON call can start anywhere).
+const PROSE_GBNF: &str = "root ::= [ \\t\\n]{0,2} [^{\\[<` \\t\\n\\r] [^{<]*\n";
+
 /// The sampler that enforces `constraint`: lazy (triggered by the opening marker, as a
 /// token when it is one, else as text) for [`ToolChoice::Auto`], from the first token
-/// for [`ToolChoice::Required`].
+/// for [`ToolChoice::Required`] and [`ToolChoice::None`].
 pub(crate) fn tool_call_sampler(
     model: &RawModel,
     constraint: &ToolConstraint,
 ) -> Result<LlamaSampler, RuntimeError> {
-    let gbnf = tool_call_gbnf(constraint)?;
     let refused = |e: llama_cpp_2::GrammarError| {
         RuntimeError::InvalidRequest(format!("llama.cpp refused the tool-call grammar: {e}"))
     };
+    if constraint.choice == ToolChoice::None {
+        return LlamaSampler::grammar(model, PROSE_GBNF, "root").map_err(refused);
+    }
+    let gbnf = tool_call_gbnf(constraint)?;
     match constraint.choice {
-        ToolChoice::Required => LlamaSampler::grammar(model, &gbnf, "root").map_err(refused),
+        ToolChoice::Required | ToolChoice::None => {
+            LlamaSampler::grammar(model, &gbnf, "root").map_err(refused)
+        }
         ToolChoice::Auto => {
             let open = constraint.format.open_marker();
             let tokens = model.vocab().tokenize(open.as_bytes(), false, true);

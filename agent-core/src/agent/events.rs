@@ -1,0 +1,248 @@
+//! What a run reports: [`AgentEvent`]s as it goes, an [`AgentRun`] at the end, and the
+//! [`StopReason`] that ended it.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{Message, ToolCall};
+use crate::generate::{FinishReason, Usage};
+use crate::tool::ToolError;
+
+/// What a model step was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Working on the task itself (no plan).
+    Task,
+    /// Asking for a plan (constrained to `submit_plan`).
+    Plan,
+    /// Working on one subtask of the plan.
+    Subtask,
+    /// Combining the subtasks' results into the answer.
+    Synthesis,
+    /// Criticising a draft answer (constrained to `submit_critique`).
+    Critique,
+    /// Revising a draft after a critique.
+    Revision,
+}
+
+/// A critique of a draft answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Whether the draft answers the task correctly.
+    pub ok: bool,
+    /// What is wrong with it (empty when `ok`).
+    pub problem: String,
+}
+
+/// What happens during a run, in order. Serialized with a `type` tag, one JSON object per
+/// event (the CLI writes them as a JSONL trace):
+///
+/// ```
+/// use jielong_core::agent::AgentEvent;
+/// let line = serde_json::to_string(&AgentEvent::StepStarted {
+///     step: 1,
+///     phase: jielong_core::agent::Phase::Task,
+/// })
+/// .unwrap();
+/// assert_eq!(line, r#"{"type":"step_started","step":1,"phase":"task"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentEvent {
+    /// A model step (one model call) starts; steps count from 1.
+    StepStarted {
+        /// The step.
+        step: usize,
+        /// What the step is for.
+        phase: Phase,
+    },
+    /// A piece of text the model generated.
+    Token {
+        /// The step it belongs to.
+        step: usize,
+        /// The text.
+        text: String,
+    },
+    /// The model's reply was bare JSON naming a tool instead of a call block; the step is
+    /// generated again with calls required (the prompt is the same, so the KV cache makes
+    /// it cheap).
+    ConstrainedRetry {
+        /// The step.
+        step: usize,
+        /// The tool the bare JSON named.
+        tool: String,
+    },
+    /// The reply was bare JSON for a call that would tell the model nothing new (the
+    /// same call again, or arguments that restate a result it has); the step is
+    /// generated again as prose ([`ToolChoice::None`](crate::generate::ToolChoice::None)),
+    /// which is the answer.
+    AnswerRetry {
+        /// The step.
+        step: usize,
+    },
+    /// A model call ended (a step generated again has two or three).
+    StepFinished {
+        /// The step.
+        step: usize,
+        /// Why generation ended.
+        finish: FinishReason,
+        /// Tokens and times of the call.
+        usage: Usage,
+    },
+    /// The reply held a call block that is not a valid call; the error goes back to the
+    /// model.
+    MalformedCall {
+        /// The step.
+        step: usize,
+        /// The text of the block.
+        raw: String,
+        /// Why it is not a call.
+        error: String,
+    },
+    /// The model calls a tool.
+    ToolCall {
+        /// The step whose reply made the call.
+        step: usize,
+        /// The call (with the id the agent gave it when the model gave none).
+        call: ToolCall,
+    },
+    /// A tool call ended; `content` is what the model sees.
+    ToolResult {
+        /// The step whose reply made the call.
+        step: usize,
+        /// The id of the call.
+        call_id: Option<String>,
+        /// The tool.
+        name: String,
+        /// Whether the tool succeeded.
+        ok: bool,
+        /// The result, or the error, as given to the model.
+        content: String,
+        /// How many times the tool ran (more than 1 after retries of transient errors).
+        attempts: usize,
+    },
+    /// The plan the model made (plan mode).
+    Plan {
+        /// The subtasks, in order (empty when no usable plan came back).
+        subtasks: Vec<String>,
+    },
+    /// Work on a subtask of the plan starts.
+    Subtask {
+        /// Its position, from 1.
+        index: usize,
+        /// How many subtasks there are.
+        count: usize,
+        /// The subtask.
+        subtask: String,
+    },
+    /// A critique of the draft answer (reflection).
+    Critique {
+        /// The round, from 1.
+        round: usize,
+        /// The critique.
+        verdict: Verdict,
+    },
+    /// The answer of the run.
+    Final {
+        /// The answer.
+        answer: String,
+    },
+    /// The run ended; always the last event.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+/// Why a run ended. Every stop keeps the transcript up to that point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model gave its final answer.
+    Answered,
+    /// The step budget (model calls) ran out.
+    MaxSteps,
+    /// The token budget (generated + evaluated tokens) ran out.
+    MaxTokens,
+    /// The wall-time budget ran out.
+    WallTime,
+    /// The model made the same call (same tool, same arguments) more often than allowed.
+    RepeatedCall {
+        /// The tool.
+        name: String,
+    },
+    /// A tool kept failing: its error went back to the model each time, and it failed
+    /// the allowed number of times in a row.
+    ToolFailed {
+        /// The tool.
+        name: String,
+        /// Its last error.
+        error: ToolError,
+    },
+    /// The model (or its chat template) failed.
+    ModelError(String),
+    /// The conversation no longer fits in the context window.
+    ContextFull,
+}
+
+impl StopReason {
+    /// Whether the run ended with an answer from the model.
+    pub fn is_answered(&self) -> bool {
+        matches!(self, Self::Answered)
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Answered => f.write_str("answered"),
+            Self::MaxSteps => f.write_str("the step budget ran out"),
+            Self::MaxTokens => f.write_str("the token budget ran out"),
+            Self::WallTime => f.write_str("the time budget ran out"),
+            Self::RepeatedCall { name } => {
+                write!(f, "the model kept repeating the same call of `{name}`")
+            }
+            Self::ToolFailed { name, error } => write!(f, "tool `{name}` kept failing: {error}"),
+            Self::ModelError(message) => write!(f, "model error: {message}"),
+            Self::ContextFull => f.write_str("the context window is full"),
+        }
+    }
+}
+
+/// The outcome of [`Agent::run`](super::Agent::run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRun {
+    /// The final answer. When a budget runs out during reflection it is the latest draft
+    /// (and `stop` says which budget ran out); otherwise `None` unless `stop` is
+    /// [`StopReason::Answered`].
+    pub answer: Option<String>,
+    /// Why the run ended.
+    pub stop: StopReason,
+    /// The conversation: system prompt, task, replies, calls and results (partial when
+    /// the run stopped early).
+    pub transcript: Vec<Message>,
+    /// Tokens and times of every model call, added up.
+    pub usage: Usage,
+    /// The distinct prompt tokens of the run: the longest prompt of any model call
+    /// (every prompt extends the conversation, so the longest holds all the others).
+    /// With the KV cache reused across steps, `usage.evaluated_tokens` stays close to it.
+    pub distinct_prompt_tokens: usize,
+    /// Model steps taken (a constrained retry belongs to the step it redoes).
+    pub steps: usize,
+    /// Tool calls dispatched (retries of one call count once).
+    pub tool_calls: usize,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl AgentRun {
+    /// Prompt tokens evaluated over the run per distinct prompt token: 1.0 when nothing
+    /// was evaluated twice (`None` before any model call).
+    pub fn evaluated_per_distinct(&self) -> Option<f64> {
+        (self.distinct_prompt_tokens > 0)
+            .then(|| self.usage.evaluated_tokens as f64 / self.distinct_prompt_tokens as f64)
+    }
+}

@@ -1,0 +1,462 @@
+//! The planner loop: an [`Agent`] drives a [`ModelSession`] through a task, calling
+//! tools until the model answers.
+//!
+//! Each step renders the whole conversation with the model's chat template and
+//! generates on the same session, so only the new suffix is evaluated (the KV cache
+//! holds the rest); the session is never reset between steps. A step's reply is parsed
+//! with the model's [`ToolCallFormat`]: calls are dispatched (concurrently when
+//! [`AgentSettings::parallel_calls`] is set), their results go back as `tool` messages
+//! and the loop continues; a reply without calls is the answer.
+//!
+//! Small models often write a call as bare JSON instead of a call block; the loop then
+//! generates that step again with calls required ([`AgentEvent::ConstrainedRetry`]).
+//! Tool errors go back to the model as the tool's result, so it can adapt; malformed
+//! call blocks are reported back to it as well.
+//!
+//! Optional stages, all under the same budgets (steps, tokens, wall time):
+//! - **plan** ([`AgentSettings::plan`]): the model first lists at most five subtasks
+//!   through a `submit_plan` call (grammar-constrained), works through them one by one
+//!   in the same conversation, then writes the answer ([`PromptKind::Synthesize`]);
+//! - **reflect** ([`AgentSettings::reflect`]): the model criticises its draft through a
+//!   `submit_critique` call (`{"ok", "problem"}`) and revises it when it is not ok, for
+//!   up to [`AgentSettings::max_reflection_rounds`] rounds.
+//!
+//! `submit_plan` and `submit_critique` are only ever offered in the constraint of their
+//! own step, never listed in the chat template's tools, so the rendered prefix (and the
+//! KV cache) stays the same across steps.
+//!
+//! ```no_run
+//! # async fn demo(session: &mut dyn jielong_core::ModelSession, tools: jielong_core::ToolRegistry)
+//! # -> Result<(), jielong_core::agent::AgentError> {
+//! use jielong_core::agent::{Agent, AgentEvent};
+//! use jielong_core::ToolCallFormat;
+//!
+//! let agent = Agent::builder(ToolCallFormat::Hermes)
+//!     .tools(tools)
+//!     .max_steps(8)
+//!     .on_event(|event| {
+//!         if let AgentEvent::Token { text, .. } = event {
+//!             eprint!("{text}");
+//!         }
+//!     })
+//!     .build()?;
+//! let run = agent.run(session, "What is 12345 * 6789?").await;
+//! println!("{:?} ({})", run.answer, run.stop);
+//! # Ok(()) }
+//! ```
+
+mod events;
+mod intent;
+mod prompts;
+mod run;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::generate::SamplingParams;
+use crate::model::{LanguageModel, ModelSession};
+use crate::tool::ToolRegistry;
+use crate::tool_format::ToolCallFormat;
+
+pub use events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
+pub use prompts::{fill, PromptKind, Prompts};
+
+/// The name of the run-time tool the plan is submitted through.
+pub const SUBMIT_PLAN: &str = "submit_plan";
+/// The name of the run-time tool a critique is submitted through.
+pub const SUBMIT_CRITIQUE: &str = "submit_critique";
+
+/// An agent could not be set up. Messages are one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// A prompt file or directory could not be read.
+    #[error("cannot read prompt {path}: {detail}")]
+    PromptFile {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+    /// A prompt is unusable.
+    #[error("prompt {kind} is unusable: {detail}")]
+    Prompt {
+        /// Which prompt.
+        kind: PromptKind,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid agent setting: {0}")]
+    InvalidSetting(String),
+}
+
+/// Receives every [`AgentEvent`] of a run, in order.
+pub type EventHandler = Arc<dyn Fn(&AgentEvent) + Send + Sync>;
+
+/// Budgets and switches of an [`Agent`]. [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// The most tokens one model step may generate (default 512).
+    pub max_tokens_per_step: usize,
+    /// How tokens are chosen (default greedy).
+    pub sampling: SamplingParams,
+    /// The most model steps (calls) in a run, planning, subtasks, synthesis and
+    /// reflection included; a constrained retry belongs to its step (default 12).
+    pub max_steps: usize,
+    /// The most tokens (generated + evaluated) in a run (default 32768).
+    pub max_total_tokens: usize,
+    /// The longest a run may take (default none).
+    pub max_wall_time: Option<Duration>,
+    /// How many times the same call (same tool, same arguments) may be made in a run; one
+    /// more stops it with [`StopReason::RepeatedCall`] (default 2).
+    pub max_identical_calls: usize,
+    /// How often a call that failed with a retryable error (a timeout, a transient
+    /// failure) is run again before its error goes to the model (default 1).
+    pub tool_retries: usize,
+    /// The pause before such a retry (default 200 ms).
+    pub retry_delay: Duration,
+    /// How many failures in a row of one tool stop the run with
+    /// [`StopReason::ToolFailed`] (default 3). Each error goes back to the model first.
+    pub max_tool_failures: usize,
+    /// The most calls in one reply (default 4).
+    pub max_calls_per_step: u32,
+    /// Whether the calls of one reply run concurrently (default true); results go back in
+    /// call order either way.
+    pub parallel_calls: bool,
+    /// Longest tool result given to the model, in characters; longer ones are cut
+    /// (default 4000).
+    pub max_result_chars: usize,
+    /// Plan first: subtasks, then a synthesis (default false).
+    pub plan: bool,
+    /// The most subtasks of a plan, 1 to 5 (default 5).
+    pub max_subtasks: usize,
+    /// Criticise and revise the draft answer (default false).
+    pub reflect: bool,
+    /// The most critique rounds (default 1).
+    pub max_reflection_rounds: usize,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            max_tokens_per_step: 512,
+            sampling: SamplingParams::default(),
+            max_steps: 12,
+            max_total_tokens: 32_768,
+            max_wall_time: None,
+            max_identical_calls: 2,
+            tool_retries: 1,
+            retry_delay: Duration::from_millis(200),
+            max_tool_failures: 3,
+            max_calls_per_step: 4,
+            parallel_calls: true,
+            max_result_chars: 4000,
+            plan: false,
+            max_subtasks: 5,
+            reflect: false,
+            max_reflection_rounds: 1,
+        }
+    }
+}
+
+impl AgentSettings {
+    /// Checks that every value is in its range.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        let at_least_one = [
+            ("max_tokens_per_step", self.max_tokens_per_step),
+            ("max_steps", self.max_steps),
+            ("max_total_tokens", self.max_total_tokens),
+            ("max_identical_calls", self.max_identical_calls),
+            ("max_tool_failures", self.max_tool_failures),
+            ("max_calls_per_step", self.max_calls_per_step as usize),
+            ("max_result_chars", self.max_result_chars),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return Err(AgentError::InvalidSetting(format!(
+                    "{name} must be at least 1"
+                )));
+            }
+        }
+        if !(1..=5).contains(&self.max_subtasks) {
+            return Err(AgentError::InvalidSetting(format!(
+                "max_subtasks = {} is out of range (1 to 5)",
+                self.max_subtasks
+            )));
+        }
+        self.sampling
+            .validate()
+            .map_err(|e| AgentError::InvalidSetting(e.to_string()))
+    }
+}
+
+/// A tool-using agent: prompts, tools, the model's call format and budgets. Build one
+/// with [`Agent::builder`]; [`Agent::run`] it on any [`ModelSession`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    prompts: Prompts,
+    tools: ToolRegistry,
+    format: ToolCallFormat,
+    settings: AgentSettings,
+    events: Option<EventHandler>,
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("format", &self.format)
+            .field("tools", &self.tools)
+            .field("settings", &self.settings)
+            .field("events", &self.events.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Starts building an agent for a model that writes calls in `format`.
+    pub fn builder(format: ToolCallFormat) -> AgentBuilder {
+        AgentBuilder {
+            format,
+            tools: ToolRegistry::new(),
+            settings: AgentSettings::default(),
+            prompt_sources: Vec::new(),
+            events: None,
+        }
+    }
+
+    /// Starts building an agent for `model` (its detected call format).
+    pub fn for_model(model: &dyn LanguageModel) -> AgentBuilder {
+        Self::builder(model.info().tool_call_format)
+    }
+
+    /// The prompts in use.
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
+    }
+
+    /// The tools the model may call.
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.tools
+    }
+
+    /// The model's call format.
+    pub fn format(&self) -> ToolCallFormat {
+        self.format
+    }
+
+    /// The budgets and switches.
+    pub fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    /// Works on `task` with the model behind `session` until it answers or a budget runs
+    /// out. Never fails: problems end the run with a [`StopReason`], keeping the transcript
+    /// so far. The session keeps what it evaluated (it is not reset, before or after).
+    ///
+    /// Needs a Tokio runtime with timers (tool time limits, the wall-time budget).
+    pub async fn run(&self, session: &mut dyn ModelSession, task: &str) -> AgentRun {
+        run::Runner::new(self, session).run(task).await
+    }
+
+    fn emit(&self, event: AgentEvent) {
+        if let Some(handler) = &self.events {
+            handler(&event);
+        }
+    }
+}
+
+enum PromptSource {
+    Text(PromptKind, String),
+    File(PromptKind, PathBuf),
+    Dir(PathBuf),
+}
+
+/// Builds an [`Agent`]; every setting has a default (see [`AgentSettings`]).
+pub struct AgentBuilder {
+    format: ToolCallFormat,
+    tools: ToolRegistry,
+    settings: AgentSettings,
+    prompt_sources: Vec<PromptSource>,
+    events: Option<EventHandler>,
+}
+
+impl fmt::Debug for AgentBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentBuilder")
+            .field("format", &self.format)
+            .field("tools", &self.tools)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentBuilder {
+    /// The tools the model may call (default none).
+    pub fn tools(mut self, tools: ToolRegistry) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// All budgets and switches at once.
+    pub fn settings(mut self, settings: AgentSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The system prompt (default: the built-in `agent_system.md`).
+    pub fn system_prompt(self, text: impl Into<String>) -> Self {
+        self.prompt(PromptKind::System, text)
+    }
+
+    /// Replaces one prompt by `text`.
+    pub fn prompt(mut self, kind: PromptKind, text: impl Into<String>) -> Self {
+        self.prompt_sources
+            .push(PromptSource::Text(kind, text.into()));
+        self
+    }
+
+    /// Replaces one prompt by the contents of a file (read by [`AgentBuilder::build`]).
+    pub fn prompt_file(mut self, kind: PromptKind, path: impl Into<PathBuf>) -> Self {
+        self.prompt_sources
+            .push(PromptSource::File(kind, path.into()));
+        self
+    }
+
+    /// Replaces every prompt that has a file in `dir` (`agent_system.md`, `plan.md`, …;
+    /// read by [`AgentBuilder::build`]).
+    pub fn prompts_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.prompt_sources.push(PromptSource::Dir(dir.into()));
+        self
+    }
+
+    /// See [`AgentSettings::max_tokens_per_step`].
+    pub fn max_tokens_per_step(mut self, tokens: usize) -> Self {
+        self.settings.max_tokens_per_step = tokens;
+        self
+    }
+
+    /// See [`AgentSettings::sampling`].
+    pub fn sampling(mut self, sampling: SamplingParams) -> Self {
+        self.settings.sampling = sampling;
+        self
+    }
+
+    /// See [`AgentSettings::max_steps`].
+    pub fn max_steps(mut self, steps: usize) -> Self {
+        self.settings.max_steps = steps;
+        self
+    }
+
+    /// See [`AgentSettings::max_total_tokens`].
+    pub fn max_total_tokens(mut self, tokens: usize) -> Self {
+        self.settings.max_total_tokens = tokens;
+        self
+    }
+
+    /// See [`AgentSettings::max_wall_time`].
+    pub fn max_wall_time(mut self, limit: Duration) -> Self {
+        self.settings.max_wall_time = Some(limit);
+        self
+    }
+
+    /// See [`AgentSettings::max_identical_calls`].
+    pub fn max_identical_calls(mut self, calls: usize) -> Self {
+        self.settings.max_identical_calls = calls;
+        self
+    }
+
+    /// See [`AgentSettings::tool_retries`] and [`AgentSettings::retry_delay`].
+    pub fn tool_retries(mut self, retries: usize, delay: Duration) -> Self {
+        self.settings.tool_retries = retries;
+        self.settings.retry_delay = delay;
+        self
+    }
+
+    /// See [`AgentSettings::max_tool_failures`].
+    pub fn max_tool_failures(mut self, failures: usize) -> Self {
+        self.settings.max_tool_failures = failures;
+        self
+    }
+
+    /// See [`AgentSettings::max_calls_per_step`].
+    pub fn max_calls_per_step(mut self, calls: u32) -> Self {
+        self.settings.max_calls_per_step = calls;
+        self
+    }
+
+    /// See [`AgentSettings::parallel_calls`].
+    pub fn parallel_calls(mut self, parallel: bool) -> Self {
+        self.settings.parallel_calls = parallel;
+        self
+    }
+
+    /// See [`AgentSettings::max_result_chars`].
+    pub fn max_result_chars(mut self, chars: usize) -> Self {
+        self.settings.max_result_chars = chars;
+        self
+    }
+
+    /// See [`AgentSettings::plan`].
+    pub fn plan(mut self, plan: bool) -> Self {
+        self.settings.plan = plan;
+        self
+    }
+
+    /// See [`AgentSettings::max_subtasks`].
+    pub fn max_subtasks(mut self, subtasks: usize) -> Self {
+        self.settings.max_subtasks = subtasks;
+        self
+    }
+
+    /// See [`AgentSettings::reflect`].
+    pub fn reflect(mut self, reflect: bool) -> Self {
+        self.settings.reflect = reflect;
+        self
+    }
+
+    /// See [`AgentSettings::max_reflection_rounds`].
+    pub fn max_reflection_rounds(mut self, rounds: usize) -> Self {
+        self.settings.max_reflection_rounds = rounds;
+        self
+    }
+
+    /// Calls `handler` with every event of every run, in order. It runs inline in the
+    /// run's task, so keep it quick (or use [`AgentBuilder::event_channel`]).
+    pub fn on_event(mut self, handler: impl Fn(&AgentEvent) + Send + Sync + 'static) -> Self {
+        self.events = Some(Arc::new(handler));
+        self
+    }
+
+    /// Sends every event of every run into `sender` (events are dropped once the receiver
+    /// is gone).
+    pub fn event_channel(self, sender: tokio::sync::mpsc::UnboundedSender<AgentEvent>) -> Self {
+        self.on_event(move |event| {
+            // A closed receiver means nobody is listening any more; the run goes on.
+            let _ = sender.send(event.clone());
+        })
+    }
+
+    /// Reads the prompt files, checks prompts and settings, and builds the agent.
+    pub fn build(self) -> Result<Agent, AgentError> {
+        let mut prompts = Prompts::default();
+        for source in self.prompt_sources {
+            match source {
+                PromptSource::Text(kind, text) => prompts.set(kind, text),
+                PromptSource::File(kind, path) => prompts.load_file(kind, &path)?,
+                PromptSource::Dir(dir) => prompts.load_dir(&dir)?,
+            }
+        }
+        prompts.validate()?;
+        self.settings.validate()?;
+        Ok(Agent {
+            prompts,
+            tools: self.tools,
+            format: self.format,
+            settings: self.settings,
+            events: self.events,
+        })
+    }
+}

@@ -1,0 +1,766 @@
+//! One run of an [`Agent`]: the step loop, tool dispatch, planning and reflection.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use tokio::time::Instant as Deadline;
+
+use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
+use super::intent::{bare_call_complete, intended_call, restates_result, Intent};
+use super::prompts::fill;
+use super::{Agent, SUBMIT_CRITIQUE, SUBMIT_PLAN};
+use crate::chat::{Message, ToolCall, ToolSpec};
+use crate::error::RuntimeError;
+use crate::generate::{
+    FinishReason, GenerateRequest, GenerationEvent, ToolChoice, ToolConstraint, Usage,
+};
+use crate::model::ModelSession;
+use crate::template::ChatTemplate;
+use crate::tool::ToolError;
+use crate::tool_format::{ParsedEvent, ToolCallFormat};
+
+/// `Err` ends the run for the given reason.
+type Flow<T> = Result<T, StopReason>;
+
+/// A tool's outcome and how many times it ran.
+type Outcome = (Result<Value, ToolError>, usize);
+
+/// What one model call produced.
+struct Reply {
+    /// The step it belongs to.
+    step: usize,
+    /// The text outside call blocks.
+    text: String,
+    /// Everything generated.
+    raw: String,
+    /// Valid calls, in order.
+    calls: Vec<ToolCall>,
+    /// Call blocks that are not calls: (raw, error).
+    malformed: Vec<(String, String)>,
+}
+
+/// The state of one run.
+pub(super) struct Runner<'a> {
+    agent: &'a Agent,
+    session: &'a mut dyn ModelSession,
+    template: ChatTemplate,
+    messages: Vec<Message>,
+    /// Tools the chat template lists (native formats; the generic format lists them in
+    /// the system prompt instead).
+    listed: Vec<ToolSpec>,
+    /// Tools the model may call.
+    callable: Vec<ToolSpec>,
+    usage: Usage,
+    /// The longest prompt so far, in tokens.
+    distinct_prompt_tokens: usize,
+    steps: usize,
+    tool_calls: usize,
+    started: Instant,
+    deadline: Option<Deadline>,
+    /// Calls made so far (tool, arguments, count).
+    seen: Vec<(String, Value, usize)>,
+    /// Failures in a row, per tool.
+    failures: HashMap<String, usize>,
+    /// Successful calls: tool, arguments, and the result as given to the model.
+    answered: Vec<(String, Value, String)>,
+    /// What the current tool loop answers: the task, or the current subtask.
+    question: String,
+    next_id: usize,
+}
+
+impl<'a> Runner<'a> {
+    pub(super) fn new(agent: &'a Agent, session: &'a mut dyn ModelSession) -> Self {
+        let callable = agent.tools.specs();
+        let mut system = agent.prompts.system.clone();
+        if !agent.format.is_native() && !callable.is_empty() {
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str(ToolCallFormat::generic_instructions(&callable).trim_end());
+        }
+        let messages = if system.is_empty() {
+            Vec::new()
+        } else {
+            vec![Message::system(system)]
+        };
+        let listed = if agent.format.is_native() {
+            callable.clone()
+        } else {
+            Vec::new()
+        };
+        Self {
+            agent,
+            template: session.chat_template().clone(),
+            session,
+            messages,
+            listed,
+            callable,
+            usage: Usage::default(),
+            distinct_prompt_tokens: 0,
+            steps: 0,
+            tool_calls: 0,
+            started: Instant::now(),
+            deadline: agent.settings.max_wall_time.map(|d| Deadline::now() + d),
+            seen: Vec::new(),
+            failures: HashMap::new(),
+            answered: Vec::new(),
+            question: String::new(),
+            next_id: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self, task: &str) -> AgentRun {
+        let mut best = None;
+        let (answer, stop) = match self.drive(task, &mut best).await {
+            Ok(answer) => (Some(answer), StopReason::Answered),
+            Err(stop) => (best, stop),
+        };
+        tracing::debug!(steps = self.steps, stop = %stop, "agent run ended");
+        if let Some(answer) = &answer {
+            self.agent.emit(AgentEvent::Final {
+                answer: answer.clone(),
+            });
+        }
+        self.agent.emit(AgentEvent::Stopped {
+            reason: stop.clone(),
+        });
+        AgentRun {
+            answer,
+            stop,
+            transcript: self.messages,
+            usage: self.usage,
+            distinct_prompt_tokens: self.distinct_prompt_tokens,
+            steps: self.steps,
+            tool_calls: self.tool_calls,
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// The whole run; `best` holds the latest complete draft.
+    async fn drive(&mut self, task: &str, best: &mut Option<String>) -> Flow<String> {
+        let settings = &self.agent.settings;
+        let mut draft = if settings.plan {
+            self.planned(task).await?
+        } else {
+            self.messages.push(Message::user(task));
+            self.tool_loop(Phase::Task, task).await?
+        };
+        *best = Some(draft.clone());
+        if settings.reflect {
+            for round in 1..=settings.max_reflection_rounds {
+                let verdict = self.critique(task, &draft, round).await?;
+                if verdict.ok {
+                    break;
+                }
+                let prompt = fill(
+                    &self.agent.prompts.revise,
+                    &[
+                        ("task", task),
+                        ("draft", &draft),
+                        ("problem", &verdict.problem),
+                    ],
+                );
+                self.messages.push(Message::user(prompt));
+                draft = self.tool_loop(Phase::Revision, task).await?;
+                *best = Some(draft.clone());
+            }
+        }
+        Ok(draft)
+    }
+
+    /// Plan, subtasks, synthesis.
+    async fn planned(&mut self, task: &str) -> Flow<String> {
+        let prompts = &self.agent.prompts;
+        self.messages
+            .push(Message::user(fill(&prompts.plan, &[("task", task)])));
+        let spec = plan_spec(self.agent.settings.max_subtasks);
+        let call = self.structured(Phase::Plan, spec).await?;
+        let subtasks: Vec<String> = call
+            .as_ref()
+            .map(|call| subtasks_of(call, self.agent.settings.max_subtasks))
+            .unwrap_or_default();
+        if let Some(call) = &call {
+            let ack = if subtasks.is_empty() {
+                "No usable plan."
+            } else {
+                "Plan recorded."
+            };
+            self.messages.push(Message::tool_result(ack, call));
+        }
+        self.agent.emit(AgentEvent::Plan {
+            subtasks: subtasks.clone(),
+        });
+        if subtasks.is_empty() {
+            // No plan: the task is the only subtask, and its answer is the answer.
+            self.start_subtask(task, 1, 1, task);
+            return self.tool_loop(Phase::Subtask, task).await;
+        }
+        let count = subtasks.len();
+        for (i, subtask) in subtasks.iter().enumerate() {
+            self.start_subtask(task, i + 1, count, subtask);
+            self.tool_loop(Phase::Subtask, subtask).await?;
+        }
+        let prompt = fill(&prompts.synthesize, &[("task", task)]);
+        self.messages.push(Message::user(prompt));
+        self.tool_loop(Phase::Synthesis, task).await
+    }
+
+    fn start_subtask(&mut self, task: &str, index: usize, count: usize, subtask: &str) {
+        self.agent.emit(AgentEvent::Subtask {
+            index,
+            count,
+            subtask: subtask.to_string(),
+        });
+        let (index, count) = (index.to_string(), count.to_string());
+        let prompt = fill(
+            &self.agent.prompts.subtask,
+            &[
+                ("task", task),
+                ("index", &index),
+                ("count", &count),
+                ("subtask", subtask),
+            ],
+        );
+        self.messages.push(Message::user(prompt));
+    }
+
+    /// One critique round: the verdict (an unreadable critique counts as ok).
+    async fn critique(&mut self, task: &str, draft: &str, round: usize) -> Flow<Verdict> {
+        let prompt = fill(
+            &self.agent.prompts.critique,
+            &[("task", task), ("draft", draft)],
+        );
+        self.messages.push(Message::user(prompt));
+        let call = self.structured(Phase::Critique, critique_spec()).await?;
+        let verdict = call.as_ref().and_then(verdict_of).unwrap_or_else(|| {
+            tracing::debug!("unreadable critique; keeping the draft");
+            Verdict {
+                ok: true,
+                problem: String::new(),
+            }
+        });
+        if let Some(call) = &call {
+            self.messages
+                .push(Message::tool_result("Critique recorded.", call));
+        }
+        self.agent.emit(AgentEvent::Critique {
+            round,
+            verdict: verdict.clone(),
+        });
+        Ok(verdict)
+    }
+
+    /// One step whose reply must be a call of `spec` (and nothing else): the call, or
+    /// `None` if the reply holds none.
+    async fn structured(&mut self, phase: Phase, spec: ToolSpec) -> Flow<Option<ToolCall>> {
+        let name = spec.name.clone();
+        let constraint = ToolConstraint {
+            max_calls: 1,
+            ..ToolConstraint::new(self.agent.format, vec![spec], ToolChoice::Required)
+        };
+        let (_, reply) = self.model_step(phase, Some(constraint)).await?;
+        match reply.calls.into_iter().find(|call| call.name == name) {
+            Some(call) => {
+                let call = self.with_id(call);
+                self.messages.push(Message::assistant_with_tool_calls(
+                    reply.text.trim(),
+                    vec![call.clone()],
+                ));
+                Ok(Some(call))
+            }
+            None => {
+                self.messages.push(Message::assistant(reply.raw.trim()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Steps with tools until the model answers `question` (the task or the current
+    /// subtask) without a call: the answer.
+    async fn tool_loop(&mut self, phase: Phase, question: &str) -> Flow<String> {
+        self.question = question.to_string();
+        loop {
+            let constraint = self.call_constraint(ToolChoice::Auto);
+            let (prompt, mut reply) = self.model_step(phase, constraint).await?;
+            if reply.calls.is_empty() && reply.malformed.is_empty() {
+                if let Some(intent) = intended_call(&reply.text, &self.callable) {
+                    reply = self.redo_bare_call(&prompt, reply.step, intent).await?;
+                }
+            }
+            if reply.calls.is_empty() && reply.malformed.is_empty() {
+                let answer = reply.text.trim().to_string();
+                self.messages.push(Message::assistant(answer.clone()));
+                return Ok(answer);
+            }
+            self.handle_calls(reply).await?;
+        }
+    }
+
+    /// Generates a step again whose reply was a call written as bare JSON: with calls
+    /// required when the call would do something new, as prose when it (or the
+    /// constrained call) would only repeat a call that succeeded or restate a result.
+    async fn redo_bare_call(&mut self, prompt: &str, step: usize, intent: Intent) -> Flow<Reply> {
+        if !self.adds_nothing(&intent.name, intent.arguments.as_ref()) {
+            self.agent.emit(AgentEvent::ConstrainedRetry {
+                step,
+                tool: intent.name,
+            });
+            let constraint = self.call_constraint(ToolChoice::Required);
+            let reply = self.generate(step, prompt, constraint).await?;
+            let redundant = !reply.calls.is_empty()
+                && reply
+                    .calls
+                    .iter()
+                    .all(|call| self.adds_nothing(&call.name, Some(&call.arguments)));
+            if !redundant {
+                return Ok(reply);
+            }
+        }
+        self.agent.emit(AgentEvent::AnswerRetry { step });
+        let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
+        self.messages.push(Message::user(nudge));
+        let prompt = self.render()?;
+        let constraint = self.call_constraint(ToolChoice::None);
+        self.generate(step, &prompt, constraint).await
+    }
+
+    /// Whether a call of `name` with `arguments` could tell the model nothing new: the
+    /// same call succeeded before, or the arguments only restate a result it has.
+    fn adds_nothing(&self, name: &str, arguments: Option<&Value>) -> bool {
+        let Some(arguments) = arguments else {
+            return false;
+        };
+        let answered = self
+            .answered
+            .iter()
+            .any(|(tool, args, _)| tool == name && args == arguments);
+        let results: Vec<&str> = self.answered.iter().map(|(_, _, r)| r.as_str()).collect();
+        answered || restates_result(arguments, &results)
+    }
+
+    /// Records a reply with calls, runs them and feeds the results (and any malformed
+    /// blocks) back.
+    async fn handle_calls(&mut self, reply: Reply) -> Flow<()> {
+        let step = reply.step;
+        for (raw, error) in &reply.malformed {
+            self.agent.emit(AgentEvent::MalformedCall {
+                step,
+                raw: raw.clone(),
+                error: error.clone(),
+            });
+        }
+        let calls: Vec<ToolCall> = reply
+            .calls
+            .into_iter()
+            .map(|call| self.with_id(call))
+            .collect();
+        if calls.is_empty() {
+            self.messages.push(Message::assistant(reply.raw.trim()));
+        } else {
+            self.messages.push(Message::assistant_with_tool_calls(
+                reply.text.trim(),
+                calls.clone(),
+            ));
+        }
+        for call in &calls {
+            self.agent.emit(AgentEvent::ToolCall {
+                step,
+                call: call.clone(),
+            });
+        }
+        self.check_repeats(&calls)?;
+        self.tool_calls += calls.len();
+        let outcomes = Self::dispatch(self.agent, self.deadline, &calls).await?;
+        let mut gave_up: Option<(String, ToolError)> = None;
+        for (call, (result, attempts)) in calls.iter().zip(outcomes) {
+            let (ok, content) = match result {
+                Ok(value) => {
+                    self.failures.remove(&call.name);
+                    let text = self.result_text(value);
+                    self.answered
+                        .push((call.name.clone(), call.arguments.clone(), text.clone()));
+                    (true, text)
+                }
+                Err(error) => {
+                    let failures = self.failures.entry(call.name.clone()).or_default();
+                    *failures += 1;
+                    if *failures >= self.agent.settings.max_tool_failures && gave_up.is_none() {
+                        gave_up = Some((call.name.clone(), error.clone()));
+                    }
+                    (false, self.truncate(format!("Error: {error}")))
+                }
+            };
+            self.agent.emit(AgentEvent::ToolResult {
+                step,
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok,
+                content: content.clone(),
+                attempts,
+            });
+            self.messages.push(Message::tool_result(content, call));
+        }
+        if !reply.malformed.is_empty() {
+            let feedback = self.malformed_feedback(&reply.malformed);
+            self.messages.push(Message::user(feedback));
+        }
+        match gave_up {
+            Some((name, error)) => Err(StopReason::ToolFailed { name, error }),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the run if a call was made more often than allowed.
+    fn check_repeats(&mut self, calls: &[ToolCall]) -> Flow<()> {
+        for call in calls {
+            let count = match self
+                .seen
+                .iter_mut()
+                .find(|(name, args, _)| *name == call.name && *args == call.arguments)
+            {
+                Some(seen) => {
+                    seen.2 += 1;
+                    seen.2
+                }
+                None => {
+                    self.seen
+                        .push((call.name.clone(), call.arguments.clone(), 1));
+                    1
+                }
+            };
+            if count > self.agent.settings.max_identical_calls {
+                return Err(StopReason::RepeatedCall {
+                    name: call.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the calls (concurrently when allowed), within the wall-time budget; outcomes
+    /// in call order. (Takes no `&self`: a shared borrow of the runner across an await
+    /// would need the session to be `Sync`.)
+    async fn dispatch(
+        agent: &Agent,
+        deadline: Option<Deadline>,
+        calls: &[ToolCall],
+    ) -> Flow<Vec<Outcome>> {
+        let work = async move {
+            if agent.settings.parallel_calls && calls.len() > 1 {
+                join_all(calls.iter().map(|call| call_tool(agent, call))).await
+            } else {
+                let mut outcomes = Vec::with_capacity(calls.len());
+                for call in calls {
+                    outcomes.push(call_tool(agent, call).await);
+                }
+                outcomes
+            }
+        };
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .map_err(|_| StopReason::WallTime),
+            None => Ok(work.await),
+        }
+    }
+
+    /// Checks the budgets, renders the conversation and generates one step.
+    async fn model_step(
+        &mut self,
+        phase: Phase,
+        constraint: Option<ToolConstraint>,
+    ) -> Flow<(String, Reply)> {
+        if self.expired() {
+            return Err(StopReason::WallTime);
+        }
+        if self.steps >= self.agent.settings.max_steps {
+            return Err(StopReason::MaxSteps);
+        }
+        if self.spent() >= self.agent.settings.max_total_tokens {
+            return Err(StopReason::MaxTokens);
+        }
+        self.steps += 1;
+        let step = self.steps;
+        tracing::debug!(step, ?phase, messages = self.messages.len(), "agent step");
+        self.agent.emit(AgentEvent::StepStarted { step, phase });
+        let prompt = self.render()?;
+        tracing::trace!(step, %prompt, "agent prompt");
+        let reply = self.generate(step, &prompt, constraint).await?;
+        Ok((prompt, reply))
+    }
+
+    /// The conversation so far in the model's chat template, ready for its reply.
+    fn render(&self) -> Flow<String> {
+        self.template
+            .render(&self.messages, &self.listed, true)
+            .map_err(|e| StopReason::ModelError(e.to_string()))
+    }
+
+    /// One model call on `prompt`, streamed into events and parsed.
+    async fn generate(
+        &mut self,
+        step: usize,
+        prompt: &str,
+        constraint: Option<ToolConstraint>,
+    ) -> Flow<Reply> {
+        let settings = &self.agent.settings;
+        let remaining = settings.max_total_tokens.saturating_sub(self.spent());
+        if remaining == 0 {
+            return Err(StopReason::MaxTokens);
+        }
+        let request = GenerateRequest {
+            max_tokens: settings.max_tokens_per_step.min(remaining),
+            sampling: settings.sampling.clone(),
+            stop: Vec::new(),
+            tools: constraint,
+        };
+        let mut generation = self.session.generate(prompt, &request).map_err(stop_for)?;
+        let mut parser = self.agent.format.parser();
+        let mut parsed = Vec::new();
+        let mut raw = String::new();
+        // A reply that opens with a bare JSON call is cut as soon as the object is
+        // complete: small models tend to repeat it line after line until the budget.
+        let watch_bare = request
+            .tools
+            .as_ref()
+            .is_some_and(|c| c.choice == ToolChoice::Auto);
+        let mut cut_bare = false;
+        let completion = loop {
+            let event = match self.deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, generation.next()).await {
+                        Ok(event) => event,
+                        // Dropping the generation cancels it.
+                        Err(_) => return Err(StopReason::WallTime),
+                    }
+                }
+                None => generation.next().await,
+            };
+            match event {
+                Some(GenerationEvent::Text(text)) => {
+                    parsed.extend(parser.push(&text));
+                    raw.push_str(&text);
+                    self.agent.emit(AgentEvent::Token { step, text });
+                    if watch_bare && !cut_bare && bare_call_complete(&raw) {
+                        generation.cancel();
+                        cut_bare = true;
+                    }
+                }
+                Some(GenerationEvent::Done(Ok(completion))) => break completion,
+                Some(GenerationEvent::Done(Err(error))) => return Err(stop_for(error)),
+                None => {
+                    return Err(StopReason::ModelError(
+                        "the generation ended without a result".into(),
+                    ))
+                }
+            }
+        };
+        if raw.is_empty() && !completion.text.is_empty() {
+            // A backend that does not stream: the whole text comes with the result.
+            raw = completion.text.clone();
+            parsed.extend(parser.push(&raw));
+            self.agent.emit(AgentEvent::Token {
+                step,
+                text: raw.clone(),
+            });
+        }
+        parsed.extend(parser.finish());
+        self.usage.accumulate(&completion.usage);
+        self.distinct_prompt_tokens = self
+            .distinct_prompt_tokens
+            .max(completion.usage.prompt_tokens);
+        self.agent.emit(AgentEvent::StepFinished {
+            step,
+            finish: completion.finish.clone(),
+            usage: completion.usage.clone(),
+        });
+        match completion.finish {
+            FinishReason::ContextFull => return Err(StopReason::ContextFull),
+            FinishReason::Cancelled if cut_bare => {}
+            FinishReason::Cancelled if self.expired() => return Err(StopReason::WallTime),
+            FinishReason::Cancelled => {
+                return Err(StopReason::ModelError(
+                    "the generation was cancelled".into(),
+                ))
+            }
+            _ => {}
+        }
+        let mut reply = Reply {
+            step,
+            text: String::new(),
+            raw,
+            calls: Vec::new(),
+            malformed: Vec::new(),
+        };
+        for event in parsed {
+            match event {
+                ParsedEvent::Text(text) => reply.text.push_str(&text),
+                ParsedEvent::CallStarted => {}
+                ParsedEvent::Call(call) => reply.calls.push(call),
+                ParsedEvent::Malformed { raw, error } => reply.malformed.push((raw, error)),
+            }
+        }
+        Ok(reply)
+    }
+
+    /// A constraint to the registry's tools (`None` without tools).
+    fn call_constraint(&self, choice: ToolChoice) -> Option<ToolConstraint> {
+        (!self.callable.is_empty()).then(|| ToolConstraint {
+            max_calls: self.agent.settings.max_calls_per_step,
+            ..ToolConstraint::new(self.agent.format, self.callable.clone(), choice)
+        })
+    }
+
+    /// `call` with an id: its own, or a fresh one (nine alphanumerics, which every
+    /// template accepts).
+    fn with_id(&mut self, call: ToolCall) -> ToolCall {
+        if call.id.is_some() {
+            return call;
+        }
+        self.next_id += 1;
+        let id = format!("call{:05}", self.next_id % 100_000);
+        call.with_id(id)
+    }
+
+    fn result_text(&self, value: Value) -> String {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Null => "(no output)".to_string(),
+            other => other.to_string(),
+        };
+        self.truncate(text)
+    }
+
+    /// `text` cut to the result size limit.
+    fn truncate(&self, text: String) -> String {
+        let max = self.agent.settings.max_result_chars;
+        match text.char_indices().nth(max) {
+            None => text,
+            Some((cut, _)) => {
+                let more = text[cut..].chars().count();
+                format!("{}… [{more} more characters cut]", &text[..cut])
+            }
+        }
+    }
+
+    fn malformed_feedback(&self, malformed: &[(String, String)]) -> String {
+        let errors: Vec<&str> = malformed.iter().map(|(_, e)| e.as_str()).collect();
+        let example = match self.agent.format {
+            ToolCallFormat::Llama3 => {
+                "<|python_tag|>{\"name\": \"TOOL\", \"parameters\": {...}}".to_string()
+            }
+            ToolCallFormat::Mistral => {
+                "[TOOL_CALLS][{\"name\": \"TOOL\", \"arguments\": {...}}]".to_string()
+            }
+            format => format!(
+                "{}{{\"name\": \"TOOL\", \"arguments\": {{...}}}}{}",
+                format.open_marker(),
+                format.close_marker().unwrap_or_default()
+            ),
+        };
+        format!(
+            "Error: your tool call could not be read ({}). Write a call as {example}, or reply with the final answer.",
+            errors.join("; ")
+        )
+    }
+
+    fn spent(&self) -> usize {
+        self.usage.generated_tokens + self.usage.evaluated_tokens
+    }
+
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Deadline::now() >= d)
+    }
+}
+
+/// Runs one call, retrying retryable errors as the settings allow.
+async fn call_tool(agent: &Agent, call: &ToolCall) -> Outcome {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match agent.tools.call(&call.name, call.arguments.clone()).await {
+            Err(error) if error.retryable() && attempts <= agent.settings.tool_retries => {
+                tracing::debug!(tool = %call.name, %error, attempts, "retrying tool call");
+                tokio::time::sleep(agent.settings.retry_delay).await;
+            }
+            result => return (result, attempts),
+        }
+    }
+}
+
+/// Why a model error ends the run.
+fn stop_for(error: RuntimeError) -> StopReason {
+    match error {
+        RuntimeError::PromptTooLong { .. } => StopReason::ContextFull,
+        other => StopReason::ModelError(other.to_string()),
+    }
+}
+
+/// The `submit_plan` tool: at most `max` short subtasks.
+fn plan_spec(max: usize) -> ToolSpec {
+    ToolSpec::new(
+        SUBMIT_PLAN,
+        "Submit the plan: short subtasks, in order.",
+        json!({
+            "type": "object",
+            "properties": {
+                "subtasks": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 160},
+                    "minItems": 1,
+                    "maxItems": max,
+                }
+            },
+            "required": ["subtasks"],
+            "additionalProperties": false,
+        }),
+    )
+}
+
+/// The `submit_critique` tool.
+fn critique_spec() -> ToolSpec {
+    ToolSpec::new(
+        SUBMIT_CRITIQUE,
+        "Submit the critique: is the answer ok, and if not, what is wrong.",
+        json!({
+            "type": "object",
+            "properties": {
+                "ok": {"type": "boolean"},
+                "problem": {"type": "string", "maxLength": 200},
+            },
+            "required": ["ok", "problem"],
+            "additionalProperties": false,
+        }),
+    )
+}
+
+fn subtasks_of(call: &ToolCall, max: usize) -> Vec<String> {
+    call.arguments
+        .get("subtasks")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .take(max)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn verdict_of(call: &ToolCall) -> Option<Verdict> {
+    let ok = call.arguments.get("ok")?.as_bool()?;
+    let problem = call
+        .arguments
+        .get("problem")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Some(Verdict { ok, problem })
+}

@@ -1,0 +1,1315 @@
+//! The planner loop against a scripted model: each test gives the replies the "model"
+//! generates, in order, and checks the run (answer, stop reason, transcript), the
+//! requests the agent made (prompts, tool choice) and the events it reported.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jielong_core::agent::{
+    Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, Phase, PromptKind, StopReason, Verdict,
+};
+use jielong_core::tool::{SchemaTool, Tool, ToolError, ToolRegistry};
+use jielong_core::{
+    ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, Message, ModelSession,
+    Role, RuntimeError, ToolCallFormat, ToolChoice, Usage,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------
+// The scripted model
+
+/// What the scripted model does on its next call.
+enum Script {
+    /// Streams this text and ends normally.
+    Reply(String),
+    /// Streams this text after a pause.
+    Slow(String, Duration),
+    /// Streams this text and ends for this reason.
+    Finish(String, FinishReason),
+    /// Refuses the request.
+    Fail(RuntimeError),
+}
+
+fn reply(text: &str) -> Script {
+    Script::Reply(text.to_string())
+}
+
+/// A request as the model saw it.
+#[derive(Debug, Clone)]
+struct Request {
+    prompt: String,
+    choice: Option<ToolChoice>,
+    tools: Vec<String>,
+    max_tokens: usize,
+}
+
+/// A model session that plays a script. Tokens are characters; the "KV cache" is the
+/// previous prompt plus its reply, so usage shows how much of each prompt is reused.
+struct Scripted {
+    script: VecDeque<Script>,
+    template: ChatTemplate,
+    requests: Arc<Mutex<Vec<Request>>>,
+    resets: Arc<AtomicUsize>,
+    cache: String,
+}
+
+impl ModelSession for Scripted {
+    fn generate(
+        &mut self,
+        prompt: &str,
+        request: &GenerateRequest,
+    ) -> Result<Generation, RuntimeError> {
+        request.validate()?;
+        self.requests.lock().unwrap().push(Request {
+            prompt: prompt.to_string(),
+            choice: request.tools.as_ref().map(|t| t.choice),
+            tools: request
+                .tools
+                .as_ref()
+                .map(|t| t.tools.iter().map(|s| s.name.clone()).collect())
+                .unwrap_or_default(),
+            max_tokens: request.max_tokens,
+        });
+        let (text, finish, delay) = match self.script.pop_front() {
+            None => return Err(RuntimeError::InvalidRequest("script exhausted".into())),
+            Some(Script::Fail(error)) => return Err(error),
+            Some(Script::Reply(text)) => (text, FinishReason::EndOfText, None),
+            Some(Script::Slow(text, delay)) => (text, FinishReason::EndOfText, Some(delay)),
+            Some(Script::Finish(text, finish)) => (text, finish, None),
+        };
+        let prompt_tokens = prompt.chars().count();
+        let common = prompt
+            .chars()
+            .zip(self.cache.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let cached = common.min(prompt_tokens.saturating_sub(1));
+        let usage = Usage {
+            prompt_tokens,
+            cached_tokens: cached,
+            evaluated_tokens: prompt_tokens - cached,
+            generated_tokens: text.chars().count(),
+            prompt_time: Duration::from_millis(1),
+            generation_time: Duration::from_millis(1),
+        };
+        self.cache = format!("{prompt}{text}");
+        let (sender, generation) = Generation::channel();
+        let send = move || {
+            let chars: Vec<char> = text.chars().collect();
+            for piece in chars.chunks(5) {
+                sender.text(piece.iter().collect());
+            }
+            sender.done(Ok(Completion {
+                text,
+                finish,
+                usage,
+            }));
+        };
+        match delay {
+            None => send(),
+            Some(delay) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    send();
+                });
+            }
+        }
+        Ok(generation)
+    }
+
+    fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    fn reset(&mut self) -> Result<(), RuntimeError> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+        Ok(())
+    }
+
+    fn context_size(&self) -> u32 {
+        8192
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Test tools
+
+/// Adds two integers.
+struct Add;
+
+#[derive(Deserialize, JsonSchema)]
+struct AddArgs {
+    a: i64,
+    b: i64,
+}
+
+impl Tool for Add {
+    type Args = AddArgs;
+    type Output = i64;
+    fn name(&self) -> &str {
+        "add"
+    }
+    fn description(&self) -> &str {
+        "Add two integers."
+    }
+    async fn call(&self, args: AddArgs) -> Result<i64, ToolError> {
+        args.a
+            .checked_add(args.b)
+            .ok_or_else(|| ToolError::failed("overflow", false))
+    }
+}
+
+fn schema_tool<F, Fut>(name: &str, handler: F) -> SchemaTool
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, ToolError>> + Send + 'static,
+{
+    SchemaTool::new(
+        name,
+        format!("Test tool {name}."),
+        json!({"type": "object"}),
+        handler,
+    )
+    .unwrap()
+}
+
+fn sleeper(name: &'static str, result: &'static str, delay: Duration) -> SchemaTool {
+    schema_tool(name, move |_| async move {
+        tokio::time::sleep(delay).await;
+        Ok(json!(result))
+    })
+}
+
+fn tools() -> ToolRegistry {
+    let mut tools = ToolRegistry::new();
+    tools.register(Add).unwrap();
+    let ms = Duration::from_millis;
+    tools.register(sleeper("sleepy_a", "A", ms(200))).unwrap();
+    tools.register(sleeper("sleepy_b", "B", ms(200))).unwrap();
+    tools.register(sleeper("slow", "late", ms(5000))).unwrap();
+    tools
+        .register(schema_tool("broken", |_| async {
+            Err(ToolError::failed("disk on fire", false))
+        }))
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    tools
+        .register(schema_tool("flaky", move |_| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Err(ToolError::failed("busy", true))
+                } else {
+                    Ok(json!("fine"))
+                }
+            }
+        }))
+        .unwrap();
+    tools
+}
+
+/// A Hermes-format agent with every test tool and short retry pauses.
+fn agent() -> AgentBuilder {
+    Agent::builder(ToolCallFormat::Hermes)
+        .tools(tools())
+        .tool_retries(1, Duration::from_millis(10))
+}
+
+/// A call block as Qwen writes it.
+fn call(name: &str, arguments: Value) -> String {
+    format!(
+        "<tool_call>\n{}\n</tool_call>",
+        json!({"name": name, "arguments": arguments})
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness
+
+/// A finished run and everything observed on the way.
+struct Outcome {
+    run: AgentRun,
+    events: Vec<AgentEvent>,
+    requests: Vec<Request>,
+}
+
+impl Outcome {
+    fn prompt(&self, i: usize) -> &str {
+        &self.requests[i].prompt
+    }
+
+    fn choices(&self) -> Vec<Option<ToolChoice>> {
+        self.requests.iter().map(|r| r.choice).collect()
+    }
+
+    /// The event types in order, runs of tokens merged.
+    fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = Vec::new();
+        for event in &self.events {
+            let kind = serde_json::to_value(event).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            if kind != "token" || kinds.last().map(String::as_str) != Some("token") {
+                kinds.push(kind);
+            }
+        }
+        kinds
+    }
+
+    fn tool_results(&self) -> Vec<(String, bool, String, usize)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::ToolResult {
+                    name,
+                    ok,
+                    content,
+                    attempts,
+                    ..
+                } => Some((name.clone(), *ok, content.clone(), *attempts)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs `builder`'s agent on `task` against `script`, and checks what must hold for
+/// every run: the session is never reset, each prompt extends the previous one (the
+/// conversation is re-rendered and the KV cache reused), usage adds up, events
+/// serialize with a `type` tag and round-trip, and `Stopped` comes last.
+async fn check(builder: AgentBuilder, task: &str, script: Vec<Script>) -> Outcome {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let agent = builder
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let resets = Arc::new(AtomicUsize::new(0));
+    let mut session = Scripted {
+        script: script.into(),
+        template: ChatTemplate::chatml(),
+        requests: requests.clone(),
+        resets: resets.clone(),
+        cache: String::new(),
+    };
+    let run = agent.run(&mut session, task).await;
+    let events = events.lock().unwrap().clone();
+    let requests = requests.lock().unwrap().clone();
+
+    assert_eq!(resets.load(Ordering::SeqCst), 0, "the session was reset");
+    for pair in requests.windows(2) {
+        // A message may be added before the model's turn (an answer prompt): then only
+        // the header of that turn is not reused.
+        let kept = pair[0]
+            .prompt
+            .strip_suffix(GENERATION_HEADER)
+            .unwrap_or(&pair[0].prompt);
+        assert!(
+            pair[1].prompt.starts_with(kept),
+            "a prompt does not extend the previous one:\n{}\n---\n{}",
+            pair[0].prompt,
+            pair[1].prompt
+        );
+    }
+    let mut total = Usage::default();
+    for event in &events {
+        if let AgentEvent::StepFinished { usage, .. } = event {
+            total.accumulate(usage);
+        }
+        let value = serde_json::to_value(event).unwrap();
+        assert!(value["type"].is_string(), "{value}");
+        let back: AgentEvent = serde_json::from_value(value).unwrap();
+        assert_eq!(&back, event);
+    }
+    assert_eq!(run.usage, total);
+    // Every prompt of an answered run reached the model; a stopped one may end on a
+    // call that never reported.
+    let longest = requests.iter().map(|r| r.prompt.chars().count()).max();
+    if run.stop == StopReason::Answered {
+        assert_eq!(run.distinct_prompt_tokens, longest.unwrap_or(0));
+    } else {
+        assert!(run.distinct_prompt_tokens <= longest.unwrap_or(0));
+    }
+    assert_eq!(
+        events.last(),
+        Some(&AgentEvent::Stopped {
+            reason: run.stop.clone()
+        })
+    );
+    if let Some(answer) = &run.answer {
+        assert!(events.contains(&AgentEvent::Final {
+            answer: answer.clone()
+        }));
+    }
+    let stepped = events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::StepStarted { .. }))
+        .count();
+    assert_eq!(stepped, run.steps);
+    Outcome {
+        run,
+        events,
+        requests,
+    }
+}
+
+const AUTO: Option<ToolChoice> = Some(ToolChoice::Auto);
+const REQUIRED: Option<ToolChoice> = Some(ToolChoice::Required);
+const PROSE: Option<ToolChoice> = Some(ToolChoice::None);
+/// What ChatML adds for the model's turn.
+const GENERATION_HEADER: &str = "<|im_start|>assistant\n";
+
+fn roles(run: &AgentRun) -> Vec<Role> {
+    run.transcript.iter().map(|m| m.role).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases
+
+/// Runs that are fully described by their script and outcome.
+#[tokio::test]
+async fn scripted_outcomes() {
+    struct Case {
+        name: &'static str,
+        agent: AgentBuilder,
+        script: Vec<Script>,
+        stop: StopReason,
+        answer: Option<&'static str>,
+        steps: usize,
+        tool_calls: usize,
+        choices: Vec<Option<ToolChoice>>,
+    }
+    let cases = vec![
+        Case {
+            name: "direct answer",
+            agent: agent(),
+            script: vec![reply("  Paris \n")],
+            stop: StopReason::Answered,
+            answer: Some("Paris"),
+            steps: 1,
+            tool_calls: 0,
+            choices: vec![AUTO],
+        },
+        Case {
+            name: "no tools: no constraint",
+            agent: Agent::builder(ToolCallFormat::Hermes),
+            script: vec![reply(r#"{"name": "add"}"#)],
+            stop: StopReason::Answered,
+            answer: Some(r#"{"name": "add"}"#),
+            steps: 1,
+            tool_calls: 0,
+            choices: vec![None],
+        },
+        Case {
+            name: "one call then answer",
+            agent: agent(),
+            script: vec![reply(&call("add", json!({"a": 2, "b": 40}))), reply("42")],
+            stop: StopReason::Answered,
+            answer: Some("42"),
+            steps: 2,
+            tool_calls: 1,
+            choices: vec![AUTO, AUTO],
+        },
+        Case {
+            name: "the same call three times",
+            agent: agent(),
+            script: (0..3)
+                .map(|_| reply(&call("add", json!({"a": 1, "b": 1}))))
+                .collect(),
+            stop: StopReason::RepeatedCall { name: "add".into() },
+            answer: None,
+            steps: 3,
+            tool_calls: 2,
+            choices: vec![AUTO; 3],
+        },
+        Case {
+            name: "three identical calls allowed",
+            agent: agent().max_identical_calls(3),
+            script: (0..3)
+                .map(|_| reply(&call("add", json!({"a": 1, "b": 1}))))
+                .chain([reply("2")])
+                .collect(),
+            stop: StopReason::Answered,
+            answer: Some("2"),
+            steps: 4,
+            tool_calls: 3,
+            choices: vec![AUTO; 4],
+        },
+        Case {
+            name: "a tool that always fails",
+            agent: agent().max_tool_failures(3),
+            script: (1..=3)
+                .map(|n| reply(&call("broken", json!({"n": n}))))
+                .collect(),
+            stop: StopReason::ToolFailed {
+                name: "broken".into(),
+                error: ToolError::failed("disk on fire", false),
+            },
+            answer: None,
+            steps: 3,
+            tool_calls: 3,
+            choices: vec![AUTO; 3],
+        },
+        Case {
+            name: "the model adapts to a tool error",
+            agent: agent(),
+            script: vec![
+                reply(&call("broken", json!({}))),
+                reply("I cannot, the disk is on fire."),
+            ],
+            stop: StopReason::Answered,
+            answer: Some("I cannot, the disk is on fire."),
+            steps: 2,
+            tool_calls: 1,
+            choices: vec![AUTO; 2],
+        },
+        Case {
+            name: "an unknown tool is an error for the model",
+            agent: agent(),
+            script: vec![reply(&call("ruby", json!({}))), reply("ok")],
+            stop: StopReason::Answered,
+            answer: Some("ok"),
+            steps: 2,
+            tool_calls: 1,
+            choices: vec![AUTO; 2],
+        },
+        Case {
+            name: "max steps with a call",
+            agent: agent().max_steps(1),
+            script: vec![reply(&call("add", json!({"a": 1, "b": 2})))],
+            stop: StopReason::MaxSteps,
+            answer: None,
+            steps: 1,
+            tool_calls: 1,
+            choices: vec![AUTO],
+        },
+        Case {
+            name: "token budget",
+            agent: agent().max_total_tokens(60),
+            script: vec![reply(&call("add", json!({"a": 1, "b": 2})))],
+            stop: StopReason::MaxTokens,
+            answer: None,
+            steps: 1,
+            tool_calls: 1,
+            choices: vec![AUTO],
+        },
+        Case {
+            name: "prompt too long",
+            agent: agent(),
+            script: vec![Script::Fail(RuntimeError::PromptTooLong {
+                prompt_tokens: 9000,
+                n_ctx: 8192,
+            })],
+            stop: StopReason::ContextFull,
+            answer: None,
+            steps: 1,
+            tool_calls: 0,
+            choices: vec![AUTO],
+        },
+        Case {
+            name: "context full while generating",
+            agent: agent(),
+            script: vec![Script::Finish(
+                "The answer is".into(),
+                FinishReason::ContextFull,
+            )],
+            stop: StopReason::ContextFull,
+            answer: None,
+            steps: 1,
+            tool_calls: 0,
+            choices: vec![AUTO],
+        },
+        Case {
+            name: "model error",
+            agent: agent(),
+            script: vec![],
+            stop: StopReason::ModelError("invalid request: script exhausted".into()),
+            answer: None,
+            steps: 1,
+            tool_calls: 0,
+            choices: vec![AUTO],
+        },
+        Case {
+            name: "bare JSON not naming a tool is an answer",
+            agent: agent(),
+            script: vec![reply(r#"{"name": "Bob", "age": 3}"#)],
+            stop: StopReason::Answered,
+            answer: Some(r#"{"name": "Bob", "age": 3}"#),
+            steps: 1,
+            tool_calls: 0,
+            choices: vec![AUTO],
+        },
+    ];
+    for case in cases {
+        let out = check(case.agent, "task", case.script).await;
+        let run = &out.run;
+        let name = case.name;
+        assert_eq!(run.stop, case.stop, "{name}");
+        assert_eq!(run.answer.as_deref(), case.answer, "{name}");
+        assert_eq!(run.steps, case.steps, "{name}");
+        assert_eq!(run.tool_calls, case.tool_calls, "{name}");
+        assert_eq!(out.choices(), case.choices, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_tool_result_reaches_the_next_prompt() {
+    let out = check(
+        agent(),
+        "What is 2 + 40?",
+        vec![
+            reply(&format!(
+                "Let me add.\n{}",
+                call("add", json!({"a": 2, "b": 40}))
+            )),
+            reply("42"),
+        ],
+    )
+    .await;
+    let run = &out.run;
+    assert_eq!(
+        roles(run),
+        [
+            Role::System,
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant
+        ]
+    );
+    let assistant = &run.transcript[2];
+    assert_eq!(assistant.content, "Let me add.");
+    assert_eq!(assistant.tool_calls[0].name, "add");
+    assert_eq!(assistant.tool_calls[0].arguments, json!({"a": 2, "b": 40}));
+    let id = assistant.tool_calls[0].id.clone().unwrap();
+    assert_eq!(id.len(), 9);
+    assert_eq!(run.transcript[3].content, "42");
+    assert_eq!(run.transcript[3].tool_call_id.as_deref(), Some(id.as_str()));
+    // The result is in the second prompt, as a tool turn after the re-rendered call.
+    let second = out.prompt(1);
+    assert!(
+        second.contains("<|im_start|>tool\n42<|im_end|>"),
+        "{second}"
+    );
+    assert!(second.contains(r#"{"name": "add", "arguments": {"a": 2, "b": 40}}"#));
+    // The template lists the tools; the request constrains calls to them.
+    assert!(out.prompt(0).contains("<tools>"));
+    assert_eq!(
+        out.requests[0].tools,
+        ["add", "broken", "flaky", "sleepy_a", "sleepy_b", "slow"]
+    );
+    assert_eq!(out.requests[0].max_tokens, 512);
+    // The second step reuses the whole first prompt from the "KV cache".
+    let steps: Vec<&Usage> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::StepFinished { usage, .. } => Some(usage),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps[0].cached_tokens, 0);
+    assert!(steps[1].cached_tokens >= out.prompt(0).chars().count());
+    assert!(steps[1].evaluated_tokens < steps[1].prompt_tokens / 2);
+    assert_eq!(run.usage.generated_tokens, {
+        let first = format!("Let me add.\n{}", call("add", json!({"a": 2, "b": 40})));
+        first.chars().count() + 2
+    });
+    assert_eq!(
+        out.tool_results(),
+        [("add".to_string(), true, "42".to_string(), 1)]
+    );
+}
+
+#[tokio::test]
+async fn events_come_in_order() {
+    let out = check(
+        agent(),
+        "task",
+        vec![reply(&call("add", json!({"a": 1, "b": 2}))), reply("3")],
+    )
+    .await;
+    assert_eq!(
+        out.kinds(),
+        [
+            "step_started",
+            "token",
+            "step_finished",
+            "tool_call",
+            "tool_result",
+            "step_started",
+            "token",
+            "step_finished",
+            "final",
+            "stopped"
+        ]
+    );
+    assert_eq!(
+        out.events[0],
+        AgentEvent::StepStarted {
+            step: 1,
+            phase: Phase::Task
+        }
+    );
+    let streamed: String = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Token { step: 2, text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, "3");
+    let line = serde_json::to_string(out.events.last().unwrap()).unwrap();
+    assert_eq!(line, r#"{"type":"stopped","reason":{"reason":"answered"}}"#);
+}
+
+#[tokio::test]
+async fn calls_in_one_reply_run_concurrently_in_call_order() {
+    let script = || {
+        vec![
+            reply(&format!(
+                "{}\n{}",
+                call("sleepy_a", json!({})),
+                call("sleepy_b", json!({}))
+            )),
+            reply("AB"),
+        ]
+    };
+    let out = check(agent(), "task", script()).await;
+    assert_eq!(out.run.answer.as_deref(), Some("AB"));
+    assert!(
+        out.run.elapsed < Duration::from_millis(350),
+        "{:?}",
+        out.run.elapsed
+    );
+    let results: Vec<String> = out
+        .run
+        .transcript
+        .iter()
+        .filter(|m| m.role == Role::Tool)
+        .map(|m| m.content.clone())
+        .collect();
+    assert_eq!(results, ["A", "B"]);
+    assert_eq!(out.run.transcript[2].tool_calls.len(), 2);
+    let names: Vec<String> = out.tool_results().into_iter().map(|r| r.0).collect();
+    assert_eq!(names, ["sleepy_a", "sleepy_b"]);
+
+    let out = check(agent().parallel_calls(false), "task", script()).await;
+    assert!(
+        out.run.elapsed >= Duration::from_millis(400),
+        "{:?}",
+        out.run.elapsed
+    );
+}
+
+#[tokio::test]
+async fn tool_errors_go_back_to_the_model() {
+    let out = check(
+        agent(),
+        "task",
+        (1..=3)
+            .map(|n| reply(&call("broken", json!({"n": n}))))
+            .collect(),
+    )
+    .await;
+    assert!(out.prompt(1).contains("Error: failed: disk on fire"));
+    assert!(out.prompt(2).contains("Error: failed: disk on fire"));
+    // The third error is in the transcript although the run stopped on it.
+    let last = out.run.transcript.last().unwrap();
+    assert_eq!(last.role, Role::Tool);
+    assert_eq!(last.content, "Error: failed: disk on fire");
+    assert!(out.tool_results().iter().all(|r| !r.1));
+
+    // A success resets the count.
+    let out = check(
+        agent(),
+        "task",
+        vec![
+            reply(&call("broken", json!({"n": 1}))),
+            reply(&call("broken", json!({"n": 2}))),
+            reply(&format!(
+                "{}{}",
+                call("add", json!({"a": 1, "b": 1})),
+                call("broken", json!({"n": 3}))
+            )),
+            reply(&call("broken", json!({"n": 4}))),
+            reply("done"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.run.stop,
+        StopReason::ToolFailed {
+            name: "broken".into(),
+            error: ToolError::failed("disk on fire", false)
+        }
+    );
+    assert_eq!(out.run.steps, 3);
+}
+
+#[tokio::test]
+async fn retryable_errors_are_retried() {
+    let script = || vec![reply(&call("flaky", json!({}))), reply("fine")];
+    let out = check(agent(), "task", script()).await;
+    assert_eq!(
+        out.tool_results(),
+        [("flaky".to_string(), true, "fine".to_string(), 2)]
+    );
+    assert_eq!(out.run.tool_calls, 1);
+
+    let out = check(agent().tool_retries(0, Duration::ZERO), "task", script()).await;
+    assert_eq!(
+        out.tool_results(),
+        [(
+            "flaky".to_string(),
+            false,
+            "Error: failed: busy".to_string(),
+            1
+        )]
+    );
+    assert_eq!(out.run.stop, StopReason::Answered);
+}
+
+#[tokio::test]
+async fn max_steps_keeps_the_partial_transcript() {
+    let out = check(
+        agent().max_steps(1),
+        "task",
+        vec![reply(&call("add", json!({"a": 1, "b": 2})))],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::MaxSteps);
+    let t = &out.run.transcript;
+    assert_eq!(
+        roles(&out.run),
+        [Role::System, Role::User, Role::Assistant, Role::Tool]
+    );
+    assert_eq!(t[1].content, "task");
+    assert_eq!(t[2].tool_calls[0].name, "add");
+    assert_eq!(t[3].content, "3");
+}
+
+#[tokio::test]
+async fn wall_time_stops_slow_tools_and_slow_models() {
+    let out = check(
+        agent().max_wall_time(Duration::from_millis(300)),
+        "task",
+        vec![reply(&call("slow", json!({})))],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::WallTime);
+    assert!(out.run.elapsed < Duration::from_millis(1500));
+    assert_eq!(
+        out.run.transcript.last().unwrap().tool_calls[0].name,
+        "slow"
+    );
+
+    let out = check(
+        agent().max_wall_time(Duration::from_millis(200)),
+        "task",
+        vec![Script::Slow("late".into(), Duration::from_secs(5))],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::WallTime);
+    assert!(out.run.elapsed < Duration::from_millis(1500));
+    assert_eq!(out.run.answer, None);
+}
+
+#[tokio::test]
+async fn bare_json_calls_are_regenerated_with_calls_required() {
+    let bare = r#"{"name": "add", "arguments": {"a": 2, "b": 3}}"#;
+    for deviation in [
+        bare.to_string(),
+        format!("```json\n{bare}\n```"),
+        // Cut off by the token limit: still clearly a call.
+        r#"{"name": "add", "arguments": {"a": 2,"#.to_string(),
+    ] {
+        let out = check(
+            agent(),
+            "What is 2 + 3?",
+            vec![
+                reply(&deviation),
+                reply(&call("add", json!({"a": 2, "b": 3}))),
+                reply("5"),
+            ],
+        )
+        .await;
+        assert_eq!(out.run.answer.as_deref(), Some("5"), "{deviation}");
+        assert_eq!(out.choices(), [AUTO, REQUIRED, AUTO]);
+        // Same step, same prompt: only the reply is generated again.
+        assert_eq!(out.prompt(0), out.prompt(1));
+        assert_eq!(out.run.steps, 2);
+        assert!(out.events.contains(&AgentEvent::ConstrainedRetry {
+            step: 1,
+            tool: "add".into()
+        }));
+        assert_eq!(out.tool_results()[0].2, "5");
+        // The transcript holds the constrained call, not the deviation.
+        let call = &out.run.transcript[2];
+        assert_eq!(call.content, "");
+        assert_eq!(call.tool_calls[0].arguments, json!({"a": 2, "b": 3}));
+        assert_eq!(
+            out.kinds()[..7],
+            [
+                "step_started",
+                "token",
+                "step_finished",
+                "constrained_retry",
+                "token",
+                "step_finished",
+                "tool_call"
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn bare_calls_that_add_nothing_are_regenerated_as_the_answer() {
+    let add = call("add", json!({"a": 2, "b": 3}));
+    let same = r#"{"name": "add", "arguments": {"a": 2, "b": 3}}"#;
+    let restated = r#"{"name": "add", "arguments": {"a": 5}}"#;
+    let new = r#"{"name": "add", "arguments": {"a": 1, "b": 1}}"#;
+    type Case = (&'static str, Vec<Script>, Vec<Option<ToolChoice>>);
+    let cases: Vec<Case> = vec![
+        // The same call again, as bare JSON: straight to the answer.
+        (
+            "same call",
+            vec![reply(&add), reply(same), reply("The sum is 5.")],
+            vec![AUTO, AUTO, PROSE],
+        ),
+        // Arguments that only restate the result.
+        (
+            "restated result",
+            vec![reply(&add), reply(restated), reply("The sum is 5.")],
+            vec![AUTO, AUTO, PROSE],
+        ),
+        // A new call as bare JSON, whose constrained form turns out to repeat the first.
+        (
+            "constrained repeat",
+            vec![reply(&add), reply(new), reply(&add), reply("The sum is 5.")],
+            vec![AUTO, AUTO, REQUIRED, PROSE],
+        ),
+    ];
+    for (name, script, choices) in cases {
+        let out = check(agent(), "What is 2 + 3?", script).await;
+        assert_eq!(out.run.stop, StopReason::Answered, "{name}");
+        assert_eq!(out.run.answer.as_deref(), Some("The sum is 5."), "{name}");
+        assert_eq!(out.choices(), choices, "{name}");
+        assert_eq!(out.run.tool_calls, 1, "{name}");
+        assert_eq!(out.run.steps, 2, "{name}");
+        assert!(
+            out.events.contains(&AgentEvent::AnswerRetry { step: 2 }),
+            "{name}"
+        );
+        // The answer prompt names the question, and sits right before the answer.
+        let last = out.requests.last().unwrap();
+        assert!(
+            last.prompt
+                .contains("without calling a tool:\nWhat is 2 + 3?"),
+            "{name}"
+        );
+        let n = out.run.transcript.len();
+        assert_eq!(
+            roles(&out.run)[n - 2..],
+            [Role::User, Role::Assistant],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn repeating_a_failed_call_is_not_taken_for_an_answer() {
+    let broken = call("broken", json!({}));
+    let bare = r#"{"name": "broken", "arguments": {}}"#;
+    let out = check(
+        agent().max_tool_failures(5).max_identical_calls(2),
+        "Use broken.",
+        vec![
+            reply(&broken),
+            reply(bare),
+            reply(&broken),
+            reply(bare),
+            reply(&broken),
+        ],
+    )
+    .await;
+    // The failure is no result to answer from: the call is required again, and the
+    // breaker ends the run.
+    assert_eq!(
+        out.run.stop,
+        StopReason::RepeatedCall {
+            name: "broken".into()
+        }
+    );
+    assert_eq!(out.choices(), [AUTO, AUTO, REQUIRED, AUTO, REQUIRED]);
+    assert!(!out
+        .events
+        .iter()
+        .any(|e| matches!(e, AgentEvent::AnswerRetry { .. })));
+}
+
+#[tokio::test]
+async fn malformed_calls_are_reported_to_the_model() {
+    for (block, error) in [
+        (
+            r#"<tool_call>{"name": "add", "arguments": [1]}</tool_call>"#,
+            "`arguments` must be a JSON object",
+        ),
+        (r#"<tool_call>{"name": "add", "argu"#, "not finished"),
+        ("<tool_call>add(1, 2)</tool_call>", "not valid JSON"),
+    ] {
+        let out = check(agent(), "task", vec![reply(block), reply("ok")]).await;
+        assert_eq!(out.run.stop, StopReason::Answered, "{block}");
+        assert_eq!(out.run.answer.as_deref(), Some("ok"));
+        let feedback = &out.run.transcript[3];
+        assert_eq!(feedback.role, Role::User);
+        assert!(feedback.content.contains("could not be read"));
+        assert!(feedback.content.contains(error), "{}", feedback.content);
+        assert!(out.prompt(1).contains(error));
+        assert_eq!(out.run.transcript[2].content, block);
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::MalformedCall { step: 1, .. })));
+        assert_eq!(out.run.tool_calls, 0);
+    }
+
+    // A valid call next to a malformed one still runs.
+    let out = check(
+        agent(),
+        "task",
+        vec![
+            reply(&format!(
+                "{}<tool_call>oops</tool_call>",
+                call("add", json!({"a": 1, "b": 1}))
+            )),
+            reply("2"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        roles(&out.run),
+        [
+            Role::System,
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::User,
+            Role::Assistant
+        ]
+    );
+    assert_eq!(out.run.tool_calls, 1);
+}
+
+#[tokio::test]
+async fn plan_then_subtasks_then_synthesis() {
+    let out = check(
+        agent().plan(true),
+        "Add 2 and 3, then double it.",
+        vec![
+            reply(&call(
+                "submit_plan",
+                json!({"subtasks": ["Add 2 and 3", "Double the result"]}),
+            )),
+            reply(&call("add", json!({"a": 2, "b": 3}))),
+            reply("2 + 3 = 5."),
+            reply(&call("add", json!({"a": 5, "b": 5}))),
+            reply("Doubled: 10."),
+            reply("The answer is 10."),
+        ],
+    )
+    .await;
+    let run = &out.run;
+    assert_eq!(run.stop, StopReason::Answered);
+    assert_eq!(run.answer.as_deref(), Some("The answer is 10."));
+    assert_eq!(run.steps, 6);
+    assert_eq!(run.tool_calls, 2);
+    assert_eq!(out.choices(), [REQUIRED, AUTO, AUTO, AUTO, AUTO, AUTO]);
+    assert_eq!(out.requests[0].tools, ["submit_plan"]);
+    assert!(out.prompt(0).contains("Task: Add 2 and 3, then double it."));
+    assert!(out.prompt(1).contains("Subtask 1 of 2: Add 2 and 3"));
+    assert!(out.prompt(3).contains("Subtask 2 of 2: Double the result"));
+    assert!(out.prompt(3).contains("2 + 3 = 5."));
+    assert!(out.prompt(5).contains("All subtasks are done"));
+    for request in &out.requests {
+        // submit_plan is only in the constraint, never in the template's tool list.
+        assert!(!request
+            .prompt
+            .contains(r#""function": {"name": "submit_plan""#));
+    }
+    assert!(out.events.contains(&AgentEvent::Plan {
+        subtasks: vec!["Add 2 and 3".into(), "Double the result".into()]
+    }));
+    let phases: Vec<Phase> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::StepStarted { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .collect();
+    use Phase::*;
+    assert_eq!(
+        phases,
+        [Plan, Subtask, Subtask, Subtask, Subtask, Synthesis]
+    );
+    let subtasks = out
+        .events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::Subtask { count: 2, .. }))
+        .count();
+    assert_eq!(subtasks, 2);
+}
+
+#[tokio::test]
+async fn plan_budgets_and_fallbacks() {
+    // The plan uses the same step budget.
+    let out = check(
+        agent().plan(true).max_steps(2),
+        "task",
+        vec![
+            reply(&call("submit_plan", json!({"subtasks": ["a", "b"]}))),
+            reply("A done."),
+        ],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::MaxSteps);
+    assert_eq!(out.run.answer, None);
+
+    // No usable plan: the task is the only subtask and its answer is the answer.
+    let out = check(
+        agent().plan(true),
+        "task",
+        vec![reply("I will just do it."), reply("42")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("42"));
+    assert!(out.events.contains(&AgentEvent::Plan { subtasks: vec![] }));
+    assert!(out.prompt(1).contains("Subtask 1 of 1: task"));
+}
+
+fn critique(ok: bool, problem: &str) -> Script {
+    reply(&call(
+        "submit_critique",
+        json!({"ok": ok, "problem": problem}),
+    ))
+}
+
+#[tokio::test]
+async fn reflection_revises_a_rejected_draft() {
+    let out = check(
+        agent().reflect(true),
+        "What is 2 + 40?",
+        vec![
+            reply("41"),
+            critique(false, "2 + 40 is not 41."),
+            reply(&call("add", json!({"a": 2, "b": 40}))),
+            reply("42"),
+        ],
+    )
+    .await;
+    let run = &out.run;
+    assert_eq!(run.stop, StopReason::Answered);
+    assert_eq!(run.answer.as_deref(), Some("42"));
+    assert_eq!(out.choices(), [AUTO, REQUIRED, AUTO, AUTO]);
+    assert_eq!(out.requests[1].tools, ["submit_critique"]);
+    assert!(out.prompt(1).contains("Answer: 41"));
+    assert!(out.prompt(1).contains("Task: What is 2 + 40?"));
+    assert!(out
+        .prompt(2)
+        .contains("Your answer is wrong: 2 + 40 is not 41."));
+    assert!(out.events.contains(&AgentEvent::Critique {
+        round: 1,
+        verdict: Verdict {
+            ok: false,
+            problem: "2 + 40 is not 41.".into()
+        }
+    }));
+    let kinds = out.kinds();
+    let critique_at = kinds.iter().position(|k| k == "critique").unwrap();
+    assert_eq!(kinds[critique_at + 1], "step_started");
+
+    // Two rounds; the second critique accepts the revision.
+    let out = check(
+        agent().reflect(true).max_reflection_rounds(2),
+        "task",
+        vec![
+            reply("41"),
+            critique(false, "wrong"),
+            reply("42"),
+            critique(true, ""),
+        ],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("42"));
+    assert_eq!(out.run.steps, 4);
+    let rounds: Vec<(usize, bool)> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Critique { round, verdict } => Some((*round, verdict.ok)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds, [(1, false), (2, true)]);
+
+    // An accepted draft is the answer.
+    let out = check(
+        agent().reflect(true).max_reflection_rounds(3),
+        "task",
+        vec![reply("42"), critique(true, "")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("42"));
+    assert_eq!(out.run.steps, 2);
+
+    // The budget runs out during reflection: the draft is kept.
+    let out = check(
+        agent().reflect(true).max_steps(2),
+        "task",
+        vec![reply("41"), critique(false, "wrong")],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::MaxSteps);
+    assert_eq!(out.run.answer.as_deref(), Some("41"));
+}
+
+#[tokio::test]
+async fn generic_format_teaches_calls_in_the_system_prompt() {
+    let out = check(
+        Agent::builder(ToolCallFormat::Generic).tools(tools()),
+        "task",
+        vec![reply(&call("add", json!({"a": 1, "b": 2}))), reply("3")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("3"));
+    let system = &out.run.transcript[0].content;
+    assert!(system.starts_with("You are a careful assistant"));
+    assert!(system.contains("You can call tools"));
+    assert!(system.contains("- add: Add two integers."));
+    assert!(!out.prompt(0).contains("<tools>"));
+}
+
+#[tokio::test]
+async fn prompts_can_be_replaced() {
+    let dir = std::env::temp_dir().join(format!("jielong-agent-prompts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("agent_system.md"), "Be terse.\n").unwrap();
+    std::fs::write(dir.join("subtask.md"), "Step {index}: {subtask}").unwrap();
+
+    let out = check(agent().prompts_dir(&dir), "task", vec![reply("ok")]).await;
+    assert_eq!(out.run.transcript[0], Message::system("Be terse."));
+
+    let out = check(
+        agent().prompt_file(PromptKind::System, dir.join("agent_system.md")),
+        "task",
+        vec![reply("ok")],
+    )
+    .await;
+    assert_eq!(out.run.transcript[0].content, "Be terse.");
+
+    let out = check(agent().system_prompt(""), "task", vec![reply("ok")]).await;
+    assert_eq!(roles(&out.run), [Role::User, Role::Assistant]);
+
+    let agent_built = agent().prompts_dir(&dir).build().unwrap();
+    assert_eq!(agent_built.prompts().subtask, "Step {index}: {subtask}");
+    assert_eq!(
+        agent_built.prompts().plan,
+        PromptKind::Plan.builtin().trim()
+    );
+
+    std::fs::write(dir.join("plan.md"), "Make a plan.").unwrap();
+    let err = agent().prompts_dir(&dir).build().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AgentError::Prompt {
+                kind: PromptKind::Plan,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("{task}"));
+
+    let err = agent()
+        .prompt_file(PromptKind::Critique, dir.join("missing.md"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, AgentError::PromptFile { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'));
+    let err = agent().prompts_dir(dir.join("nope")).build().unwrap_err();
+    assert!(matches!(err, AgentError::PromptFile { .. }), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    for bad in [
+        agent().max_steps(0),
+        agent().max_tokens_per_step(0),
+        agent().max_identical_calls(0),
+        agent().max_subtasks(6),
+    ] {
+        let err = bad.build().unwrap_err();
+        assert!(matches!(err, AgentError::InvalidSetting(_)), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn events_can_go_to_a_channel() {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let agent = agent().event_channel(sender).build().unwrap();
+    let mut session = Scripted {
+        script: vec![reply("hi")].into(),
+        template: ChatTemplate::chatml(),
+        requests: Arc::default(),
+        resets: Arc::default(),
+        cache: String::new(),
+    };
+    let run = agent.run(&mut session, "task").await;
+    assert_eq!(run.answer.as_deref(), Some("hi"));
+    let mut events = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        events.push(event);
+    }
+    assert_eq!(
+        events.last(),
+        Some(&AgentEvent::Stopped {
+            reason: StopReason::Answered
+        })
+    );
+}
+
+#[test]
+fn the_run_future_is_send_and_reasons_display() {
+    fn assert_send<T: Send>(_: &T) {}
+    let agent = agent().build().unwrap();
+    let mut session = Scripted {
+        script: VecDeque::new(),
+        template: ChatTemplate::chatml(),
+        requests: Arc::default(),
+        resets: Arc::default(),
+        cache: String::new(),
+    };
+    let future = agent.run(&mut session, "task");
+    assert_send(&future);
+    drop(future);
+    let reason = StopReason::ToolFailed {
+        name: "broken".into(),
+        error: ToolError::failed("disk on fire", false),
+    };
+    assert_eq!(
+        reason.to_string(),
+        "tool `broken` kept failing: failed: disk on fire"
+    );
+    assert_eq!(
+        serde_json::to_value(&reason).unwrap(),
+        json!({"reason": "tool_failed", "detail": {"name": "broken", "error": {"kind": "failed", "message": "disk on fire", "retryable": false}}})
+    );
+}

@@ -1,0 +1,233 @@
+//! The agent on the default model (Qwen2.5-Coder-0.5B) with real tools: it calls the
+//! sandboxed Python tool for arithmetic and answers from the result, reuses the KV
+//! cache across steps, and ends every failure with its typed stop reason.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{model, model_lock, model_path, QWEN};
+use jielong::core::agent::{AgentEvent, AgentRun, StopReason};
+use jielong::core::tool::{SchemaTool, ToolError, ToolRegistry};
+use jielong::core::Agent;
+use jielong::tools::builtin::builtin_registry;
+use jielong::{Role, SessionOptions};
+use serde_json::{json, Value};
+
+/// Runs `jielong run TASK --trace FILE`: exit code, stdout and the trace's events.
+fn jielong_run(task: &str) -> (Option<i32>, String, String, Vec<Value>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = dir.path().join("trace.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_jielong"))
+        .args(["run", task, "--trace"])
+        .arg(&trace)
+        .output()
+        .expect("the binary runs");
+    let events = std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every trace line is JSON"))
+        .collect();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        events,
+    )
+}
+
+/// The successful `python` results in a trace.
+fn python_results(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "tool_result" && e["name"] == "python" && e["ok"] == true)
+        .filter_map(|e| e["content"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn run_answers_arithmetic_through_the_python_tool() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    for (task, answer) in [
+        ("What is 12345 * 6789?", "83810205"),
+        ("What is the sum of the squares of 1..100?", "338350"),
+    ] {
+        let (code, stdout, stderr, events) = jielong_run(task);
+        assert_eq!(code, Some(0), "{task}: {stderr}");
+        assert!(stdout.contains(answer), "{task}: stdout {stdout:?}");
+        // The number came from Python, not from the model's head.
+        let results = python_results(&events);
+        assert!(
+            results.iter().any(|r| r.contains(answer)),
+            "{task}: python results {results:?}"
+        );
+        assert!(stderr.contains("→ python("), "{task}: {stderr}");
+        assert_eq!(
+            events.last().map(|e| e["type"].clone()),
+            Some(json!("stopped"))
+        );
+    }
+}
+
+/// Runs an agent on the default model with greedy sampling.
+fn run_agent(
+    build: impl FnOnce(jielong::core::agent::AgentBuilder) -> Agent,
+    task: &str,
+) -> (AgentRun, Vec<AgentEvent>) {
+    let m = model(QWEN);
+    let mut session = m.session(&SessionOptions::default()).expect("a session");
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let agent =
+        build(Agent::for_model(&m).on_event(move |e| sink.lock().expect("events").push(e.clone())));
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let run = runtime.block_on(agent.run(&mut session, task));
+    let events = events.lock().expect("events").clone();
+    (run, events)
+}
+
+#[test]
+fn prompt_tokens_over_a_multi_step_run_stay_close_to_the_distinct_tokens() {
+    let _lock = model_lock();
+    let (run, _) = run_agent(
+        |b| {
+            b.tools(builtin_registry(&["python".into()]).expect("python"))
+                .plan(true)
+                .build()
+                .expect("an agent")
+        },
+        "What is 12345 * 6789 plus the number of days in a leap year?",
+    );
+    assert_eq!(run.stop, StopReason::Answered, "{:?}", run.transcript);
+    assert!(run.steps >= 4, "{} steps", run.steps);
+    let ratio = run.evaluated_per_distinct().expect("tokens were evaluated");
+    eprintln!(
+        "{} steps: {} prompt tokens evaluated for {} distinct ({ratio:.2}x); {} prompt tokens in all",
+        run.steps, run.usage.evaluated_tokens, run.distinct_prompt_tokens, run.usage.prompt_tokens
+    );
+    assert!(ratio <= 1.2, "{ratio:.2}x");
+    // Without the cache every step would evaluate its whole prompt.
+    assert!(run.usage.prompt_tokens > 3 * run.usage.evaluated_tokens);
+}
+
+/// A tool that counts its calls and answers with `result`.
+fn counting_tool(
+    name: &str,
+    calls: Arc<AtomicUsize>,
+    result: Result<&'static str, &'static str>,
+) -> ToolRegistry {
+    let tool = SchemaTool::new(
+        name,
+        "Looks up the current population of a city.",
+        json!({
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"]
+        }),
+        move |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match result {
+                    Ok(text) => Ok(json!(text)),
+                    Err(message) => Err(ToolError::failed(message, false)),
+                }
+            }
+        },
+    )
+    .expect("a valid tool");
+    let mut registry = ToolRegistry::new();
+    registry.register(tool).expect("registered");
+    registry
+}
+
+const TASK: &str = "What is the population of Paris? Use the population tool.";
+
+#[test]
+fn every_failure_ends_with_its_typed_stop_reason() {
+    let _lock = model_lock();
+
+    // A tool that always fails: its errors go back to the model until the breaker.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = counting_tool(
+        "population",
+        calls.clone(),
+        Err("the census service is down"),
+    );
+    let (run, events) = run_agent(
+        |b| {
+            b.tools(registry)
+                .max_tool_failures(2)
+                .max_identical_calls(10)
+                .build()
+                .expect("an agent")
+        },
+        TASK,
+    );
+    match &run.stop {
+        StopReason::ToolFailed { name, error } => {
+            assert_eq!(name, "population");
+            assert!(error.to_string().contains("census service is down"));
+        }
+        other => panic!("stopped with {other:?}: {:?}", run.transcript),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(run.answer, None);
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::ToolResult { ok: false, .. }))
+        .collect();
+    assert_eq!(failed.len(), 2);
+    // The transcript keeps the task, the calls and the errors.
+    assert_eq!(run.transcript[1].content, TASK);
+    assert_eq!(
+        run.transcript
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .count(),
+        2
+    );
+
+    // The same call over and over: the repeat breaker.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = counting_tool("population", calls.clone(), Err("try again"));
+    let (run, _) = run_agent(
+        |b| {
+            b.tools(registry)
+                .max_identical_calls(2)
+                .build()
+                .expect("an agent")
+        },
+        TASK,
+    );
+    assert_eq!(
+        run.stop,
+        StopReason::RepeatedCall {
+            name: "population".into()
+        },
+        "{:?}",
+        run.transcript
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the third call is not made"
+    );
+    assert!(run.transcript.iter().any(|m| m.role == Role::Tool));
+
+    // A step budget of 1: the call is made, no step is left to answer.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = counting_tool("population", calls.clone(), Ok("2,102,650 (2023)"));
+    let (run, _) = run_agent(
+        |b| b.tools(registry).max_steps(1).build().expect("an agent"),
+        TASK,
+    );
+    assert_eq!(run.stop, StopReason::MaxSteps, "{:?}", run.transcript);
+    assert_eq!(run.steps, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let last = run.transcript.last().expect("a transcript");
+    assert_eq!(last.role, Role::Tool);
+    assert_eq!(last.content, "2,102,650 (2023)");
+}
