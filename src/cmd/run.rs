@@ -135,7 +135,15 @@ fn show_progress(event: &AgentEvent, verbose: bool) {
             count,
             subtask,
         } => eprintln!("[subtask {index}/{count}] {subtask}"),
-        AgentEvent::Critique { round, verdict } => eprintln!("[critique {round}] {verdict:?}"),
+        AgentEvent::Critique { round, verdict } if verdict.ok => {
+            eprintln!("[critique {round}] the draft stands")
+        }
+        AgentEvent::Critique { round, verdict } => {
+            eprintln!(
+                "[critique {round}] fault: {}",
+                one_line(&verdict.problem, 160)
+            )
+        }
         _ => {}
     }
 }
