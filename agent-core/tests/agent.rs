@@ -926,6 +926,29 @@ async fn bare_calls_that_add_nothing_are_regenerated_as_the_answer() {
 }
 
 #[tokio::test]
+async fn initial_calls_come_before_the_first_step() {
+    let out = check(
+        agent().initial_call("add", json!({"a": 2, "b": 3})),
+        "What is 2 + 3?",
+        vec![reply("5")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("5"));
+    assert_eq!((out.run.steps, out.run.tool_calls), (1, 1));
+    assert_eq!(
+        roles(&out.run)[1..],
+        [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
+    );
+    // The model's first prompt already holds the result.
+    assert!(
+        out.prompt(0).contains("<|im_start|>tool\n5<|im_end|>"),
+        "{}",
+        out.prompt(0)
+    );
+    assert!(matches!(&out.events[0], AgentEvent::ToolCall { step: 0, call } if call.name == "add"));
+}
+
+#[tokio::test]
 async fn repeating_a_failed_call_is_not_taken_for_an_answer() {
     let broken = call("broken", json!({}));
     let bare = r#"{"name": "broken", "arguments": {}}"#;

@@ -6,7 +6,7 @@ use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use jielong::core::agent::{AgentEvent, StopReason};
+use jielong::core::agent::{AgentEvent, AgentRun, StopReason};
 use jielong::core::Agent;
 use jielong::tools::builtin::builtin_registry_with;
 use jielong::{FinishReason, Message};
@@ -35,7 +35,54 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         return plain_answer(global, &model, &session, &args, &request).await;
     }
 
-    let trace = match &args.trace {
+    let settings = AgentOptions {
+        system: args.system.clone(),
+        plan: args.plan,
+        reflect: args.reflect,
+        max_steps: args.max_steps,
+        trace: args.trace.clone(),
+        initial_calls: Vec::new(),
+    };
+    let run = drive(
+        global,
+        &model,
+        &mut session,
+        registry,
+        &settings,
+        &args.task,
+    )
+    .await?;
+    finish(run)
+}
+
+/// How `run` and `ask` set up their agent.
+pub struct AgentOptions {
+    /// Replaces the system prompt.
+    pub system: Option<String>,
+    /// Decompose first.
+    pub plan: bool,
+    /// Critique and revise.
+    pub reflect: bool,
+    /// The most model calls.
+    pub max_steps: usize,
+    /// Where to write the JSONL trace.
+    pub trace: Option<std::path::PathBuf>,
+    /// Calls the agent makes before the first step.
+    pub initial_calls: Vec<jielong::ToolCall>,
+}
+
+/// Runs an agent on `task`: progress on stderr, events to the trace file, the run's
+/// figures with -v.
+pub async fn drive(
+    global: &GlobalArgs,
+    model: &jielong::LlamaModel,
+    session: &mut jielong::LlamaSession,
+    registry: jielong::core::tool::ToolRegistry,
+    options: &AgentOptions,
+    task: &str,
+) -> anyhow::Result<AgentRun> {
+    let request = super::request(global);
+    let trace = match &options.trace {
         Some(path) => Some(Arc::new(Mutex::new(BufWriter::new(
             File::create(path)
                 .with_context(|| format!("cannot create the trace file {}", path.display()))?,
@@ -44,13 +91,13 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     };
     let verbose = global.verbose > 0;
     let trace_events = trace.clone();
-    let mut builder = Agent::for_model(&model)
+    let mut builder = Agent::for_model(model)
         .tools(registry)
-        .max_steps(args.max_steps)
+        .max_steps(options.max_steps)
         .max_tokens_per_step(global.max_tokens)
         .sampling(request.sampling.clone())
-        .plan(args.plan)
-        .reflect(args.reflect)
+        .plan(options.plan)
+        .reflect(options.reflect)
         .on_event(move |event| {
             show_progress(event, verbose);
             if let Some(trace) = &trace_events {
@@ -59,17 +106,20 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
                 }
             }
         });
-    if let Some(system) = &args.system {
+    for call in &options.initial_calls {
+        builder = builder.initial_call(call.name.clone(), call.arguments.clone());
+    }
+    if let Some(system) = &options.system {
         builder = builder.system_prompt(system.clone());
     }
     let agent = builder.build()?;
-    let run = agent.run(&mut session, &args.task).await;
+    let run = agent.run(session, task).await;
     if let Some(trace) = &trace {
         if let Ok(mut out) = trace.lock() {
             out.flush().context("cannot write the trace file")?;
         }
     }
-    if global.verbose > 0 {
+    if verbose {
         eprintln!(
             "{} steps, {} tool calls, {:.1} s; {}",
             run.steps,
@@ -84,6 +134,11 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(run)
+}
+
+/// Prints the answer, or fails with [`NoAnswer`] (printing a partial answer first).
+pub fn finish(run: AgentRun) -> anyhow::Result<()> {
     match (run.stop, run.answer) {
         (StopReason::Answered, Some(answer)) => {
             println!("{answer}");

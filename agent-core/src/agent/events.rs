@@ -104,7 +104,8 @@ pub enum AgentEvent {
     },
     /// The model calls a tool.
     ToolCall {
-        /// The step whose reply made the call.
+        /// The step whose reply made the call (0: one of the agent's own
+        /// [initial calls](super::AgentSettings::initial_calls)).
         step: usize,
         /// The call (with the id the agent gave it when the model gave none).
         call: ToolCall,

@@ -55,6 +55,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::chat::ToolCall;
 use crate::generate::SamplingParams;
 use crate::model::{LanguageModel, ModelSession};
 use crate::tool::ToolRegistry;
@@ -137,6 +138,11 @@ pub struct AgentSettings {
     pub reflect: bool,
     /// The most critique rounds (default 1).
     pub max_reflection_rounds: usize,
+    /// Calls the agent makes itself before the first model step, right after the task
+    /// (in plan mode, after the plan request), recorded as an assistant call and its
+    /// result as if the model had made them (default none). For agents that should
+    /// always start from a tool's result, such as a search over the task.
+    pub initial_calls: Vec<ToolCall>,
 }
 
 impl Default for AgentSettings {
@@ -158,6 +164,7 @@ impl Default for AgentSettings {
             max_subtasks: 5,
             reflect: false,
             max_reflection_rounds: 1,
+            initial_calls: Vec::new(),
         }
     }
 }
@@ -420,6 +427,15 @@ impl AgentBuilder {
     /// See [`AgentSettings::max_reflection_rounds`].
     pub fn max_reflection_rounds(mut self, rounds: usize) -> Self {
         self.settings.max_reflection_rounds = rounds;
+        self
+    }
+
+    /// Adds a call the agent makes before the first model step (see
+    /// [`AgentSettings::initial_calls`]).
+    pub fn initial_call(mut self, name: impl Into<String>, arguments: serde_json::Value) -> Self {
+        self.settings
+            .initial_calls
+            .push(ToolCall::new(name, arguments));
         self
     }
 

@@ -145,6 +145,7 @@ impl<'a> Runner<'a> {
             self.planned(task).await?
         } else {
             self.messages.push(Message::user(task));
+            self.initial_calls().await?;
             self.tool_loop(Phase::Task, task).await?
         };
         *best = Some(draft.clone());
@@ -175,6 +176,7 @@ impl<'a> Runner<'a> {
         let prompts = &self.agent.prompts;
         self.messages
             .push(Message::user(fill(&prompts.plan, &[("task", task)])));
+        self.initial_calls().await?;
         let spec = plan_spec(self.agent.settings.max_subtasks);
         let call = self.structured(Phase::Plan, spec).await?;
         let subtasks: Vec<String> = call
@@ -338,6 +340,22 @@ impl<'a> Runner<'a> {
             .any(|(tool, args, _)| tool == name && args == arguments);
         let results: Vec<&str> = self.answered.iter().map(|(_, _, r)| r.as_str()).collect();
         answered || restates_result(arguments, &results)
+    }
+
+    /// Makes the agent's own calls before the first step (step 0 in events).
+    async fn initial_calls(&mut self) -> Flow<()> {
+        let calls = self.agent.settings.initial_calls.clone();
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let reply = Reply {
+            step: 0,
+            text: String::new(),
+            raw: String::new(),
+            calls,
+            malformed: Vec::new(),
+        };
+        self.handle_calls(reply).await
     }
 
     /// Records a reply with calls, runs them and feeds the results (and any malformed
