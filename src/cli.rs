@@ -76,9 +76,91 @@ pub enum Command {
     Tools,
     /// Run one tool by hand: `jielong tool python 'print(1+1)'`.
     Tool(ToolArgs),
+    /// Build and query a local search index (for `rag_search` and `ask`).
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Answer a question from a local index, citing the passages used.
+    Ask(AskArgs),
     /// Measure Jielong's generation path against a bare llama.cpp loop, and prefix
     /// reuse in a multi-turn chat.
     Bench(BenchArgs),
+}
+
+/// Where the index lives (`index …`, `ask`).
+#[derive(Debug, Args)]
+pub struct IndexDir {
+    /// The index directory (default: `JIELONG_INDEX`, else the `jielong/index` folder
+    /// of the user's data directory).
+    #[arg(long = "index", value_name = "DIR", env = "JIELONG_INDEX")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `jielong index …`.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Add files and folders (text, Markdown, HTML, PDF, JSON lines); files already
+    /// indexed and unchanged are skipped, changed ones replaced, deleted ones removed.
+    Add {
+        /// Files and folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The field of a JSON-lines record that holds its text.
+        #[arg(long, default_value = "text")]
+        jsonl_field: String,
+        /// The index.
+        #[command(flatten)]
+        index: IndexDir,
+    },
+    /// Search the index.
+    Search {
+        /// The query.
+        query: String,
+        /// How many hits.
+        #[arg(short = 'k', long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        k: u16,
+        /// Only sources under this path.
+        #[arg(long, value_name = "PREFIX")]
+        path: Option<String>,
+        /// One JSON object per hit (source, lines, score, text), for scripts.
+        #[arg(long)]
+        json: bool,
+        /// The index.
+        #[command(flatten)]
+        index: IndexDir,
+    },
+    /// Files, chunks and size of the index.
+    Stats {
+        /// The index.
+        #[command(flatten)]
+        index: IndexDir,
+    },
+    /// Remove a file, or everything under a folder, from the index.
+    Remove {
+        /// The file or folder (as it was added).
+        path: PathBuf,
+        /// The index.
+        #[command(flatten)]
+        index: IndexDir,
+    },
+}
+
+/// `jielong ask`.
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// The question.
+    pub question: String,
+    /// The index.
+    #[command(flatten)]
+    pub index: IndexDir,
+    /// Passages per search.
+    #[arg(short = 'k', long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub k: u8,
+    /// The most model calls.
+    #[arg(long, default_value_t = 6)]
+    pub max_steps: usize,
+    /// Write every event of the run to this file as JSON lines.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 /// `jielong run`.
@@ -89,8 +171,8 @@ pub struct RunArgs {
     /// A system prompt (default: prompts/agent_system.md).
     #[arg(long)]
     pub system: Option<String>,
-    /// Tools the agent may call, comma-separated (`python`, `web_search`, `fetch_url`);
-    /// `none` answers directly, streaming.
+    /// Tools the agent may call, comma-separated (`python`, `web_search`, `fetch_url`,
+    /// `rag_search`); `none` answers directly, streaming.
     #[arg(long, value_delimiter = ',', default_value = "python")]
     pub tools: Vec<String>,
     /// How the tools are set up.
@@ -140,6 +222,9 @@ pub struct ToolOptions {
     /// code then sees the host's files). By default such a host refuses to run code.
     #[arg(long)]
     pub python_unsandboxed: bool,
+    /// The index `rag_search` searches.
+    #[command(flatten)]
+    pub index: IndexDir,
 }
 
 /// `jielong chat`.

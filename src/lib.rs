@@ -20,7 +20,7 @@
 //!
 //! The crates behind it: [`core`] (chat types, templates, the model runtime, tools,
 //! the agent loop), [`models`] (the catalog and the model cache), [`tools`] (the
-//! built-in tools).
+//! built-in tools), [`retrieval`] (the local search index).
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
@@ -29,6 +29,7 @@ pub struct ReadmeExamples;
 
 pub use jielong_core as core;
 pub use jielong_models as models;
+pub use jielong_retrieval as retrieval;
 pub use jielong_tools as tools;
 
 pub use jielong_core::{

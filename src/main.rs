@@ -44,6 +44,8 @@ fn main() -> ExitCode {
             Command::Models(command) => cmd::models::models(&cli.global, command).await,
             Command::Tools => cmd::tools::list(),
             Command::Tool(args) => cmd::tools::run_one(args).await,
+            Command::Index(command) => cmd::index::index(command).await,
+            Command::Ask(args) => cmd::ask::ask(&cli.global, args).await,
             Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
         }
     });

@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod ask;
 pub mod bench;
 pub mod chat;
+pub mod index;
 pub mod models;
 pub mod run;
 pub mod tools;

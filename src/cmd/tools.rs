@@ -27,6 +27,7 @@ pub fn config(options: &ToolOptions) -> BuiltinConfig {
     if options.python_unsandboxed {
         config.python = config.python.allow_unsandboxed(true);
     }
+    config.rag_index = super::index::index_dir(&options.index).ok();
     config
 }
 

@@ -3,6 +3,7 @@
 //! [`builtin_registry`] builds a [`ToolRegistry`] from tool names, the way the CLI's
 //! `--tools python,web_search` and YAML workflows ask for them.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use jielong_core::tool::{Tool, ToolError, ToolRegistry};
@@ -10,17 +11,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use jielong_retrieval::Index;
+
 use crate::python::{PythonError, PythonSandbox, PythonSession};
+use crate::rag::RagSearchTool;
 use crate::web::{FetchConfig, Fetcher, SearchBackend, SearchQuery, WebError, WebSearchConfig};
 
 /// The names [`builtin_registry`] knows.
-pub const BUILTIN_TOOLS: [&str; 3] = ["python", "web_search", "fetch_url"];
+pub const BUILTIN_TOOLS: [&str; 4] = ["python", "web_search", "fetch_url", "rag_search"];
 
 /// Why the built-in tools could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BuiltinError {
     /// A name that is not a built-in tool.
-    #[error("unknown tool `{0}`; built-in tools: python, web_search, fetch_url")]
+    #[error("unknown tool `{0}`; built-in tools: python, web_search, fetch_url, rag_search")]
     Unknown(String),
     /// A tool's configuration is missing or invalid.
     #[error("cannot set up `{tool}`: {detail}")]
@@ -46,7 +50,14 @@ pub struct BuiltinConfig {
     pub web_search: Option<WebSearchConfig>,
     /// Limits and the address policy of `fetch_url`.
     pub fetch_url: FetchConfig,
+    /// The index `rag_search` searches (required for it).
+    pub rag_index: Option<PathBuf>,
+    /// Passages per `rag_search` call (default 3 when 0).
+    pub rag_passages: usize,
 }
+
+/// Longest `rag_search` passage shown to the model, in characters.
+const RAG_PASSAGE_CHARS: usize = 700;
 
 /// A registry with the named built-in tools, configured from the environment
 /// (`web_search`: `JIELONG_SEARXNG_URL` or `BRAVE_SEARCH_API_KEY`).
@@ -83,6 +94,29 @@ pub fn builtin_registry_with(
                         detail: e.to_string(),
                     })?;
                 registry.register(FetchUrlTool::new(fetcher))?
+            }
+            "rag_search" => {
+                let dir = config
+                    .rag_index
+                    .as_ref()
+                    .ok_or_else(|| BuiltinError::Setup {
+                        tool: "rag_search",
+                        detail: "no index given (the CLI's --index DIR)".into(),
+                    })?;
+                let index = Index::open(dir).map_err(|e| BuiltinError::Setup {
+                    tool: "rag_search",
+                    detail: e.to_string(),
+                })?;
+                let passages = if config.rag_passages == 0 {
+                    3
+                } else {
+                    config.rag_passages
+                };
+                registry.register(RagSearchTool::new(
+                    Arc::new(index),
+                    passages,
+                    RAG_PASSAGE_CHARS,
+                ))?
             }
             other => return Err(BuiltinError::Unknown(other.to_string())),
         }

@@ -1,0 +1,82 @@
+//! `jielong ask "QUESTION"`: the agent answers from a local index with `rag_search`,
+//! citing passages as `[n]`; the sources it cited are listed under the answer.
+
+use std::sync::Arc;
+
+use jielong::core::tool::ToolRegistry;
+use jielong::retrieval::Index;
+use jielong::tools::rag::RagSearchTool;
+use jielong::ToolCall;
+use serde_json::json;
+
+use super::run::{drive, AgentOptions, NoAnswer};
+use crate::cli::AskArgs;
+
+/// The system prompt of `ask`.
+const ASK_SYSTEM: &str = include_str!("../../prompts/ask_system.md");
+
+/// Longest passage shown to the model, in characters.
+const PASSAGE_CHARS: usize = 700;
+
+/// Runs `jielong ask`.
+pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Result<()> {
+    let dir = super::index::index_dir(&args.index)?;
+    let index = Arc::new(Index::open(&dir)?);
+    let tool = RagSearchTool::new(index, usize::from(args.k), PASSAGE_CHARS);
+    let citations = tool.citation_book();
+    let mut registry = ToolRegistry::new();
+    registry.register(tool)?;
+
+    let model = super::load_model(global).await?;
+    let mut session = model.session(&super::session_options(global))?;
+    let options = AgentOptions {
+        system: Some(ASK_SYSTEM.trim().to_string()),
+        plan: false,
+        reflect: false,
+        max_steps: args.max_steps,
+        trace: args.trace.clone(),
+        // Small models often answer from memory: the first search is made for them.
+        initial_calls: vec![ToolCall::new(
+            "rag_search",
+            json!({ "query": args.question }),
+        )],
+    };
+    let run = drive(
+        global,
+        &model,
+        &mut session,
+        registry,
+        &options,
+        &args.question,
+    )
+    .await?;
+    let stop = run.stop.clone();
+    let Some(answer) = run.answer.filter(|_| stop.is_answered()) else {
+        return Err(NoAnswer(stop).into());
+    };
+    let sources = citations.sources_of(&answer);
+    let cites = sources
+        .iter()
+        .any(|s| answer.contains(&format!("[{}]", s.number)));
+    if cites || sources.is_empty() {
+        println!("{answer}");
+    } else {
+        // Attributed after the fact: the markers the model left out.
+        let marks: Vec<String> = sources.iter().map(|s| format!("[{}]", s.number)).collect();
+        println!("{} {}", answer.trim_end(), marks.join(""));
+    }
+    if sources.is_empty() {
+        eprintln!("jielong: note: no passage supports this answer");
+    } else {
+        println!("\nSources:");
+        for source in sources {
+            println!(
+                "[{}] {} ({})",
+                source.number,
+                source.location(),
+                source.title
+            );
+        }
+    }
+    Ok(())
+}
