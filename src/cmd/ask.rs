@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use jielong::core::tool::ToolRegistry;
 use jielong::retrieval::Index;
-use jielong::tools::rag::RagSearchTool;
+use jielong::tools::rag::{RagSearchTool, DEFAULT_PASSAGE_CHARS};
 use jielong::ToolCall;
 use serde_json::json;
 
@@ -15,14 +15,11 @@ use crate::cli::AskArgs;
 /// The system prompt of `ask`.
 const ASK_SYSTEM: &str = include_str!("../../prompts/ask_system.md");
 
-/// Longest passage shown to the model, in characters.
-const PASSAGE_CHARS: usize = 700;
-
 /// Runs `jielong ask`.
 pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Result<()> {
     let dir = super::index::index_dir(&args.index)?;
     let index = Arc::new(Index::open(&dir)?);
-    let tool = RagSearchTool::new(index, usize::from(args.k), PASSAGE_CHARS);
+    let tool = RagSearchTool::new(index, usize::from(args.k), DEFAULT_PASSAGE_CHARS);
     let citations = tool.citation_book();
     let mut registry = ToolRegistry::new();
     registry.register(tool)?;

@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use jielong_retrieval::Index;
 
 use crate::python::{PythonError, PythonSandbox, PythonSession};
-use crate::rag::RagSearchTool;
+use crate::rag::{RagSearchTool, DEFAULT_PASSAGES, DEFAULT_PASSAGE_CHARS};
 use crate::web::{FetchConfig, Fetcher, SearchBackend, SearchQuery, WebError, WebSearchConfig};
 
 /// The names [`builtin_registry`] knows.
@@ -52,12 +52,9 @@ pub struct BuiltinConfig {
     pub fetch_url: FetchConfig,
     /// The index `rag_search` searches (required for it).
     pub rag_index: Option<PathBuf>,
-    /// Passages per `rag_search` call (default 3 when 0).
-    pub rag_passages: usize,
+    /// Passages per `rag_search` call (default [`DEFAULT_PASSAGES`]).
+    pub rag_passages: Option<usize>,
 }
-
-/// Longest `rag_search` passage shown to the model, in characters.
-const RAG_PASSAGE_CHARS: usize = 700;
 
 /// A registry with the named built-in tools, configured from the environment
 /// (`web_search`: `JIELONG_SEARXNG_URL` or `BRAVE_SEARCH_API_KEY`).
@@ -107,15 +104,10 @@ pub fn builtin_registry_with(
                     tool: "rag_search",
                     detail: e.to_string(),
                 })?;
-                let passages = if config.rag_passages == 0 {
-                    3
-                } else {
-                    config.rag_passages
-                };
                 registry.register(RagSearchTool::new(
                     Arc::new(index),
-                    passages,
-                    RAG_PASSAGE_CHARS,
+                    config.rag_passages.unwrap_or(DEFAULT_PASSAGES),
+                    DEFAULT_PASSAGE_CHARS,
                 ))?
             }
             other => return Err(BuiltinError::Unknown(other.to_string())),

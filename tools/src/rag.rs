@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// The most passages one search returns.
 const MAX_PASSAGES: usize = 8;
+/// Passages per search unless set otherwise.
+pub const DEFAULT_PASSAGES: usize = 3;
+/// Longest passage shown to the model, in characters, unless set otherwise.
+pub const DEFAULT_PASSAGE_CHARS: usize = 700;
 
 /// A passage the tool has shown the model, with its citation number.
 #[derive(Debug, Clone, PartialEq, Serialize)]

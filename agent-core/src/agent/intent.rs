@@ -51,17 +51,40 @@ pub(crate) fn intended_call(reply: &str, tools: &[ToolSpec]) -> Option<Intent> {
     }
 }
 
-/// Whether `text` (a reply so far) opens with a complete JSON object, possibly in a
-/// code fence: a bare call that has said all it will say.
-pub(crate) fn bare_call_complete(text: &str) -> bool {
-    let text = strip_fence(text.trim_start());
-    text.starts_with('{')
-        && matches!(
-            serde_json::Deserializer::from_str(text)
-                .into_iter::<Value>()
-                .next(),
-            Some(Ok(_))
-        )
+/// Where a reply streamed so far stands as a bare JSON call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BareCall {
+    /// It opens (or may still open) with a JSON object, not yet complete.
+    Open,
+    /// It opens with a complete JSON object (possibly in a code fence): the call has
+    /// said all it will say.
+    Complete,
+    /// It cannot be a bare call: it opens with something else.
+    Not,
+}
+
+/// Classifies `text`, a reply so far. Once it is [`BareCall::Not`] it stays so, and the
+/// caller can stop asking (the check parses the text, so it is not free per token).
+pub(crate) fn bare_call_state(text: &str) -> BareCall {
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() || "```".starts_with(trimmed) {
+        return BareCall::Open;
+    }
+    // A fence line (```json) with nothing after it yet is still open.
+    let body = strip_fence(trimmed);
+    if body.is_empty() {
+        return BareCall::Open;
+    }
+    if !body.starts_with('{') {
+        return BareCall::Not;
+    }
+    match serde_json::Deserializer::from_str(body)
+        .into_iter::<Value>()
+        .next()
+    {
+        Some(Ok(_)) => BareCall::Complete,
+        _ => BareCall::Open,
+    }
 }
 
 /// `text` without a leading ```` ``` ```` or ```` ```json ```` line.
@@ -147,9 +170,19 @@ mod tests {
             let got = intended_call(reply, &tools);
             assert_eq!(got.as_ref().map(|i| i.name.as_str()), want, "{reply:?}");
         }
-        assert!(bare_call_complete(" ```json\n{\"name\": \"python\"}"));
-        assert!(!bare_call_complete("{\"name\": \"python\""));
-        assert!(!bare_call_complete("The answer is {}"));
+        for (text, state) in [
+            (" ```json\n{\"name\": \"python\"}", BareCall::Complete),
+            ("{\"name\": \"python\"}\n{\"name\"", BareCall::Complete),
+            ("{\"name\": \"python\"", BareCall::Open),
+            ("", BareCall::Open),
+            ("``", BareCall::Open),
+            ("```json", BareCall::Open),
+            ("```json\n", BareCall::Open),
+            ("The answer is {}", BareCall::Not),
+            ("```python\nprint(1)", BareCall::Not),
+        ] {
+            assert_eq!(bare_call_state(text), state, "{text:?}");
+        }
         let full = intended_call(r#"{"name": "python", "arguments": {"code": "1"}}"#, &tools);
         assert_eq!(full.and_then(|i| i.arguments), Some(json!({"code": "1"})));
     }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant as Deadline;
 
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
-use super::intent::{bare_call_complete, intended_call, restates_result, Intent};
+use super::intent::{bare_call_state, intended_call, restates_result, BareCall, Intent};
 use super::prompts::fill;
 use super::{Agent, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use crate::chat::{Message, ToolCall, ToolSpec};
@@ -540,7 +540,7 @@ impl<'a> Runner<'a> {
         let mut raw = String::new();
         // A reply that opens with a bare JSON call is cut as soon as the object is
         // complete: small models tend to repeat it line after line until the budget.
-        let watch_bare = request
+        let mut watch_bare = request
             .tools
             .as_ref()
             .is_some_and(|c| c.choice == ToolChoice::Auto);
@@ -561,9 +561,16 @@ impl<'a> Runner<'a> {
                     parsed.extend(parser.push(&text));
                     raw.push_str(&text);
                     self.agent.emit(AgentEvent::Token { step, text });
-                    if watch_bare && !cut_bare && bare_call_complete(&raw) {
-                        generation.cancel();
-                        cut_bare = true;
+                    if watch_bare {
+                        match bare_call_state(&raw) {
+                            BareCall::Complete => {
+                                generation.cancel();
+                                cut_bare = true;
+                                watch_bare = false;
+                            }
+                            BareCall::Not => watch_bare = false,
+                            BareCall::Open => {}
+                        }
                     }
                 }
                 Some(GenerationEvent::Done(Ok(completion))) => break completion,

@@ -84,13 +84,10 @@ pub(crate) fn tool_call_sampler(
     let refused = |e: llama_cpp_2::GrammarError| {
         RuntimeError::InvalidRequest(format!("llama.cpp refused the tool-call grammar: {e}"))
     };
-    if constraint.choice == ToolChoice::None {
-        return LlamaSampler::grammar(model, PROSE_GBNF, "root").map_err(refused);
-    }
-    let gbnf = tool_call_gbnf(constraint)?;
     match constraint.choice {
-        ToolChoice::Required | ToolChoice::None => {
-            LlamaSampler::grammar(model, &gbnf, "root").map_err(refused)
+        ToolChoice::None => LlamaSampler::grammar(model, PROSE_GBNF, "root").map_err(refused),
+        ToolChoice::Required => {
+            LlamaSampler::grammar(model, &tool_call_gbnf(constraint)?, "root").map_err(refused)
         }
         ToolChoice::Auto => {
             let open = constraint.format.open_marker();
@@ -105,6 +102,7 @@ pub(crate) fn tool_call_sampler(
             } else {
                 Vec::new()
             };
+            let gbnf = tool_call_gbnf(constraint)?;
             LlamaSampler::grammar_lazy(model, &gbnf, "root", trigger_words, &trigger_tokens)
                 .map_err(refused)
         }
