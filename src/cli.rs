@@ -81,9 +81,95 @@ pub enum Command {
     Index(IndexCommand),
     /// Answer a question from a local index, citing the passages used.
     Ask(AskArgs),
+    /// YAML workflows: print their JSON Schema, validate files, run them.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Workflow runs: list them, show one (steps, outputs, trace).
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Measure Jielong's generation path against a bare llama.cpp loop, and prefix
     /// reuse in a multi-turn chat.
     Bench(BenchArgs),
+}
+
+/// Where workflow runs are kept (`workflow run`, `runs …`).
+#[derive(Debug, Args, Clone)]
+pub struct RunsDir {
+    /// The runs directory (default: `JIELONG_RUNS`, else the `jielong/runs` folder of
+    /// the user's data directory).
+    #[arg(long = "runs", value_name = "DIR", env = "JIELONG_RUNS")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `jielong workflow …`.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Print the JSON Schema of workflow files (for editors: completion and checks).
+    Schema,
+    /// Check workflow files without running anything: every fault with file, line,
+    /// column and field.
+    Validate {
+        /// Workflow files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a workflow (or resume a run); progress per step on stderr, the outputs on
+    /// stdout.
+    Run(WorkflowRunArgs),
+}
+
+/// `jielong workflow run`.
+#[derive(Debug, Args)]
+pub struct WorkflowRunArgs {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// An input value, `NAME=VALUE` (repeatable); lists as `a,b,c` or a JSON array.
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+    /// Continue this run: steps it finished are not run again.
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
+    /// Most steps at once (default: the workflow's `concurrency`, else 2).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
+    /// Print the outputs as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the run's events to this file as JSON lines (the run directory keeps
+    /// them in `trace.jsonl` either way).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Where runs are kept.
+    #[command(flatten)]
+    pub runs: RunsDir,
+}
+
+/// `jielong runs …`.
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first: id, workflow, state, steps done, start time.
+    List {
+        /// One JSON object per run.
+        #[arg(long)]
+        json: bool,
+        /// Where runs are kept.
+        #[command(flatten)]
+        runs: RunsDir,
+    },
+    /// Show a run: inputs, each step's status and output, the outputs.
+    Show {
+        /// The run's id.
+        id: String,
+        /// Print the run's trace (JSON lines) instead.
+        #[arg(long)]
+        trace: bool,
+        /// The whole record as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Where runs are kept.
+        #[command(flatten)]
+        runs: RunsDir,
+    },
 }
 
 /// Where the index lives (`index …`, `ask`).
@@ -274,4 +360,9 @@ pub struct BenchArgs {
     /// worker and its cold start against a bare `python3 -I -S -c pass`.
     #[arg(long)]
     pub python: bool,
+    /// Needle in a haystack: copy the documents of DIR to a temp folder, hide a needle
+    /// sentence in one file at several depths, index them and check that `jielong ask`
+    /// finds it and cites that file.
+    #[arg(long, value_name = "DIR", conflicts_with = "python")]
+    pub needle: Option<PathBuf>,
 }

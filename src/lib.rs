@@ -20,7 +20,22 @@
 //!
 //! The crates behind it: [`core`] (chat types, templates, the model runtime, tools,
 //! the agent loop), [`models`] (the catalog and the model cache), [`tools`] (the
-//! built-in tools), [`retrieval`] (the local search index).
+//! built-in tools), [`retrieval`] (the local search index), [`workflow`] (YAML
+//! workflows; [`LocalModels`] gives them models).
+//!
+//! A YAML workflow from a program runs the same way as `jielong workflow run`:
+//!
+//! ```no_run
+//! use jielong::workflow::{RunOptions, Workflow};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let workflow = Workflow::from_file("examples/workflows/math.yaml")?;
+//! let report = workflow
+//!     .run(&jielong::LocalModels::new(), RunOptions::new().input("question", "What is 2**20?"))
+//!     .await?;
+//! println!("{}", report.outputs["answer"]);
+//! # Ok(()) }
+//! ```
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
@@ -31,6 +46,10 @@ pub use jielong_core as core;
 pub use jielong_models as models;
 pub use jielong_retrieval as retrieval;
 pub use jielong_tools as tools;
+pub use jielong_workflow as workflow;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use jielong_core::{
     ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
@@ -65,4 +84,79 @@ pub async fn open_model(
         .await
         .map_err(|_| RuntimeError::WorkerGone)??;
     Ok(model)
+}
+
+/// Models for workflows from the local cache: each reference is resolved, pulled on
+/// first use (see [`open_model`]) and loaded once, then shared by every agent that
+/// names it.
+pub struct LocalModels {
+    progress: Arc<dyn models::Progress>,
+    default_model: String,
+    session: SessionOptions,
+    loaded: tokio::sync::Mutex<HashMap<String, Arc<LlamaModel>>>,
+}
+
+impl Default for LocalModels {
+    fn default() -> Self {
+        LocalModels::new()
+    }
+}
+
+impl LocalModels {
+    /// The default model `qwen2.5-coder-0.5b`, default sessions, no progress display.
+    pub fn new() -> Self {
+        LocalModels {
+            progress: Arc::new(models::NoProgress),
+            default_model: models::DEFAULT_MODEL.to_string(),
+            session: SessionOptions::default(),
+            loaded: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The model agents use when a workflow names none.
+    pub fn with_default_model(mut self, reference: impl Into<String>) -> Self {
+        self.default_model = reference.into();
+        self
+    }
+
+    /// Session settings (threads, context) for models the workflow does not tune.
+    pub fn with_session_options(mut self, options: SessionOptions) -> Self {
+        self.session = options;
+        self
+    }
+
+    /// Reports downloads through `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn models::Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+impl workflow::ModelProvider for LocalModels {
+    fn load<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Arc<dyn LanguageModel>, String>> {
+        Box::pin(async move {
+            let mut loaded = self.loaded.lock().await;
+            if let Some(model) = loaded.get(reference) {
+                return Ok(model.clone() as Arc<dyn LanguageModel>);
+            }
+            let model = Arc::new(
+                open_model(reference, self.progress.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+            loaded.insert(reference.to_string(), model.clone());
+            Ok(model as Arc<dyn LanguageModel>)
+        })
+    }
+
+    fn default_model(&self) -> String {
+        self.default_model.clone()
+    }
+
+    fn session_options(&self) -> SessionOptions {
+        self.session.clone()
+    }
 }

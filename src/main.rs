@@ -3,7 +3,8 @@
 //! Exit codes: 0 success; 1 the work failed; 2 invalid usage; 3 the model is not
 //! available (unknown name, missing or corrupt file, failed download or checksum);
 //! 4 the agent stopped without an answer (step, token or time budget, repeated call,
-//! failing tool).
+//! failing tool). `jielong workflow`: 2 for an invalid workflow or input, 1 for a failed
+//! step.
 
 mod cli;
 mod cmd;
@@ -46,6 +47,8 @@ fn main() -> ExitCode {
             Command::Tool(args) => cmd::tools::run_one(args).await,
             Command::Index(command) => cmd::index::index(command).await,
             Command::Ask(args) => cmd::ask::ask(&cli.global, args).await,
+            Command::Workflow(command) => cmd::workflow::workflow(&cli.global, command).await,
+            Command::Runs(command) => cmd::runs::runs(command),
             Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
         }
     });
@@ -77,6 +80,20 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<jielong::RuntimeError>() {
             return runtime_exit_code(e);
+        }
+        if cause
+            .downcast_ref::<cmd::workflow::InvalidFiles>()
+            .is_some()
+        {
+            return EXIT_USAGE;
+        }
+        match cause.downcast_ref::<jielong::workflow::WorkflowError>() {
+            Some(
+                jielong::workflow::WorkflowError::Invalid(_)
+                | jielong::workflow::WorkflowError::Input { .. },
+            ) => return EXIT_USAGE,
+            Some(jielong::workflow::WorkflowError::Model { .. }) => return EXIT_MODEL,
+            _ => {}
         }
     }
     EXIT_FAILURE

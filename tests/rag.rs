@@ -1,11 +1,13 @@
-//! The local index from the command line: `jielong index add|search|stats|remove`, and
-//! `jielong ask` on the default model finding a needle sentence in a folder of
-//! documents and citing the file it came from.
+//! The local index from the command line: `jielong index add|search|stats|remove`, an
+//! `index add` killed with SIGKILL and resumed, and `jielong ask` on the default model
+//! finding a needle sentence in a folder of documents and citing the file it came from.
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{model_lock, model_path, QWEN};
 use serde_json::Value;
@@ -182,6 +184,163 @@ fn index_commands_add_search_stats_and_remove() {
     );
     let names: Vec<_> = std::fs::read_dir(foreign.path()).unwrap().collect();
     assert_eq!(names.len(), 1);
+}
+
+/// Files in the folder of the kill test: about 80 MB, more than twice the index's
+/// commit size (32 MB), so the first commit lands well before the end.
+const KILL_FILES: usize = 6000;
+
+/// The marker word that opens file `i` of the kill test.
+fn marker(i: usize) -> String {
+    format!("zq{i}marker")
+}
+
+/// File `i` of the kill test (relative path, text): its marker, then about 13 kB of
+/// filler whose words no other marker matches. Files sort by name in order of `i`.
+fn kill_file(i: usize) -> (String, String) {
+    const WORDS: [&str; 12] = [
+        "river", "harvest", "bridge", "tower", "market", "library", "spring", "road", "clock",
+        "square", "festival", "banks",
+    ];
+    let mut text = format!("{} opens this file.\n", marker(i));
+    let mut n = i as u64 + 1;
+    while text.len() < 13_000 {
+        for w in 0..10 {
+            n = n
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let word = WORDS[(n >> 60) as usize % WORDS.len()];
+            text.push_str(&format!("{word}{}", (n >> 40) % 1000));
+            text.push(if w == 9 { '\n' } else { ' ' });
+        }
+    }
+    (format!("part{:02}/f{i:05}.txt", i / 500), text)
+}
+
+/// `jielong index stats`: (files, chunks).
+fn index_stats(index: &Path) -> (usize, usize) {
+    let out = jielong(&["index", "stats"], index);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let field = |name: &str| -> usize {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
+    (field("files"), field("chunks"))
+}
+
+/// Whether an ingest has committed to the index in `dir` (tantivy's meta.json carries
+/// the manifest as its payload from the first commit on).
+fn committed(dir: &Path) -> bool {
+    std::fs::read(dir.join("meta.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|meta| meta["payload"].is_string())
+}
+
+#[test]
+fn index_add_killed_mid_way_resumes_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    for i in 0..KILL_FILES {
+        let (rel, body) = kill_file(i);
+        let path = docs.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    let docs_arg = docs.to_str().unwrap();
+    let index = dir.path().join("idx");
+    let fresh = dir.path().join("fresh");
+    let add = |index: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_jielong"))
+            .args(["index", "add", docs_arg, "--index"])
+            .arg(index)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs")
+    };
+    let started = Instant::now();
+    let mut child = add(&index);
+    // The reference: the same folder indexed in one go, in parallel with the rest.
+    let reference = add(&fresh);
+
+    // Kill -9 once a commit has landed, while the ingest is still running.
+    let deadline = started + Duration::from_secs(180);
+    while !committed(&index) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "`index add` ended ({status}) before its first commit was seen: the folder is \
+                 too small for this machine, raise KILL_FILES"
+            );
+        }
+        assert!(Instant::now() < deadline, "no commit in 180 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "`index add` finished before the kill: raise KILL_FILES"
+    );
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "not killed: {status}");
+    let (at_kill, _) = index_stats(&index);
+    eprintln!(
+        "killed after {:.1} s with {at_kill} of {KILL_FILES} files committed",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        0 < at_kill && at_kill < KILL_FILES,
+        "{at_kill} files committed at the kill"
+    );
+
+    // The same command again completes the work.
+    let out = jielong(&["index", "add", docs_arg], &index);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let expected = format!(
+        "{} added, 0 updated, {at_kill} unchanged, 0 removed, 0 skipped",
+        KILL_FILES - at_kill
+    );
+    assert!(stderr.contains(&expected), "{stderr}\nexpected: {expected}");
+
+    let out = reference.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (files, chunks) = index_stats(&index);
+    let (fresh_files, fresh_chunks) = index_stats(&fresh);
+    assert_eq!(fresh_files, KILL_FILES);
+    assert_eq!((files, chunks), (KILL_FILES, fresh_chunks));
+
+    // Every marker sampled is found once, in its file: spread over the folder, around
+    // the last commit before the kill, and the last files.
+    let mut sample: Vec<usize> = (0..40).map(|k| k * KILL_FILES / 40).collect();
+    sample.extend(at_kill.saturating_sub(3)..(at_kill + 3).min(KILL_FILES));
+    sample.extend(KILL_FILES - 4..KILL_FILES);
+    sample.sort_unstable();
+    sample.dedup();
+    assert!(sample.len() >= 48, "{sample:?}");
+    for i in sample {
+        let out = jielong(
+            &["index", "search", &marker(i), "--json", "-k", "5"],
+            &index,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let hits: Vec<Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(hits.len(), 1, "{}: {hits:?}", marker(i));
+        let source = hits[0]["source"].as_str().unwrap();
+        assert!(
+            source.ends_with(&format!("/f{i:05}.txt")),
+            "{}: {source}",
+            marker(i)
+        );
+    }
+    eprintln!("kill test done in {:.1} s", started.elapsed().as_secs_f64());
 }
 
 #[test]

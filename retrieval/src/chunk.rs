@@ -4,8 +4,9 @@
 //! about `overlap_chars`. Window ends snap back to a line break (or, failing that, to
 //! whitespace) in the second half of the window, and window starts snap forward to the
 //! start of a word, so no word is cut unless a single "word" is longer than half a
-//! window. Markdown is first split into sections at ATX headings (`#`…`######`, outside
-//! fenced code blocks); windows never cross a section boundary.
+//! window. Markdown is first split into sections at headings — ATX (`#`…`######`) and
+//! setext (a paragraph underlined with `===` or `---`), outside fenced code blocks and
+//! front matter —; windows never cross a section boundary.
 //!
 //! Offsets are byte offsets into the text given; lines are 1-based.
 
@@ -114,24 +115,48 @@ fn make_chunk(lines: &LineIndex, start: usize, end: usize, section: Option<Strin
     }
 }
 
-/// An ATX heading: where its line starts, its level and its text.
+/// A heading (ATX or setext): where it starts, its level and its text.
 struct Heading {
     start: usize,
     level: usize,
     text: String,
 }
 
-/// The ATX headings of a Markdown text, skipping fenced code blocks.
+/// What the lines before the current one left open, as far as headings care.
+enum Block {
+    /// Nothing: a blank line, a heading, a thematic break, a fence, indented code.
+    None,
+    /// A paragraph starting at byte `start`, with its trimmed lines so far: a setext
+    /// underline turns it into a heading.
+    Paragraph { start: usize, lines: Vec<String> },
+    /// A list item or block quote, with its lazy continuation lines: an underline there
+    /// is a thematic break (or text), never a heading of the document's outline.
+    Container,
+}
+
+/// The headings of a Markdown text: ATX (`## Title`) and setext (`Title` over a line of
+/// `=` or `-`), outside fenced code blocks and front matter. A setext heading starts at
+/// the first line of its paragraph; a `---` line that follows no paragraph (after a
+/// blank line, a heading, a list item, a quote) is a thematic break.
 fn markdown_headings(text: &str) -> Vec<Heading> {
     let mut headings = Vec::new();
     let mut fence: Option<(char, usize)> = None;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
+    let mut block = Block::None;
+    let mut offset = front_matter_len(text);
+    for line in text[offset..].split_inclusive('\n') {
         let start = offset;
         offset += line.len();
         let body = line.trim_end_matches(['\n', '\r']);
+        if body.trim().is_empty() {
+            block = Block::None;
+            continue;
+        }
         let indent = body.len() - body.trim_start_matches(' ').len();
         if indent > 3 {
+            // Indented code, unless it continues a paragraph or a container.
+            if let Block::Paragraph { lines, .. } = &mut block {
+                lines.push(body.trim().to_string());
+            }
             continue;
         }
         let body = &body[indent..];
@@ -144,32 +169,141 @@ fn markdown_headings(text: &str) -> Vec<Heading> {
                     Some((open, len)) if open == c && run >= len => fence = None,
                     Some(_) => {}
                 }
+                block = Block::None;
                 continue;
             }
         }
         if fence.is_some() {
             continue;
         }
-        let level = body.chars().take_while(|c| *c == '#').count();
-        if !(1..=6).contains(&level) {
+        if let Some((level, heading)) = atx_heading(body) {
+            headings.push(Heading {
+                start,
+                level,
+                text: heading.to_string(),
+            });
+            block = Block::None;
             continue;
         }
-        let rest = &body[level..];
-        if !(rest.is_empty() || rest.starts_with([' ', '\t'])) {
+        if let Some(level) = setext_underline(body) {
+            if let Block::Paragraph { start, lines } = &block {
+                headings.push(Heading {
+                    start: *start,
+                    level,
+                    text: lines.join(" "),
+                });
+                block = Block::None;
+                continue;
+            }
+            // Not under a paragraph: `---` is a thematic break, `===` is text.
+        }
+        if thematic_break(body) {
+            block = Block::None;
             continue;
         }
-        let mut heading = rest.trim();
-        let closing = heading.trim_end_matches('#');
-        if closing.is_empty() || closing.ends_with([' ', '\t']) {
-            heading = closing.trim_end();
+        if body.starts_with('>') || list_item(body) {
+            block = Block::Container;
+            continue;
         }
-        headings.push(Heading {
-            start,
-            level,
-            text: heading.to_string(),
-        });
+        match &mut block {
+            Block::Paragraph { lines, .. } => lines.push(body.trim().to_string()),
+            Block::Container => {}
+            Block::None => {
+                block = Block::Paragraph {
+                    start,
+                    lines: vec![body.trim().to_string()],
+                }
+            }
+        }
     }
     headings
+}
+
+/// The length of the YAML (`---`) or TOML (`+++`) front matter opening `text`, with its
+/// closing line; 0 when there is none.
+fn front_matter_len(text: &str) -> usize {
+    let mut lines = text.split_inclusive('\n');
+    let Some(first) = lines.next() else {
+        return 0;
+    };
+    let marker = first.trim_end();
+    if marker != "---" && marker != "+++" {
+        return 0;
+    }
+    let mut len = first.len();
+    for line in lines {
+        len += line.len();
+        let body = line.trim_end();
+        if body == marker || (marker == "---" && body == "...") {
+            return len;
+        }
+    }
+    0
+}
+
+/// The level and text of an ATX heading line (indentation removed).
+fn atx_heading(body: &str) -> Option<(usize, &str)> {
+    let level = body.chars().take_while(|c| *c == '#').count();
+    if !(1..=6).contains(&level) {
+        return None;
+    }
+    let rest = &body[level..];
+    if !(rest.is_empty() || rest.starts_with([' ', '\t'])) {
+        return None;
+    }
+    let mut heading = rest.trim();
+    let closing = heading.trim_end_matches('#');
+    if closing.is_empty() || closing.ends_with([' ', '\t']) {
+        heading = closing.trim_end();
+    }
+    Some((level, heading))
+}
+
+/// The level of a setext underline (indentation removed): 1 for `=`, 2 for `-`.
+fn setext_underline(body: &str) -> Option<usize> {
+    let run = body.trim_end_matches([' ', '\t']);
+    let level = match run.chars().next()? {
+        '=' => 1,
+        '-' => 2,
+        _ => return None,
+    };
+    let c = if level == 1 { '=' } else { '-' };
+    run.chars().all(|x| x == c).then_some(level)
+}
+
+/// Whether a line (indentation removed) is a thematic break: three or more `-`, `*` or
+/// `_`, the same, with only spaces or tabs between them.
+fn thematic_break(body: &str) -> bool {
+    let Some(c) = body.chars().next().filter(|c| matches!(c, '-' | '*' | '_')) else {
+        return false;
+    };
+    let mut count = 0;
+    for x in body.chars() {
+        if x == c {
+            count += 1;
+        } else if x != ' ' && x != '\t' {
+            return false;
+        }
+    }
+    count >= 3
+}
+
+/// Whether a line (indentation removed) opens a list item: `-`, `*` or `+`, or 1 to 9
+/// digits and `.` or `)`, then a space, a tab or the end of the line.
+fn list_item(body: &str) -> bool {
+    let after = if body.starts_with(['-', '*', '+']) {
+        &body[1..]
+    } else {
+        let digits = body.chars().take_while(char::is_ascii_digit).count();
+        if !(1..=9).contains(&digits) {
+            return false;
+        }
+        match body[digits..].strip_prefix(['.', ')']) {
+            Some(rest) => rest,
+            None => return false,
+        }
+    };
+    after.is_empty() || after.starts_with([' ', '\t'])
 }
 
 /// Byte ranges of the windows covering `text[lo..hi]`, trimmed of whitespace.

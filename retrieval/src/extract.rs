@@ -90,10 +90,11 @@ pub(crate) fn extract(
             })
         }
         Format::Pdf => {
-            let text = pdf_text(bytes)?;
+            let (title, text) = pdf_text(bytes)?;
+            let title = title.unwrap_or(file_name);
             let chunks = chunk_plain(&text, options.chunk_chars, options.overlap_chars);
             Ok(Extracted {
-                chunks: records(key, &text, 0, &chunks, |_| file_name.clone()),
+                chunks: records(key, &text, 0, &chunks, |_| title.clone()),
                 warnings: Vec::new(),
             })
         }
@@ -305,12 +306,23 @@ fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The text layer of a PDF, or the reason it has none.
-fn pdf_text(bytes: &[u8]) -> Result<String, String> {
+/// The title (from the document information dictionary) and the text layer of a PDF, or
+/// the reason it has no text.
+fn pdf_text(bytes: &[u8]) -> Result<(Option<String>, String), String> {
     // pdf-extract can panic on malformed files; a broken PDF must not stop the ingest.
-    let result = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
-    let text = match result {
-        Ok(Ok(text)) => text,
+    let result = std::panic::catch_unwind(|| {
+        let mut doc = pdf_extract::Document::load_mem(bytes)?;
+        if doc.is_encrypted() {
+            // What pdf-extract does: an empty user password opens most "protected" PDFs.
+            doc.decrypt("")?;
+        }
+        let title = pdf_title(&doc);
+        let mut text = String::new();
+        pdf_extract::output_doc(&doc, &mut pdf_extract::PlainTextOutput::new(&mut text))?;
+        Ok::<_, pdf_extract::OutputError>((title, text))
+    });
+    let (title, text) = match result {
+        Ok(Ok(out)) => out,
         Ok(Err(e)) => return Err(format!("PDF could not be read: {e}")),
         Err(_) => return Err("PDF could not be read: the parser failed".to_string()),
     };
@@ -318,7 +330,23 @@ fn pdf_text(bytes: &[u8]) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("PDF has no text layer".to_string());
     }
-    Ok(text)
+    Ok((title, text))
+}
+
+/// The `/Title` of a PDF's document information dictionary, when it says something.
+fn pdf_title(doc: &pdf_extract::Document) -> Option<String> {
+    let info = doc.trailer.get(b"Info").ok()?;
+    let (_, info) = doc.dereference(info).ok()?;
+    let title = info.as_dict().ok()?.get(b"Title").ok()?;
+    let (_, title) = doc.dereference(title).ok()?;
+    let title = pdf_extract::decode_text_string(title).ok()?;
+    let title = title
+        .chars()
+        .filter(|c| *c != '\u{feff}')
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>();
+    let title = collapse(&title);
+    (!title.is_empty()).then_some(title)
 }
 
 /// One document per line of a JSON Lines file.

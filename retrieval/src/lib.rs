@@ -5,8 +5,9 @@
 //!
 //! - **Formats**: plain text (`.txt`, `.text`, `.log`, `.rst`), Markdown (`.md`,
 //!   `.markdown`, split at headings first), HTML (`.html`, `.htm`, visible text only),
-//!   PDF (the text layer) and JSON Lines (`.jsonl`, one document per record). Binary,
-//!   unsupported and unreadable files are skipped with a warning.
+//!   PDF (the text layer; the title from its metadata) and JSON Lines (`.jsonl`, one
+//!   document per record). Binary, unsupported and unreadable files are skipped with a
+//!   warning.
 //! - **Chunks** are overlapping character windows snapped to line or word boundaries
 //!   (see [`chunk`]); each keeps its source, title, line and byte span and the file's
 //!   content hash.

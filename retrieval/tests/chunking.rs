@@ -172,6 +172,72 @@ fn markdown_sections() {
     assert_eq!(chunk_markdown("no headings here", 100, 10).title, None);
 }
 
+/// The sections of `md` chunked in windows large enough to hold each section whole, with
+/// the text each starts with.
+fn sections(md: &str) -> (Option<String>, Vec<(Option<String>, String)>) {
+    let out = chunk_markdown(md, 2000, 100);
+    check("setext", md, &out.chunks, 2000, 100, true);
+    let sections = out
+        .chunks
+        .iter()
+        .map(|c| {
+            let first_line = md[c.byte_start..c.byte_end].lines().next().unwrap_or("");
+            (c.section.clone(), first_line.to_string())
+        })
+        .collect();
+    (out.title, sections)
+}
+
+#[test]
+fn setext_headings() {
+    let md = "Guide\n=====\n\nWelcome to the guide.\n\nInstall\n-------\n\nRun the installer.\n\n### Linux\n\nUse apt.\n\nDaily use\n---\n\nUse it daily.\n\nA heading on\ntwo lines\n=\nThe end.\n";
+    let (title, got) = sections(md);
+    assert_eq!(title.as_deref(), Some("Guide"));
+    let s = |section: &str, first: &str| (Some(section.to_string()), first.to_string());
+    assert_eq!(
+        got,
+        [
+            s("Guide", "Guide"),
+            s("Guide › Install", "Install"),
+            s("Guide › Install › Linux", "### Linux"),
+            s("Guide › Daily use", "Daily use"),
+            // A multi-line paragraph is one heading, starting at its first line.
+            s("A heading on two lines", "A heading on"),
+        ]
+    );
+
+    // Dashes that follow no paragraph are thematic breaks; front matter, code, quotes,
+    // lists and indented code hold no heading; `===` alone is text.
+    let md = "---\ntitle: Front matter\nauthor: someone\n---\n\nIntro paragraph.\n\n---\n\nAfter a break.\n***\n\n# Real\n\nText here\n- - -\nmore text\n--- -\n\n```md\nNot a heading\n---\n```\n\n> quoted\n---\n\n- list item\n---\n\n1. numbered\nlazy line\n===\n\n    indented code\n    ---\n\n===\n\nPlain words\n    ---\n";
+    let (title, got) = sections(md);
+    assert_eq!(title.as_deref(), Some("Real"));
+    let paths: Vec<Option<&str>> = got.iter().map(|(s, _)| s.as_deref()).collect();
+    assert_eq!(paths, [None, Some("Real")], "{got:?}");
+    assert!(got[0].1 == "---" && got[1].1 == "# Real", "{got:?}");
+
+    // Without a closing line, a leading `---` is a thematic break, and what follows can
+    // be a heading.
+    let (title, got) = sections("---\nNot front matter\n===\n\nbody\n");
+    assert_eq!(title.as_deref(), Some("Not front matter"));
+    assert_eq!(got.len(), 2, "{got:?}");
+    // CRLF line ends and up to three spaces of indentation.
+    let (title, _) = sections("  Windows title\r\n   ====  \r\n\r\ntext\r\n");
+    assert_eq!(title.as_deref(), Some("Windows title"));
+
+    // Ingested: the setext title names the document and heads its sections.
+    let dir = tempfile::tempdir().unwrap();
+    let doc =
+        "Handbook\n========\n\nPreface.\n\nCooking\n-------\n\nBoil the pasta for ten minutes.\n";
+    common::write_files(dir.path(), &[("guide.md", doc.as_bytes())]);
+    let index = Index::open_or_create(&dir.path().join("index")).unwrap();
+    common::ingest(&index, [dir.path().join("guide.md")]);
+    let hits = common::search(&index, "pasta");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].title, "Handbook › Cooking");
+    assert_eq!((hits[0].line_start, hits[0].line_end), (6, 9));
+    assert_eq!(common::search(&index, "preface")[0].title, "Handbook");
+}
+
 /// Every chunk of an ingested text and Markdown file is the file's bytes at its offsets,
 /// and its lines hold exactly the line markers it contains.
 #[test]

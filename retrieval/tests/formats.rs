@@ -24,6 +24,12 @@ fn formats_are_extracted() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("docs");
     let pdf = common::pdf(&["Photosynthesis converts sunlight", "into chemical energy."]);
+    // A `/Title` in the information dictionary titles the document; a blank one does not.
+    let titled_pdf = common::pdf_titled(
+        &["Chlorophyll absorbs red and blue light."],
+        Some("Plant Biology – Chapter 3"),
+    );
+    let blank_title_pdf = common::pdf_titled(&["Stomata regulate gas exchange."], Some("  "));
     common::write_files(
         &root,
         &[
@@ -36,12 +42,14 @@ fn formats_are_extracted() {
             ),
             ("page.html", HTML.as_bytes()),
             ("paper.pdf", &pdf),
+            ("chapter3.pdf", &titled_pdf),
+            ("untitled.pdf", &blank_title_pdf),
             ("records.jsonl", JSONL.as_bytes()),
         ],
     );
     let index = Index::open_or_create(&dir.path().join("index")).unwrap();
     let (report, progress) = common::ingest(&index, [&root]);
-    assert_eq!(report.added, 7, "skipped: {:?}", report.skipped);
+    assert_eq!(report.added, 9, "skipped: {:?}", report.skipped);
     assert!(report.skipped.is_empty());
     let jsonl_warning = progress
         .warning_for("records.jsonl")
@@ -98,6 +106,20 @@ fn formats_are_extracted() {
             "**Photosynthesis**",
         ),
         (
+            "chlorophyll",
+            file("chapter3.pdf"),
+            "Plant Biology – Chapter 3",
+            (3, 3),
+            "**Chlorophyll**",
+        ),
+        (
+            "stomata",
+            file("untitled.pdf"),
+            "untitled.pdf",
+            (3, 3),
+            "**Stomata**",
+        ),
+        (
             "magma",
             format!("{}#d1", file("records.jsonl")),
             "Volcanoes",
@@ -147,6 +169,10 @@ fn formats_are_extracted() {
         "{:?}",
         html.text
     );
+    // The PDF's title is searchable, like an HTML title.
+    let biology = common::search(&index, "biology");
+    assert_eq!(biology.len(), 1, "{biology:?}");
+    assert_eq!(biology[0].source, file("chapter3.pdf"));
     // JSON Lines: byte offsets are the record's line in the file.
     let magma = &common::search(&index, "magma")[0];
     let line = &JSONL[magma.byte_start as usize..magma.byte_end as usize];

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use jielong::core::tool::ToolRegistry;
 use jielong::retrieval::Index;
-use jielong::tools::rag::{RagSearchTool, DEFAULT_PASSAGE_CHARS};
+use jielong::tools::rag::{Citation, RagSearchTool, DEFAULT_PASSAGE_CHARS};
 use jielong::ToolCall;
 use serde_json::json;
 
@@ -19,12 +19,48 @@ const ASK_SYSTEM: &str = include_str!("../../prompts/ask_system.md");
 pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Result<()> {
     let dir = super::index::index_dir(&args.index)?;
     let index = Arc::new(Index::open(&dir)?);
+    let model = super::load_model(global).await?;
+    let answered = answer(global, &model, index, &args).await?;
+    println!("{}", answered.answer);
+    if answered.sources.is_empty() {
+        eprintln!("jielong: note: no passage supports this answer");
+    } else {
+        println!("\nSources:");
+        for source in &answered.sources {
+            println!(
+                "[{}] {} ({})",
+                source.number,
+                source.location(),
+                source.title
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What `ask` found: the answer and the passages behind it.
+pub(crate) struct Answered {
+    /// The answer, with the citation markers the model left out appended.
+    pub answer: String,
+    /// The passages the answer cites (or, failing markers, those that contain it).
+    pub sources: Vec<Citation>,
+    /// Every passage the searches showed the model.
+    pub shown: Vec<Citation>,
+}
+
+/// Answers `args.question` from `index` with the ask agent (`args.index` is not read);
+/// [`NoAnswer`] when the run ends without an answer.
+pub(crate) async fn answer(
+    global: &crate::cli::GlobalArgs,
+    model: &jielong::LlamaModel,
+    index: Arc<Index>,
+    args: &AskArgs,
+) -> anyhow::Result<Answered> {
     let tool = RagSearchTool::new(index, usize::from(args.k), DEFAULT_PASSAGE_CHARS);
     let citations = tool.citation_book();
     let mut registry = ToolRegistry::new();
     registry.register(tool)?;
 
-    let model = super::load_model(global).await?;
     let mut session = model.session(&super::session_options(global))?;
     let options = AgentOptions {
         system: Some(ASK_SYSTEM.trim().to_string()),
@@ -40,7 +76,7 @@ pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Resu
     };
     let run = drive(
         global,
-        &model,
+        model,
         &mut session,
         registry,
         &options,
@@ -55,25 +91,16 @@ pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Resu
     let cites = sources
         .iter()
         .any(|s| answer.contains(&format!("[{}]", s.number)));
-    if cites || sources.is_empty() {
-        println!("{answer}");
+    let answer = if cites || sources.is_empty() {
+        answer
     } else {
         // Attributed after the fact: the markers the model left out.
         let marks: Vec<String> = sources.iter().map(|s| format!("[{}]", s.number)).collect();
-        println!("{} {}", answer.trim_end(), marks.join(""));
-    }
-    if sources.is_empty() {
-        eprintln!("jielong: note: no passage supports this answer");
-    } else {
-        println!("\nSources:");
-        for source in sources {
-            println!(
-                "[{}] {} ({})",
-                source.number,
-                source.location(),
-                source.title
-            );
-        }
-    }
-    Ok(())
+        format!("{} {}", answer.trim_end(), marks.join(""))
+    };
+    Ok(Answered {
+        answer,
+        sources,
+        shown: citations.all(),
+    })
 }

@@ -1,7 +1,11 @@
 //! `jielong bench`: Jielong's generation path against a bare llama-cpp-2 loop on the
 //! same build, model and threads; and a multi-turn chat with and without KV-cache
 //! prefix reuse. Every figure is a ratio measured side by side in one run.
+//! `--needle DIR` is a needle-in-a-haystack test of `jielong ask` instead, and
+//! `--python` the Python tool's overhead.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -86,6 +90,9 @@ const CHAT_TURNS: [&str; 8] = [
 pub async fn bench(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     if args.python {
         return python_bench(&args).await;
+    }
+    if let Some(dir) = &args.needle {
+        return needle_bench(global, dir, args.json.as_deref()).await;
     }
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(args.decode_tokens > 1, "--decode-tokens must be at least 2");
@@ -437,9 +444,410 @@ async fn python_bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sentence hidden in the haystack.
+const NEEDLE: &str = "The best thing to do in San Francisco is eat a sandwich and sit in \
+Dolores Park on a sunny day.";
+/// The question whose answer is the needle.
+const NEEDLE_QUESTION: &str = "What is the best thing to do in San Francisco?";
+/// Where the needle goes, as fractions of the file's lines.
+const NEEDLE_DEPTHS: [f64; 5] = [0.1, 0.25, 0.5, 0.75, 0.9];
+/// Text files the needle can go into (the formats whose lines are the file's lines).
+const NEEDLE_EXTENSIONS: [&str; 6] = ["txt", "text", "md", "markdown", "rst", "log"];
+
+/// One depth of the needle bench.
+#[derive(Debug, Serialize)]
+struct NeedleResult {
+    /// Where the needle is, as a fraction of the file's lines.
+    depth: f64,
+    /// Its line in the file, from 1.
+    line: usize,
+    /// The answer mentions "sandwich" or "Dolores Park".
+    found: bool,
+    /// A source of the answer is the needle's file.
+    cited_file: bool,
+    /// A source of the answer is the needle's file at lines that hold the needle.
+    cited_line: bool,
+    /// A search showed the model the passage holding the needle.
+    retrieved: bool,
+    /// Seconds to index the folder.
+    index_s: f64,
+    /// Seconds to answer.
+    answer_s: f64,
+    /// The answer (empty when the agent stopped without one).
+    answer: String,
+    /// The sources listed under it, as `file:lines` relative to the haystack.
+    sources: Vec<String>,
+    /// Why there is no answer, when there is none.
+    error: Option<String>,
+}
+
+/// Everything `jielong bench --needle` measures.
+#[derive(Debug, Serialize)]
+struct NeedleReport {
+    model: String,
+    haystack: PathBuf,
+    documents: usize,
+    bytes: u64,
+    /// The file holding the needle, relative to the haystack.
+    needle_file: PathBuf,
+    needle_file_lines: usize,
+    needle: &'static str,
+    question: &'static str,
+    depths: Vec<NeedleResult>,
+}
+
+/// A folder removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("jielong-needle-{}-{nanos:08x}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The regular files under `dir` (hidden entries skipped), relative to it, sorted.
+fn haystack_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let at = dir.join(&rel);
+        let entries =
+            std::fs::read_dir(&at).with_context(|| format!("cannot list {}", at.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", at.display()))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = rel.join(entry.file_name());
+            let meta = std::fs::metadata(entry.path())
+                .with_context(|| format!("cannot read {}", entry.path().display()))?;
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.is_file() {
+                out.push((path, meta.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The file the needle goes into: the largest text file (by bytes; the first by path
+/// among equals), preferring `.txt`.
+fn needle_file(files: &[(PathBuf, u64)]) -> Option<PathBuf> {
+    let ext = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default()
+    };
+    let largest = |pick: &dyn Fn(&str) -> bool| {
+        files
+            .iter()
+            .filter(|(p, _)| pick(&ext(p)))
+            .fold(None::<&(PathBuf, u64)>, |best, f| match best {
+                Some(b) if b.1 >= f.1 => Some(b),
+                _ => Some(f),
+            })
+            .map(|(p, _)| p.clone())
+    };
+    largest(&|e| e == "txt").or_else(|| largest(&|e| NEEDLE_EXTENSIONS.contains(&e)))
+}
+
+/// `text` with `needle` as a line of its own before line `at` (0-based; at the end when
+/// `at` is past the last line).
+fn insert_line(text: &str, at: usize, needle: &str) -> String {
+    let mut out = String::with_capacity(text.len() + needle.len() + 2);
+    let mut inserted = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i == at {
+            out.push_str(needle);
+            out.push('\n');
+            inserted = true;
+        }
+        out.push_str(line);
+    }
+    if !inserted {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(needle);
+        out.push('\n');
+    }
+    out
+}
+
+/// Copies the haystack into `docs` with the needle in `needle_file` before line `at`
+/// (0-based), then indexes it into `index`.
+fn build_haystack(
+    source: &Path,
+    files: &[(PathBuf, u64)],
+    needle_file: &Path,
+    at: usize,
+    docs: &Path,
+    index: &Path,
+) -> anyhow::Result<jielong::retrieval::Index> {
+    for (rel, _) in files {
+        let from = source.join(rel);
+        let to = docs.join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        // Read and write rather than copy: the source may be read-only.
+        let bytes =
+            std::fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
+        let bytes = if rel == needle_file {
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8 text", from.display()))?;
+            insert_line(&text, at, NEEDLE).into_bytes()
+        } else {
+            bytes
+        };
+        std::fs::write(&to, bytes).with_context(|| format!("cannot write {}", to.display()))?;
+    }
+    let index = jielong::retrieval::Index::open_or_create(index)?;
+    index.ingest(
+        &[docs.to_path_buf()],
+        &jielong::retrieval::IngestOptions::default(),
+        &jielong::retrieval::NoProgress,
+    )?;
+    Ok(index)
+}
+
+/// `jielong bench --needle DIR`: for each depth, a copy of DIR with the needle in one
+/// file, a fresh index of it, and `jielong ask` on the question; whether the answer has
+/// the needle's content and cites its file and line.
+async fn needle_bench(
+    global: &GlobalArgs,
+    source: &Path,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    let files = haystack_files(source)?;
+    let needle_rel = needle_file(&files).with_context(|| {
+        format!(
+            "{}: no text file ({}) to hide the needle in",
+            source.display(),
+            NEEDLE_EXTENSIONS.join(", ")
+        )
+    })?;
+    let original = std::fs::read_to_string(source.join(&needle_rel))
+        .with_context(|| format!("cannot read {}", source.join(&needle_rel).display()))?;
+    let lines = original.split_inclusive('\n').count();
+    let bytes: u64 = files.iter().map(|(_, n)| n).sum();
+    let model = super::load_model(global).await?;
+    println!(
+        "needle in a haystack: {} files ({:.2} MB) from {}; the needle goes into {} ({lines} lines); model {}",
+        files.len(),
+        bytes as f64 / 1e6,
+        source.display(),
+        needle_rel.display(),
+        model.info().name
+    );
+    println!("  needle:   {NEEDLE}");
+    println!("  question: {NEEDLE_QUESTION}");
+
+    let work = TempDir::new()?;
+    let mut results = Vec::new();
+    for (n, depth) in NEEDLE_DEPTHS.iter().enumerate() {
+        let at = ((lines as f64 * depth).round() as usize).min(lines);
+        let docs = work.0.join(format!("depth{n}")).join("docs");
+        let index_dir = work.0.join(format!("depth{n}")).join("index");
+        let started = Instant::now();
+        let index = {
+            let (source, files, rel) = (source.to_path_buf(), files.clone(), needle_rel.clone());
+            let (docs, index_dir) = (docs.clone(), index_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                build_haystack(&source, &files, &rel, at, &docs, &index_dir)
+            })
+            .await
+            .context("the indexing task failed")??
+        };
+        let index_s = started.elapsed().as_secs_f64();
+        let needle_path = std::fs::canonicalize(docs.join(&needle_rel))
+            .with_context(|| format!("cannot find {}", docs.join(&needle_rel).display()))?;
+        let needle_line = at + 1;
+        // Sources are shown relative to the copy of the haystack.
+        let docs_prefix = format!(
+            "{}/",
+            std::fs::canonicalize(&docs)
+                .with_context(|| format!("cannot find {}", docs.display()))?
+                .display()
+        );
+        eprintln!(
+            "[depth {:.0}%: the needle is line {needle_line} of {}]",
+            depth * 100.0,
+            needle_rel.display()
+        );
+        let args = crate::cli::AskArgs {
+            question: NEEDLE_QUESTION.to_string(),
+            index: crate::cli::IndexDir {
+                dir: Some(index_dir.clone()),
+            },
+            // The defaults of `jielong ask`.
+            k: 3,
+            max_steps: 6,
+            trace: None,
+        };
+        let started = Instant::now();
+        let answered = super::ask::answer(global, &model, Arc::new(index), &args).await;
+        let answer_s = started.elapsed().as_secs_f64();
+        let in_file = |c: &jielong::tools::rag::Citation| Path::new(&c.source) == needle_path;
+        let covers = |c: &jielong::tools::rag::Citation| {
+            in_file(c) && (c.line_start..=c.line_end).contains(&(needle_line as u64))
+        };
+        let result = match answered {
+            Ok(a) => {
+                let lower = a.answer.to_lowercase();
+                NeedleResult {
+                    depth: *depth,
+                    line: needle_line,
+                    found: lower.contains("sandwich") || lower.contains("dolores park"),
+                    cited_file: a.sources.iter().any(in_file),
+                    cited_line: a.sources.iter().any(covers),
+                    retrieved: a.shown.iter().any(covers),
+                    index_s,
+                    answer_s,
+                    sources: a
+                        .sources
+                        .iter()
+                        .map(|c| {
+                            let location = c.location();
+                            location
+                                .strip_prefix(&docs_prefix)
+                                .map_or(location.clone(), str::to_string)
+                        })
+                        .collect(),
+                    answer: a.answer,
+                    error: None,
+                }
+            }
+            Err(e) => NeedleResult {
+                depth: *depth,
+                line: needle_line,
+                found: false,
+                cited_file: false,
+                cited_line: false,
+                retrieved: false,
+                index_s,
+                answer_s,
+                answer: String::new(),
+                sources: Vec::new(),
+                error: Some(format!("{e:#}")),
+            },
+        };
+        results.push(result);
+    }
+    let report = NeedleReport {
+        model: model.info().name.clone(),
+        haystack: source.to_path_buf(),
+        documents: files.len(),
+        bytes,
+        needle_file: needle_rel,
+        needle_file_lines: lines,
+        needle: NEEDLE,
+        question: NEEDLE_QUESTION,
+        depths: results,
+    };
+    print_needle_report(&report);
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_needle_report(r: &NeedleReport) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!();
+    println!(
+        "  {:>5} {:>6}  {:<6} {:<10} {:<10} {:<9} {:>8} {:>8}",
+        "depth", "line", "answer", "cites file", "cites line", "retrieved", "index s", "answer s"
+    );
+    for d in &r.depths {
+        println!(
+            "  {:>4.0}% {:>6}  {:<6} {:<10} {:<10} {:<9} {:>8.2} {:>8.1}",
+            d.depth * 100.0,
+            d.line,
+            yes(d.found),
+            yes(d.cited_file),
+            yes(d.cited_line),
+            yes(d.retrieved),
+            d.index_s,
+            d.answer_s
+        );
+    }
+    println!();
+    for d in &r.depths {
+        let answer = match &d.error {
+            Some(e) => format!("(no answer: {e})"),
+            None => one_line(&d.answer, 160),
+        };
+        println!("  {:>4.0}%: {answer}", d.depth * 100.0);
+        if !d.sources.is_empty() {
+            println!("         sources: {}", d.sources.join(", "));
+        }
+    }
+    let n = r.depths.len();
+    let count = |f: fn(&NeedleResult) -> bool| r.depths.iter().filter(|d| f(d)).count();
+    let mean = r.depths.iter().map(|d| d.answer_s).sum::<f64>() / n.max(1) as f64;
+    println!();
+    println!(
+        "summary: answer found at {}/{n} depths, needle file cited at {}/{n}, needle line cited at {}/{n}, needle retrieved at {}/{n}; {mean:.1} s per answer",
+        count(|d| d.found),
+        count(|d| d.cited_file),
+        count(|d| d.cited_line),
+        count(|d| d.retrieved),
+    );
+}
+
+/// `text` on one line, cut to `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &flat[..end]),
+        None => flat,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::distinct_tokens;
+    use super::{distinct_tokens, insert_line, needle_file};
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_needle_goes_in_the_largest_text_file_at_its_line() {
+        assert_eq!(insert_line("a\nb\nc\n", 1, "N"), "a\nN\nb\nc\n");
+        assert_eq!(insert_line("a\nb", 0, "N"), "N\na\nb");
+        assert_eq!(insert_line("a\nb", 2, "N"), "a\nb\nN\n");
+        assert_eq!(insert_line("", 0, "N"), "N\n");
+        let files = |list: &[(&str, u64)]| -> Vec<(PathBuf, u64)> {
+            list.iter().map(|(p, n)| (PathBuf::from(p), *n)).collect()
+        };
+        let pick = |list: &[(&str, u64)]| needle_file(&files(list));
+        assert_eq!(
+            pick(&[("a.txt", 5), ("b.md", 90), ("c.txt", 7), ("d.txt", 7)]),
+            Some(PathBuf::from("c.txt"))
+        );
+        assert_eq!(
+            pick(&[("a.pdf", 500), ("b.md", 90), ("c.rst", 100)]),
+            Some(PathBuf::from("c.rst"))
+        );
+        assert_eq!(pick(&[("a.pdf", 500)]), None);
+    }
 
     #[test]
     fn distinct_counts_the_prefix_tree() {

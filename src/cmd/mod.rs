@@ -6,7 +6,9 @@ pub mod chat;
 pub mod index;
 pub mod models;
 pub mod run;
+pub mod runs;
 pub mod tools;
+pub mod workflow;
 
 use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
 

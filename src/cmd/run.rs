@@ -154,7 +154,7 @@ pub fn finish(run: AgentRun) -> anyhow::Result<()> {
 }
 
 /// One line of progress per event on stderr (tokens only with -v).
-fn show_progress(event: &AgentEvent, verbose: bool) {
+pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
     match event {
         AgentEvent::StepStarted { step, phase } if verbose => eprintln!("[step {step}: {phase:?}]"),
         AgentEvent::ToolCall { call, .. } => {
@@ -203,7 +203,7 @@ fn show_progress(event: &AgentEvent, verbose: bool) {
     }
 }
 
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
         format!("{}…", flat.chars().take(max).collect::<String>())

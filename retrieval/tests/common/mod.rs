@@ -88,6 +88,12 @@ pub fn key(path: &Path) -> String {
 
 /// A minimal one-page PDF whose text layer holds `lines` (none: a PDF without text).
 pub fn pdf(lines: &[&str]) -> Vec<u8> {
+    pdf_titled(lines, None)
+}
+
+/// [`pdf`] with a `/Title` in the document information dictionary (as a UTF-16 text
+/// string when it is not ASCII).
+pub fn pdf_titled(lines: &[&str], title: Option<&str>) -> Vec<u8> {
     use lopdf::content::{Content, Operation};
     use lopdf::{dictionary, Document, Object, Stream};
     let mut doc = Document::with_version("1.5");
@@ -131,6 +137,13 @@ pub fn pdf(lines: &[&str]) -> Vec<u8> {
         "Pages" => pages_id,
     });
     doc.trailer.set("Root", catalog_id);
+    if let Some(title) = title {
+        let info_id = doc.add_object(dictionary! {
+            "Title" => lopdf::text_string(title),
+            "Producer" => Object::string_literal("jielong tests"),
+        });
+        doc.trailer.set("Info", info_id);
+    }
     let mut out = Vec::new();
     doc.save_to(&mut out).unwrap();
     out

@@ -262,7 +262,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 /// `serde` support for durations written as seconds (`30`, `2.5`) or with a unit
 /// (`"30s"`, `"500ms"`, `"2m"`); serialized as `"<n>s"` or `"<n>ms"`.
-pub(crate) mod duration_serde {
+pub mod duration_serde {
     use std::fmt;
     use std::time::Duration;
 
@@ -270,7 +270,7 @@ pub(crate) mod duration_serde {
     use serde::{Deserializer, Serializer};
 
     /// Serializes as `"30s"` (whole seconds) or `"1500ms"`.
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         if d.subsec_nanos() == 0 {
             s.serialize_str(&format!("{}s", d.as_secs()))
         } else {
@@ -279,7 +279,7 @@ pub(crate) mod duration_serde {
     }
 
     /// Deserializes a number of seconds or a string with a unit.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         d.deserialize_any(DurationVisitor)
     }
 
@@ -314,7 +314,7 @@ pub(crate) mod duration_serde {
     }
 
     /// Parses `"30"`, `"30s"`, `"1.5s"`, `"500ms"`, `"2m"`.
-    pub(crate) fn parse(text: &str) -> Option<Duration> {
+    pub fn parse(text: &str) -> Option<Duration> {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -1,0 +1,336 @@
+//! The workflow file as Rust types: what a YAML workflow may say, and nothing else
+//! (`deny_unknown_fields` everywhere, so a misspelt key is an error, not a silent no-op).
+//!
+//! Values whose errors are reported after parsing (references, templates, paths) are
+//! [`Spanned`], so a validation error can name the line and column they came from.
+//! The JSON Schema printed by `jielong workflow schema` is derived from these types.
+//!
+//! ```yaml
+//! name: math
+//! inputs:
+//!   question: {type: string, default: "What is 12345 * 6789?"}
+//! agents:
+//!   solver: {tools: [python], max_steps: 6}
+//! steps:
+//!   - id: solve
+//!     agent: solver
+//!     input: "{{ inputs.question }}"
+//! outputs:
+//!   answer: "{{ steps.solve.output }}"
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use jielong_tools::web::{duration_serde, FetchConfig, WebSearchConfig};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use serde_saphyr::{Location, Spanned};
+
+/// A whole workflow file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSpec {
+    /// The workflow's name (shown in `jielong runs list`).
+    pub name: String,
+    /// What the workflow does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Models by key. Agents name one of these keys; with no `models` section, agents
+    /// use the default model (`qwen2.5-coder-0.5b`, or the CLI's `--model`).
+    #[serde(default)]
+    pub models: IndexMap<String, ModelSpec>,
+    /// Configuration of the built-in tools. A tool needs an entry here only to change
+    /// its defaults (`rag_search` needs one: its index).
+    #[serde(default)]
+    pub tools: ToolsSpec,
+    /// Agents by key: a model, a system prompt, tools and budgets.
+    #[serde(default)]
+    pub agents: IndexMap<String, AgentSpec>,
+    /// The workflow's inputs by name (`--input name=value`), typed, with defaults.
+    #[serde(default)]
+    pub inputs: IndexMap<String, InputSpec>,
+    /// The steps. They run as a graph: a step starts once every step it needs (named in
+    /// `needs` or used in its templates) has finished; independent steps run
+    /// concurrently.
+    pub steps: Vec<StepSpec>,
+    /// The workflow's results by name: templates over `inputs` and `steps`.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, String>")]
+    pub outputs: IndexMap<String, Spanned<String>>,
+    /// Most steps running at once (default 2). Requests to one model are queued
+    /// whatever this says: a local model serves one request at a time.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Where each part of the file is, for diagnostics about values that are not
+    /// [`Spanned`] (filled by [`crate::parse::parse`]; empty otherwise).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub source_map: crate::parse::SourceMap,
+}
+
+/// A model: which file, and how to sample from it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A catalog name (`qwen2.5-coder-0.5b`), a path to a `.gguf` file (relative to
+    /// the workflow file), or `hf:OWNER/REPO/FILE.gguf`.
+    #[schemars(with = "String")]
+    pub model: Spanned<String>,
+    /// Sampling temperature; 0 (the default) is greedy and deterministic.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Top-k filter when sampling.
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    /// Top-p (nucleus) filter when sampling.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Min-p filter when sampling.
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Seed of the random draw.
+    #[serde(default)]
+    pub seed: Option<u32>,
+    /// Context window in tokens (default: the model's, at most 8192).
+    #[serde(default)]
+    pub ctx_size: Option<u32>,
+    /// llama.cpp threads (default: the physical cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// The built-in tools' configuration; a key per tool.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsSpec {
+    /// `python`: the sandboxed interpreter.
+    #[serde(default)]
+    pub python: Option<PythonToolSpec>,
+    /// `web_search`: the search backend (SearXNG or Brave).
+    #[serde(default)]
+    #[schemars(with = "Option<Value>")]
+    pub web_search: Option<WebSearchConfig>,
+    /// `fetch_url`: limits and the hosts it may reach.
+    #[serde(default)]
+    #[schemars(with = "Option<Value>")]
+    pub fetch_url: Option<FetchConfig>,
+    /// `rag_search`: the index it searches.
+    #[serde(default)]
+    pub rag_search: Option<RagToolSpec>,
+}
+
+/// `python` settings.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PythonToolSpec {
+    /// Wall-time limit of one call: seconds, or `"30s"`, `"500ms"`, `"2m"`.
+    #[serde(default, with = "opt_duration")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub timeout: Option<Duration>,
+    /// Run without the sandbox on a host that cannot create its namespaces.
+    #[serde(default)]
+    pub unsandboxed: bool,
+}
+
+/// `rag_search` settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagToolSpec {
+    /// The index directory (relative to the workflow file).
+    #[schemars(with = "String")]
+    pub index: Spanned<PathBuf>,
+    /// Files and folders added to the index (incrementally) before the run starts,
+    /// relative to the workflow file.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub sources: Vec<Spanned<PathBuf>>,
+    /// Passages per search (default 3).
+    #[serde(default)]
+    pub passages: Option<usize>,
+}
+
+/// An agent: the planner loop on a model with tools.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// A key of `models`; default: the only model, or the default model.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub model: Option<Spanned<String>>,
+    /// The system prompt, inline (default: `prompts/agent_system.md`).
+    #[serde(default)]
+    pub system: Option<String>,
+    /// The system prompt from a file, relative to the workflow file.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub system_file: Option<Spanned<PathBuf>>,
+    /// Built-in tools the agent may call: `python`, `web_search`, `fetch_url`,
+    /// `rag_search`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub tools: Vec<Spanned<String>>,
+    /// Decompose the task first (plan, subtasks, synthesis).
+    #[serde(default)]
+    pub plan: bool,
+    /// Critique the draft and revise it when the critique finds a fault.
+    #[serde(default)]
+    pub reflect: bool,
+    /// Most model calls per run of the agent (default 8).
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Most tokens generated per model call (default 512).
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    /// Most tokens generated over a run of the agent.
+    #[serde(default)]
+    pub max_total_tokens: Option<usize>,
+    /// Wall-time limit of one run of the agent: seconds, or `"90s"`, `"5m"`.
+    #[serde(default, with = "opt_duration")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub max_time: Option<Duration>,
+}
+
+/// The type of an input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    /// Text (the default).
+    #[default]
+    String,
+    /// A number (integer or decimal).
+    Number,
+    /// A whole number.
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+    /// A list; from the command line, a JSON array or comma-separated text.
+    List,
+}
+
+/// An input of the workflow.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The type; `--input` values are converted to it.
+    #[serde(rename = "type", default)]
+    pub kind: InputType,
+    /// The value when none is given; an input without a default is required.
+    #[serde(default)]
+    #[schemars(with = "Option<Value>")]
+    pub default: Option<Spanned<Value>>,
+    /// What the input is for.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A step: an agent working on a task, or one tool call.
+///
+/// Templates (`input`, string values in `args`, `outputs`) are minijinja over
+/// `inputs`, `steps.<id>.output` and, in a `for_each` step, `item` and `index`.
+/// `when` and `for_each` are minijinja expressions (`inputs.n > 3`,
+/// `inputs.questions`), with or without `{{ }}`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// The step's id: letters, digits and `_`, starting with a letter.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+    /// The agent (a key of `agents`) that works on `input`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub agent: Option<Spanned<String>>,
+    /// The built-in tool called once with `args`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub tool: Option<Spanned<String>>,
+    /// The agent's task (a template). Agent steps only.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub input: Option<Spanned<String>>,
+    /// The tool's arguments; string values are templates. Tool steps only.
+    #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    pub args: Option<Spanned<Value>>,
+    /// Steps that must finish first, besides those the templates use.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub needs: Vec<Spanned<String>>,
+    /// Run the step only when this expression is true; otherwise it is skipped and its
+    /// output is `none`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub when: Option<Spanned<String>>,
+    /// Run the step once per element of this expression's list (`item`, `index`); its
+    /// output is the list of the runs' outputs.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub for_each: Option<Spanned<String>>,
+    /// What the step does (shown in progress).
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl StepSpec {
+    /// What the step runs.
+    pub fn action(&self) -> StepAction<'_> {
+        match (&self.agent, &self.tool) {
+            (Some(agent), _) => StepAction::Agent(agent),
+            (None, Some(tool)) => StepAction::Tool(tool),
+            (None, None) => StepAction::Missing,
+        }
+    }
+}
+
+/// What a step runs (validation guarantees exactly one of `agent` and `tool`).
+#[derive(Debug, Clone, Copy)]
+pub enum StepAction<'a> {
+    /// An agent by key.
+    Agent(&'a Spanned<String>),
+    /// A built-in tool by name.
+    Tool(&'a Spanned<String>),
+    /// Neither (invalid).
+    Missing,
+}
+
+/// The JSON Schema of a duration: seconds as a number, or text with a unit (`"30s"`,
+/// `"500ms"`, `"2m"`), as `opt_duration` reads it.
+struct DurationSchema;
+
+impl JsonSchema for DurationSchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Seconds as a number, or text with a unit: \"30s\", \"500ms\", \"2m\".",
+            "type": ["number", "string"]
+        })
+    }
+}
+
+/// `serde` for `Option<Duration>` in the same notation as the tools' durations.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration_serde")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
+    }
+}

@@ -1,0 +1,429 @@
+//! The executor's logic against a scripted model: the graph order, templates between
+//! steps, `for_each`, `when`, one request at a time per model, failures that stop the
+//! run but keep finished steps, and resuming a failed run without redoing them.
+//! (The real model runs the same workflows in the root package's `tests/workflow.rs`.)
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use jielong_core::{
+    ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, LanguageModel, ModelInfo,
+    ModelSession, RuntimeError, SessionOptions, ToolCallFormat, Usage,
+};
+use jielong_workflow::store::{RunStore, StepStatus};
+use jielong_workflow::{ModelProvider, RunOptions, RunReport, Workflow, WorkflowError};
+use serde_json::{json, Value};
+
+/// What the scripted model saw and did, shared by all its sessions.
+#[derive(Default)]
+struct Log {
+    /// Every task it answered (the last user message of each prompt).
+    tasks: Mutex<Vec<String>>,
+    /// Requests in flight now, and the most ever at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// When set, a task containing "FAIL" makes the model fail.
+    broken: AtomicBool,
+}
+
+/// A model that answers `echo: <task>` after a short pause.
+struct Echo {
+    info: ModelInfo,
+    template: ChatTemplate,
+    log: Arc<Log>,
+}
+
+struct EchoSession {
+    template: ChatTemplate,
+    log: Arc<Log>,
+}
+
+impl LanguageModel for Echo {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    fn open_session(&self, _: &SessionOptions) -> Result<Box<dyn ModelSession>, RuntimeError> {
+        Ok(Box::new(EchoSession {
+            template: self.template.clone(),
+            log: self.log.clone(),
+        }))
+    }
+}
+
+/// The last user message of a ChatML prompt.
+fn last_user_message(prompt: &str) -> String {
+    let start = prompt
+        .rfind("<|im_start|>user\n")
+        .map_or(0, |i| i + "<|im_start|>user\n".len());
+    let rest = &prompt[start..];
+    rest[..rest.find("<|im_end|>").unwrap_or(rest.len())].to_string()
+}
+
+impl ModelSession for EchoSession {
+    fn generate(&mut self, prompt: &str, _: &GenerateRequest) -> Result<Generation, RuntimeError> {
+        let task = last_user_message(prompt);
+        if self.log.broken.load(Ordering::SeqCst) && task.contains("FAIL") {
+            return Err(RuntimeError::InvalidRequest("scripted failure".into()));
+        }
+        self.log.tasks.lock().unwrap().push(task.clone());
+        let now = self.log.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.log.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let text = format!("echo: {task}");
+        let (sender, generation) = Generation::channel();
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            log.in_flight.fetch_sub(1, Ordering::SeqCst);
+            sender.text(text.clone());
+            sender.done(Ok(Completion {
+                usage: Usage {
+                    generated_tokens: text.len(),
+                    ..Usage::default()
+                },
+                text,
+                finish: FinishReason::EndOfText,
+            }));
+        });
+        Ok(generation)
+    }
+
+    fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    fn reset(&mut self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn context_size(&self) -> u32 {
+        8192
+    }
+}
+
+/// Hands out the echo model; counts loads per reference.
+struct Provider {
+    log: Arc<Log>,
+    loads: Mutex<Vec<String>>,
+}
+
+impl Provider {
+    fn new() -> Provider {
+        Provider {
+            log: Arc::new(Log::default()),
+            loads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn tasks(&self) -> Vec<String> {
+        self.log.tasks.lock().unwrap().clone()
+    }
+}
+
+impl ModelProvider for Provider {
+    fn load<'a>(
+        &'a self,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Arc<dyn LanguageModel>, String>> {
+        Box::pin(async move {
+            if reference == "missing-model" {
+                return Err("no such model in the catalog".to_string());
+            }
+            self.loads.lock().unwrap().push(reference.to_string());
+            let info = ModelInfo {
+                name: reference.to_string(),
+                path: None,
+                architecture: "echo".into(),
+                context_length: 8192,
+                parameters: 0,
+                size_bytes: 0,
+                has_own_template: false,
+                tool_call_format: ToolCallFormat::Hermes,
+            };
+            Ok(Arc::new(Echo {
+                info,
+                template: ChatTemplate::chatml(),
+                log: self.log.clone(),
+            }) as Arc<dyn LanguageModel>)
+        })
+    }
+
+    fn default_model(&self) -> String {
+        "echo-default".to_string()
+    }
+}
+
+fn workflow(yaml: &str, dir: &Path) -> Workflow {
+    let file = dir.join("flow.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    Workflow::from_file(&file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs a workflow on the echo model with runs kept in `dir/runs`.
+async fn check(
+    flow: &Workflow,
+    provider: &Provider,
+    dir: &Path,
+    options: RunOptions,
+) -> Result<RunReport, WorkflowError> {
+    flow.run(provider, options.store(RunStore::new(dir.join("runs"))))
+        .await
+}
+
+const PIPELINE: &str = r#"
+name: pipeline
+inputs:
+  n: {type: integer, default: 3}
+  names: {type: list, default: [ann, bo, cy]}
+agents:
+  echo: {max_steps: 2}
+steps:
+  - id: last
+    agent: echo
+    input: "{{ steps.each.output | join(' + ') }} / skipped={{ steps.skipped.output }}"
+  - id: each
+    for_each: inputs.names
+    agent: echo
+    input: "{{ index }}:{{ item }} after [{{ steps.first.output }}]"
+  - id: skipped
+    when: inputs.n > 5
+    agent: echo
+    input: never
+  - id: first
+    agent: echo
+    input: "hello {{ inputs.n }}"
+outputs:
+  all: "{{ steps.last.output }}"
+  list: "{{ steps.each.output }}"
+  n: "{{ inputs.n * 2 }}"
+"#;
+
+#[tokio::test]
+async fn steps_run_in_dependency_order_with_their_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = workflow(PIPELINE, dir.path());
+    let provider = Provider::new();
+    let report = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap();
+    let each = [
+        "echo: 0:ann after [echo: hello 3]",
+        "echo: 1:bo after [echo: hello 3]",
+        "echo: 2:cy after [echo: hello 3]",
+    ];
+    assert_eq!(report.outputs["list"], json!(each));
+    assert_eq!(
+        report.outputs["all"],
+        json!(format!("echo: {} / skipped=None", each.join(" + ")))
+    );
+    // A template that is one expression keeps the value's type.
+    assert_eq!(report.outputs["n"], json!(6));
+    // `first` before `each`, `each` before `last`; `skipped` never asked the model.
+    let tasks = provider.tasks();
+    assert_eq!(tasks.len(), 5, "{tasks:?}");
+    assert_eq!(tasks[0], "hello 3");
+    assert!(tasks[4].starts_with("echo: 0:ann"));
+    assert!(!tasks.iter().any(|t| t == "never"));
+    // The skipped step is recorded as such; one model loaded, the default one.
+    let view = RunStore::new(dir.path().join("runs"))
+        .inspect(&report.run_id)
+        .unwrap();
+    assert_eq!(view.steps["skipped"].status, StepStatus::Skipped);
+    assert_eq!(view.steps["skipped"].output, Value::Null);
+    assert_eq!(view.items["each"], 3);
+    assert_eq!(*provider.loads.lock().unwrap(), ["echo-default"]);
+}
+
+#[tokio::test]
+async fn inputs_are_converted_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = workflow(PIPELINE, dir.path());
+    let provider = Provider::new();
+    let report = check(
+        &flow,
+        &provider,
+        dir.path(),
+        RunOptions::new().input("n", "7").input("names", "x, y"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outputs["n"], json!(14));
+    assert_eq!(report.outputs["list"].as_array().map(Vec::len), Some(2));
+    // n > 5: the conditional step ran this time.
+    assert!(provider.tasks().iter().any(|t| t == "never"));
+
+    for (name, value, expected) in [
+        (
+            "n",
+            "three",
+            "input `n`: expected a whole number, got \"three\"",
+        ),
+        (
+            "nope",
+            "1",
+            "input `nope`: not an input of the workflow; inputs: n, names",
+        ),
+        ("names", "[1, 2", "input `names`: expected a JSON list"),
+    ] {
+        let err = check(
+            &flow,
+            &provider,
+            dir.path(),
+            RunOptions::new().input(name, value),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().starts_with(expected), "{err}");
+    }
+    let required = workflow(
+        "name: r\ninputs:\n  q: {type: string}\nagents: {a: {}}\nsteps:\n  - {id: s, agent: a, input: '{{ inputs.q }}'}\n",
+        dir.path(),
+    );
+    let err = check(&required, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "input `q`: required (no default); give it with --input q=VALUE"
+    );
+}
+
+#[tokio::test]
+async fn one_model_serves_one_request_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+name: parallel
+concurrency: 4
+agents: {a: {}}
+steps:
+  - {id: s1, agent: a, input: one}
+  - {id: s2, agent: a, input: two}
+  - {id: s3, agent: a, input: three}
+  - id: fan
+    for_each: '[1, 2, 3, 4]'
+    agent: a
+    input: "item {{ item }}"
+"#;
+    let flow = workflow(yaml, dir.path());
+    let provider = Provider::new();
+    let report = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.executed.len(), 4);
+    assert_eq!(provider.tasks().len(), 7);
+    assert_eq!(provider.log.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+const FRAGILE: &str = r#"
+name: fragile
+agents: {a: {}}
+steps:
+  - {id: ok1, agent: a, input: fine}
+  - {id: bad, agent: a, input: "FAIL after {{ steps.ok1.output }}"}
+  - {id: after, agent: a, input: "after {{ steps.bad.output }}"}
+  - {id: side, agent: a, input: independent}
+outputs:
+  result: "{{ steps.after.output }}"
+"#;
+
+#[tokio::test]
+async fn a_failed_step_stops_the_run_and_a_resume_redoes_only_what_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = workflow(FRAGILE, dir.path());
+    let provider = Provider::new();
+    provider.log.broken.store(true, Ordering::SeqCst);
+    let err = check(
+        &flow,
+        &provider,
+        dir.path(),
+        RunOptions::new().concurrency(1),
+    )
+    .await
+    .unwrap_err();
+    let WorkflowError::StepFailed { run, step, message } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(step, "bad");
+    assert!(message.contains("scripted failure"), "{message}");
+    assert!(
+        err.to_string().contains(&format!("--resume {run}")),
+        "{err}"
+    );
+    // `after` never ran; `ok1` and `side` did and are kept.
+    let store = RunStore::new(dir.path().join("runs"));
+    let view = store.inspect(run).unwrap();
+    assert_eq!(view.steps["ok1"].status, StepStatus::Succeeded);
+    assert_eq!(view.steps["bad"].status, StepStatus::Failed);
+    assert!(!view.steps.contains_key("after"));
+    assert!(provider.tasks().iter().all(|t| !t.starts_with("after")));
+    let before = provider.tasks().len();
+
+    // The model is fixed: the resume runs `bad` and `after`, nothing else.
+    provider.log.broken.store(false, Ordering::SeqCst);
+    let report = check(
+        &flow,
+        &provider,
+        dir.path(),
+        RunOptions::new().resume(run.clone()),
+    )
+    .await
+    .unwrap();
+    let mut executed = report.executed.clone();
+    executed.sort();
+    assert_eq!(executed, ["after", "bad"]);
+    let mut reused = report.reused.clone();
+    reused.sort();
+    assert!(reused.contains(&"ok1".to_string()), "{reused:?}");
+    assert_eq!(provider.tasks().len() - before, 2);
+    assert_eq!(
+        report.outputs["result"],
+        json!("echo: after echo: FAIL after echo: fine")
+    );
+    let view = store.inspect(run).unwrap();
+    assert_eq!(view.record.attempts, 2);
+
+    // A resume may not change the inputs, and the file may not change under it.
+    let err = check(
+        &flow,
+        &provider,
+        dir.path(),
+        RunOptions::new().resume(run.clone()).input("x", "1"),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("keeps its inputs"), "{err}");
+    let changed = workflow(&FRAGILE.replace("fine", "changed"), dir.path());
+    let err = check(
+        &changed,
+        &provider,
+        dir.path(),
+        RunOptions::new().resume(run.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("different version of the workflow"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_model_fails_before_any_step_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: m\nmodels:\n  big: {model: missing-model}\nagents: {a: {}}\nsteps:\n  - {id: s, agent: a, input: hi}\n";
+    let flow = workflow(yaml, dir.path());
+    let provider = Provider::new();
+    let err = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "model `big`: no such model in the catalog");
+    assert!(provider.tasks().is_empty());
+}
