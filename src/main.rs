@@ -4,7 +4,7 @@
 //! available (unknown name, missing or corrupt file, failed download or checksum);
 //! 4 the agent stopped without an answer (step, token or time budget, repeated call,
 //! failing tool). `jielong workflow`: 2 for an invalid workflow or input, 1 for a failed
-//! step.
+//! step, 130 when stopped with Ctrl-C.
 
 mod cli;
 mod cmd;
@@ -22,6 +22,8 @@ const EXIT_MODEL: u8 = 3;
 const EXIT_FAILURE: u8 = 1;
 /// Exit code when the agent stopped without an answer (a budget, a failing tool).
 pub const EXIT_NO_ANSWER: u8 = 4;
+/// Exit code when a workflow run was stopped with Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code for invalid usage.
 const EXIT_USAGE: u8 = 2;
 
@@ -80,6 +82,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
         if let Some(e) = cause.downcast_ref::<jielong::RuntimeError>() {
             return runtime_exit_code(e);
+        }
+        if cause.downcast_ref::<cmd::workflow::Interrupted>().is_some() {
+            return EXIT_INTERRUPTED;
         }
         if cause
             .downcast_ref::<cmd::workflow::InvalidFiles>()

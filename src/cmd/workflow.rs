@@ -57,6 +57,11 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The run was stopped with Ctrl-C (exit code 130, like a shell).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped; finished steps are kept: resume with --resume {0}")]
+pub struct Interrupted(pub String);
+
 /// `workflow validate` found faults (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0} fault(s) found")]
@@ -118,7 +123,7 @@ async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> anyhow::Result<()> {
             };
             runs.open(&id)?
                 .set_status(RunStatus::Stopped, Some("stopped by Ctrl-C".to_string()))?;
-            anyhow::bail!("stopped; finished steps are kept: resume with --resume {id}");
+            return Err(Interrupted(id).into());
         }
     };
     eprintln!("run {} finished: {}", report.run_id, report.dir.display());

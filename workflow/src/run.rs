@@ -142,7 +142,7 @@ impl Workflow {
             .filter(|s| !done.contains_key(&s.id.value))
             .collect();
         let models = self.load_models(models, &pending).await?;
-        let tools = self.tool_config(&pending, &events)?;
+        let tools = self.tool_config(&pending, &events).await?;
 
         let executor = Executor {
             workflow: self,
@@ -296,7 +296,7 @@ impl Workflow {
 
     /// The built-in tools' configuration, with `rag_search` sources brought up to date
     /// when a pending step can search.
-    fn tool_config(
+    async fn tool_config(
         &self,
         pending: &[&StepSpec],
         events: &Events,
@@ -327,15 +327,20 @@ impl Workflow {
                     .iter()
                     .map(|s| self.resolve_path(&s.value))
                     .collect();
-                let index = Index::open_or_create(&index_dir)
-                    .map_err(|e| WorkflowError::ToolSetup(format!("rag_search: {e}")))?;
-                let report = index
-                    .ingest(
+                // Reading and indexing files blocks: off the async threads.
+                let dir = index_dir.clone();
+                let report = tokio::task::spawn_blocking(move || {
+                    Index::open_or_create(&dir)?.ingest(
                         &sources,
                         &IngestOptions::default(),
                         &jielong_retrieval::NoProgress,
                     )
-                    .map_err(|e| WorkflowError::ToolSetup(format!("rag_search: {e}")))?;
+                })
+                .await
+                .map_err(|e| {
+                    WorkflowError::ToolSetup(format!("rag_search: indexing stopped: {e}"))
+                })?
+                .map_err(|e| WorkflowError::ToolSetup(format!("rag_search: {e}")))?;
                 events.workflow(&WorkflowEvent::IndexUpdated {
                     index: index_dir,
                     changed: report.added + report.updated,
