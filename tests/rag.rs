@@ -25,6 +25,14 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The hits of `index search --json`: one JSON object per line of stdout.
+fn json_lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
 /// Filler prose on a theme, `paragraphs` paragraphs long, different per `seed`.
 fn filler(theme: &str, seed: usize, paragraphs: usize) -> String {
     let subjects = [
@@ -122,10 +130,7 @@ fn index_commands_add_search_stats_and_remove() {
         &index,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let hits: Vec<Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let hits = json_lines(&out);
     assert!(!hits.is_empty());
     let top = &hits[0];
     assert!(
@@ -328,10 +333,7 @@ fn index_add_killed_mid_way_resumes_without_loss_or_duplicates() {
             &index,
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let hits: Vec<Value> = text(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-            .collect();
+        let hits = json_lines(&out);
         assert_eq!(hits.len(), 1, "{}: {hits:?}", marker(i));
         let source = hits[0]["source"].as_str().unwrap();
         assert!(

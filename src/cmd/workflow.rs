@@ -77,7 +77,8 @@ pub fn store(runs: &RunsDir) -> anyhow::Result<RunStore> {
 
 async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> anyhow::Result<()> {
     let workflow = Workflow::from_file(&args.file)?;
-    let mut options = RunOptions::new().store(store(&args.runs)?);
+    let runs = store(&args.runs)?;
+    let mut options = RunOptions::new().store(runs.clone());
     for input in &args.inputs {
         let Some((name, value)) = input.split_once('=') else {
             return Err(WorkflowError::Input {
@@ -102,7 +103,6 @@ async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> anyhow::Result<()> {
         run_id: Mutex::new(None),
     });
     options.observer = Some(progress.clone());
-    let runs = store(&args.runs)?;
     let models = jielong::LocalModels::new()
         .with_default_model(global.model.clone())
         .with_session_options(super::session_options(global))

@@ -110,9 +110,8 @@ impl Workflow {
         dir: &RunDir,
     ) -> Result<RunReport, WorkflowError> {
         let run_id = dir.id().to_string();
-        let trace = dir.trace()?;
         let events = Events {
-            trace: trace.clone(),
+            trace: dir.trace()?,
             observer: options.observer.clone(),
         };
         let inputs = dir.record().inputs.clone();
@@ -399,38 +398,33 @@ struct Events {
 }
 
 impl Events {
-    fn workflow(&self, event: &WorkflowEvent) {
-        if let Ok(mut value) = serde_json::to_value(event) {
-            stamp(&mut value);
-            if let Err(e) = self.trace.write(&value) {
-                tracing::warn!("cannot write the run's trace: {e}");
-            }
+    /// Appends a trace line, with the time (milliseconds since the epoch) added. A
+    /// trace that cannot be written is warned about, never fatal to the run.
+    fn record(&self, value: Option<Value>) {
+        let Some(mut value) = value else { return };
+        if let Value::Object(map) = &mut value {
+            let ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            map.insert("ts_ms".to_string(), Value::from(ms));
         }
+        if let Err(e) = self.trace.write(&value) {
+            tracing::warn!("cannot write the run's trace: {e}");
+        }
+    }
+
+    fn workflow(&self, event: &WorkflowEvent) {
+        self.record(serde_json::to_value(event).ok());
         if let Some(observer) = &self.observer {
             observer.workflow(event);
         }
     }
 
     fn agent(&self, step: &str, item: Option<usize>, event: &AgentEvent) {
-        if let Some(mut value) = crate::runtime::agent_trace_line(step, item, event) {
-            stamp(&mut value);
-            if let Err(e) = self.trace.write(&value) {
-                tracing::warn!("cannot write the run's trace: {e}");
-            }
-        }
+        self.record(crate::runtime::agent_trace_line(step, item, event));
         if let Some(observer) = &self.observer {
             observer.agent(step, item, event);
         }
-    }
-}
-
-/// Adds the time (milliseconds since the epoch) to a trace line.
-fn stamp(value: &mut Value) {
-    if let Value::Object(map) = value {
-        let ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        map.insert("ts_ms".to_string(), Value::from(ms));
     }
 }
 
