@@ -90,6 +90,96 @@ pub enum Command {
     /// Measure Jielong's generation path against a bare llama.cpp loop, and prefix
     /// reuse in a multi-turn chat.
     Bench(BenchArgs),
+    /// Evaluate the model or the agent on a JSONL dataset (accuracy with a 95%
+    /// interval, latency, tokens, stop reasons); `eval compare A B` compares two runs.
+    Eval(EvalArgs),
+}
+
+/// `jielong eval`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EvalArgs {
+    /// `compare`.
+    #[command(subcommand)]
+    pub command: Option<EvalCommand>,
+    /// Running a dataset.
+    #[command(flatten)]
+    pub run: EvalRunArgs,
+}
+
+/// `jielong eval compare`.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Compare two runs (their folders or `rows.jsonl` files) example by example:
+    /// which changed, and whether the difference is significant (exact McNemar test).
+    Compare {
+        /// The first run.
+        a: PathBuf,
+        /// The second run.
+        b: PathBuf,
+    },
+}
+
+/// `jielong eval DATA.jsonl`.
+#[derive(Debug, Args)]
+pub struct EvalRunArgs {
+    /// The dataset: JSON lines with an input and an expected answer per line
+    /// (GSM8K's `#### N` answers are understood).
+    pub data: Option<PathBuf>,
+    /// Tools of the agent, comma-separated; `none`: the plain model answers. A row's
+    /// own `tools` list takes precedence.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    pub tools: Vec<String>,
+    /// The field holding the input.
+    #[arg(long, default_value = "question")]
+    pub input_field: String,
+    /// The field holding the expected answer.
+    #[arg(long, default_value = "answer")]
+    pub answer_field: String,
+    /// The field holding an example's id (else its line number).
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// How answers are graded: `numeric` (the last number, 1e-6 relative), `exact`,
+    /// `contains`, `regex:PATTERN`; a row's own `metric` field takes precedence.
+    #[arg(long, default_value = "numeric")]
+    pub metric: String,
+    /// Only these examples, by position: `100:` (from the 101st), `:100`, `50:150`.
+    #[arg(long, value_name = "START:END")]
+    pub split: Option<String>,
+    /// A random subset of this many examples (in dataset order; after --split).
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// The seed of --sample.
+    #[arg(long, default_value_t = 0)]
+    pub sample_seed: u64,
+    /// Only the first N examples (after --split and --sample).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// The output folder: rows.jsonl, summary.json and the cache (default
+    /// `eval-out/DATASET.SYSTEM`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run: examples in the folder's cache are not run again.
+    #[arg(long)]
+    pub resume: bool,
+    /// Index these documents (into the output folder) for `rag_search`.
+    #[arg(long, value_name = "DIR")]
+    pub sources: Option<PathBuf>,
+    /// A system prompt (the agent's default: prompts/agent_system.md).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// The most model calls per example (agent).
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: usize,
+    /// How the agent writes code for `python` (see `jielong run --help`).
+    #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
+    pub code_actions: CodeActionsArg,
+    /// A folder of prompt files replacing the built-in prompts of the same name.
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+    /// How the tools are set up.
+    #[command(flatten)]
+    pub tool_options: ToolOptions,
 }
 
 /// Where workflow runs are kept (`workflow run`, `runs …`).
@@ -276,6 +366,33 @@ pub struct RunArgs {
     /// Write every event of the run to this file as JSON lines.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// How the model writes code for `python`: `fenced` (```python blocks in its
+    /// reply, run as soon as they close, the output shown in an ```output block) or
+    /// `tool-call` (JSON in the model's call tokens).
+    #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
+    pub code_actions: CodeActionsArg,
+    /// A folder of prompt files (`agent_system.md`, `code_task.md`, … as in
+    /// `prompts/`) replacing the built-in prompts of the same name.
+    #[arg(long, value_name = "DIR")]
+    pub prompts: Option<PathBuf>,
+}
+
+/// `--code-actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodeActionsArg {
+    /// ```python blocks in the reply.
+    Fenced,
+    /// JSON tool calls.
+    ToolCall,
+}
+
+impl From<CodeActionsArg> for jielong::core::agent::CodeActions {
+    fn from(arg: CodeActionsArg) -> Self {
+        match arg {
+            CodeActionsArg::Fenced => Self::Fenced,
+            CodeActionsArg::ToolCall => Self::ToolCall,
+        }
+    }
 }
 
 /// `jielong tool`.

@@ -43,6 +43,7 @@
 pub struct ReadmeExamples;
 
 pub use jielong_core as core;
+pub use jielong_eval as eval;
 pub use jielong_models as models;
 pub use jielong_retrieval as retrieval;
 pub use jielong_tools as tools;

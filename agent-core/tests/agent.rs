@@ -45,6 +45,7 @@ struct Request {
     choice: Option<ToolChoice>,
     tools: Vec<String>,
     max_tokens: usize,
+    temperature: f32,
 }
 
 /// A model session that plays a script. Tokens are characters; the "KV cache" is the
@@ -73,6 +74,7 @@ impl ModelSession for Scripted {
                 .map(|t| t.tools.iter().map(|s| s.name.clone()).collect())
                 .unwrap_or_default(),
             max_tokens: request.max_tokens,
+            temperature: request.sampling.temperature,
         });
         let (text, finish, delay) = match self.script.pop_front() {
             None => return Err(RuntimeError::InvalidRequest("script exhausted".into())),
@@ -1335,4 +1337,201 @@ fn the_run_future_is_send_and_reasons_display() {
         serde_json::to_value(&reason).unwrap(),
         json!({"reason": "tool_failed", "detail": {"name": "broken", "error": {"kind": "failed", "message": "disk on fire", "retryable": false}}})
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Code actions, call-shaped replies, grounding and recovery
+
+/// A stand-in `python`: `print(6*7)` prints 42, code with `boom` raises, anything
+/// else prints what the code assigns last (for converted blobs).
+fn fake_python() -> SchemaTool {
+    SchemaTool::new(
+        "python",
+        "Run Python code.",
+        json!({"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]}),
+        |args: Value| async move {
+            let code = args["code"].as_str().unwrap_or_default().to_string();
+            if code.contains("boom") {
+                return Err(ToolError::failed("the code raised NameError: boom", false));
+            }
+            if code.contains("6*7") || code.contains("21 * 2") {
+                return Ok(json!("42"));
+            }
+            Ok(json!(format!("ran: {code}")))
+        },
+    )
+    .unwrap()
+}
+
+fn code_agent() -> AgentBuilder {
+    let mut tools = ToolRegistry::new();
+    tools.register(fake_python()).unwrap();
+    tools.register(Add).unwrap();
+    Agent::builder(ToolCallFormat::Hermes).tools(tools)
+}
+
+fn code_calls(out: &Outcome) -> Vec<String> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::CodeBlock { code, .. } => Some(code.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn fenced_code_runs_when_the_block_closes_and_the_reply_continues() {
+    let out = check(
+        code_agent(),
+        "What is 6 times 7?",
+        vec![
+            // What follows the closing fence is never seen: generation is cut there.
+            reply("I will compute it.\n```python\nprint(6*7)\n```\n```output\n41\n```\nIt is 41."),
+            reply("The answer is 42."),
+        ],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::Answered);
+    assert_eq!(out.run.answer.as_deref(), Some("The answer is 42."));
+    assert_eq!(code_calls(&out), vec!["print(6*7)".to_string()]);
+    // python is not offered as a JSON tool; the other tools are.
+    assert_eq!(out.requests[0].tools, vec!["add".to_string()]);
+    assert!(!out.prompt(0).contains("\"python\""), "{}", out.prompt(0));
+    assert!(out
+        .prompt(0)
+        .contains("Compute the answer with a Python program"));
+    assert!(
+        out.prompt(1)
+            .ends_with("I will compute it.\n```python\nprint(6*7)\n```\n```output\n42\n```\n"),
+        "{}",
+        out.prompt(1)
+    );
+    assert!(!out.prompt(1).contains("41"));
+    // The whole turn is one assistant message.
+    let last = out.run.transcript.last().unwrap();
+    assert_eq!(last.role, Role::Assistant);
+    assert!(
+        last.content.contains("```output\n42\n```") && last.content.ends_with("The answer is 42.")
+    );
+    assert_eq!(
+        out.tool_results(),
+        vec![("python".into(), true, "42".into(), 1)]
+    );
+}
+
+#[tokio::test]
+async fn call_shaped_blobs_are_run_as_code_never_answered() {
+    let out = check(
+        code_agent(),
+        "Zack is twice 21. How old is he?",
+        vec![
+            reply("```json\n{\"name\": \"calculate_age\", \"arguments\": {\"zack_age\": 21 * 2}}\n```"),
+            reply("Zack is 42."),
+        ],
+    )
+    .await;
+    assert!(
+        out.kinds().contains(&"blob_converted".to_string()),
+        "{:?}",
+        out.kinds()
+    );
+    assert_eq!(
+        code_calls(&out),
+        vec!["zack_age = 21 * 2\nprint(zack_age)".to_string()]
+    );
+    assert_eq!(out.run.answer.as_deref(), Some("Zack is 42."));
+
+    // A blob that is no code is asked again, not answered.
+    let mut python_only = ToolRegistry::new();
+    python_only.register(fake_python()).unwrap();
+    let out = check(
+        Agent::builder(ToolCallFormat::Hermes).tools(python_only),
+        "Look it up.",
+        vec![
+            reply("{\"name\": \"lookup\", \"arguments\": {\"query\": \"bridges\"}}"),
+            reply("I cannot look that up."),
+        ],
+    )
+    .await;
+    assert!(
+        out.kinds().contains(&"call_shaped_answer".to_string()),
+        "{:?}",
+        out.kinds()
+    );
+    assert_eq!(out.run.answer.as_deref(), Some("I cannot look that up."));
+}
+
+#[tokio::test]
+async fn answers_no_result_backs_are_checked_in_code_once() {
+    let out = check(
+        code_agent(),
+        "What is 6 times 7?",
+        vec![
+            reply("It is 48."),
+            // The check's reply starts inside a python block.
+            reply("print(6*7)\n```"),
+            reply("It is 42."),
+        ],
+    )
+    .await;
+    let kinds = out.kinds();
+    assert!(kinds.contains(&"ungrounded".to_string()), "{kinds:?}");
+    assert!(
+        out.prompt(1)
+            .ends_with("<|im_start|>assistant\n```python\n"),
+        "{}",
+        out.prompt(1)
+    );
+    assert!(out.prompt(1).contains("\"It is 48.\" is not backed"));
+    assert_eq!(out.run.answer.as_deref(), Some("It is 42."));
+
+    // A restated number, or one a tool returned, is not sent back.
+    let out = check(
+        code_agent(),
+        "Janet has 16 eggs. How many eggs does she have?",
+        vec![reply("She has 16 eggs.")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("She has 16 eggs."));
+    assert_eq!(out.requests.len(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_cut_by_the_token_limit_is_not_the_answer() {
+    let out = check(
+        agent(),
+        "Name the capital of France.",
+        vec![
+            Script::Finish(
+                "The capital of France is a city that".into(),
+                FinishReason::MaxTokens,
+            ),
+            reply("Paris."),
+        ],
+    )
+    .await;
+    let kinds = out.kinds();
+    assert!(kinds.contains(&"truncated".to_string()), "{kinds:?}");
+    assert_eq!(out.run.answer.as_deref(), Some("Paris."));
+}
+
+#[tokio::test]
+async fn the_step_after_a_failure_samples_a_new_path() {
+    let out = check(
+        code_agent(),
+        "What is 6 times 7?",
+        vec![
+            reply("```python\nprint(boom)\n```"),
+            reply("Fixed:\n```python\nprint(6*7)\n```"),
+            reply("It is 42."),
+        ],
+    )
+    .await;
+    let temperatures: Vec<f32> = out.requests.iter().map(|r| r.temperature).collect();
+    assert_eq!(temperatures, vec![0.0, 0.7, 0.0]);
+    assert!(out.kinds().contains(&"resampled".to_string()));
+    assert_eq!(out.run.answer.as_deref(), Some("It is 42."));
+    let results = out.tool_results();
+    assert!(!results[0].1 && results[1].1, "{results:?}");
 }

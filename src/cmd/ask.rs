@@ -73,6 +73,8 @@ pub(crate) async fn answer(
             "rag_search",
             json!({ "query": args.question }),
         )],
+        code_actions: Default::default(),
+        prompts: None,
     };
     let run = drive(
         global,

@@ -3,6 +3,7 @@
 pub mod ask;
 pub mod bench;
 pub mod chat;
+pub mod eval;
 pub mod index;
 pub mod models;
 pub mod run;

@@ -42,6 +42,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         initial_calls: Vec::new(),
+        code_actions: args.code_actions.into(),
+        prompts: args.prompts.clone(),
     };
     let run = drive(
         global,
@@ -69,6 +71,41 @@ pub struct AgentOptions {
     pub trace: Option<std::path::PathBuf>,
     /// Calls the agent makes before the first step.
     pub initial_calls: Vec<jielong::ToolCall>,
+    /// How the model writes code for `python`.
+    pub code_actions: jielong::core::agent::CodeActions,
+    /// A folder of prompt files replacing the built-in ones of the same name.
+    pub prompts: Option<std::path::PathBuf>,
+}
+
+/// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
+/// every event goes to `on_event`.
+pub fn build_agent(
+    global: &GlobalArgs,
+    model: &jielong::LlamaModel,
+    registry: jielong::core::tool::ToolRegistry,
+    options: &AgentOptions,
+    on_event: impl Fn(&AgentEvent) + Send + Sync + 'static,
+) -> anyhow::Result<Agent> {
+    let request = super::request(global);
+    let mut builder = Agent::for_model(model)
+        .tools(registry)
+        .max_steps(options.max_steps)
+        .max_tokens_per_step(global.max_tokens)
+        .sampling(request.sampling.clone())
+        .plan(options.plan)
+        .reflect(options.reflect)
+        .code_actions(options.code_actions)
+        .on_event(on_event);
+    for call in &options.initial_calls {
+        builder = builder.initial_call(call.name.clone(), call.arguments.clone());
+    }
+    if let Some(dir) = &options.prompts {
+        builder = builder.prompts_dir(dir.clone());
+    }
+    if let Some(system) = &options.system {
+        builder = builder.system_prompt(system.clone());
+    }
+    Ok(builder.build()?)
 }
 
 /// Runs an agent on `task`: progress on stderr, events to the trace file, the run's
@@ -81,7 +118,6 @@ pub async fn drive(
     options: &AgentOptions,
     task: &str,
 ) -> anyhow::Result<AgentRun> {
-    let request = super::request(global);
     let trace = match &options.trace {
         Some(path) => Some(Arc::new(Mutex::new(BufWriter::new(
             File::create(path)
@@ -91,28 +127,14 @@ pub async fn drive(
     };
     let verbose = global.verbose > 0;
     let trace_events = trace.clone();
-    let mut builder = Agent::for_model(model)
-        .tools(registry)
-        .max_steps(options.max_steps)
-        .max_tokens_per_step(global.max_tokens)
-        .sampling(request.sampling.clone())
-        .plan(options.plan)
-        .reflect(options.reflect)
-        .on_event(move |event| {
-            show_progress(event, verbose);
-            if let Some(trace) = &trace_events {
-                if let (Ok(mut out), Ok(line)) = (trace.lock(), serde_json::to_string(event)) {
-                    let _ = writeln!(out, "{line}");
-                }
+    let agent = build_agent(global, model, registry, options, move |event| {
+        show_progress(event, verbose);
+        if let Some(trace) = &trace_events {
+            if let (Ok(mut out), Ok(line)) = (trace.lock(), serde_json::to_string(event)) {
+                let _ = writeln!(out, "{line}");
             }
-        });
-    for call in &options.initial_calls {
-        builder = builder.initial_call(call.name.clone(), call.arguments.clone());
-    }
-    if let Some(system) = &options.system {
-        builder = builder.system_prompt(system.clone());
-    }
-    let agent = builder.build()?;
+        }
+    })?;
     let run = agent.run(session, task).await;
     if let Some(trace) = &trace {
         if let Ok(mut out) = trace.lock() {
@@ -179,6 +201,28 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
             eprintln!("[the model asked for a result it already has: regenerating as an answer]")
         }
         AgentEvent::MalformedCall { error, .. } => eprintln!("✗ malformed call: {error}"),
+        AgentEvent::BlobConverted { blob, .. } => eprintln!(
+            "[the reply was a call-shaped blob, not a call: running it as Python] {}",
+            one_line(blob, 120)
+        ),
+        AgentEvent::CallShapedAnswer { .. } => {
+            eprintln!("[the reply was call-shaped, not an answer: asking again]")
+        }
+        AgentEvent::Ungrounded { answer, .. } => eprintln!(
+            "[no tool result backs the answer \"{}\": asking for a check]",
+            one_line(answer, 80)
+        ),
+        AgentEvent::Resampled {
+            temperature,
+            seed,
+            reason,
+            ..
+        } => {
+            eprintln!("[{reason}: the next step samples (temperature {temperature}, seed {seed})]")
+        }
+        AgentEvent::Truncated { .. } => {
+            eprintln!("[the reply was cut by --max-tokens: asking for the answer]")
+        }
         AgentEvent::Plan { subtasks } => {
             eprintln!("plan:");
             for (i, s) in subtasks.iter().enumerate() {

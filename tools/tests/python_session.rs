@@ -39,7 +39,10 @@ async fn variables_persist_and_trailing_expressions_show_their_value() {
     assert!(!s.layers().unsandboxed, "{}", s.layers());
     let out = run(&mut s, "x = 41").await;
     assert_eq!(out.value, None);
-    assert_eq!(out.to_text(), "(no output)");
+    assert_eq!(
+        out.to_text(),
+        "(the code printed nothing; its last line set x = 41)"
+    );
     assert_eq!(run(&mut s, "x + 1").await.value.as_deref(), Some("42"));
     assert_eq!(
         run(&mut s, "12345*6789").await.value.as_deref(),

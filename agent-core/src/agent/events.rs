@@ -83,6 +83,61 @@ pub enum AgentEvent {
         /// The step.
         step: usize,
     },
+    /// The reply closed a ```` ```python ```` block ([`CodeActions::Fenced`]): the
+    /// agent cut generation there, runs the code (a `python` [`AgentEvent::ToolCall`]
+    /// and [`AgentEvent::ToolResult`] follow) and continues the reply after an
+    /// ```` ```output ```` block with the result.
+    ///
+    /// [`CodeActions::Fenced`]: super::CodeActions::Fenced
+    CodeBlock {
+        /// The step.
+        step: usize,
+        /// The code.
+        code: String,
+    },
+    /// The reply was a call-shaped blob (JSON naming a tool that does not exist, or
+    /// arguments that are expressions rather than JSON): the agent turned it into
+    /// Python code and runs that instead of taking the blob as the answer.
+    BlobConverted {
+        /// The step.
+        step: usize,
+        /// The blob as the model wrote it.
+        blob: String,
+        /// The code it became.
+        code: String,
+    },
+    /// The reply was call-shaped but not a call the agent could make or convert; it is
+    /// never the answer: the model is asked again for a plain answer.
+    CallShapedAnswer {
+        /// The step.
+        step: usize,
+    },
+    /// The answer states numbers that no tool result backs (and that are not in the
+    /// question): it is sent back once for a check with the code tool.
+    Ungrounded {
+        /// The step.
+        step: usize,
+        /// The answer that was sent back.
+        answer: String,
+    },
+    /// The step after a failed or repeated call samples instead of decoding greedily,
+    /// so the retry does not replay the same path.
+    Resampled {
+        /// The step.
+        step: usize,
+        /// The temperature used.
+        temperature: f32,
+        /// The seed used.
+        seed: u32,
+        /// What went wrong before.
+        reason: String,
+    },
+    /// The reply was cut by the per-step token limit before it ended: it is not
+    /// taken as an answer as it stands.
+    Truncated {
+        /// The step.
+        step: usize,
+    },
     /// A model call ended (a step generated again has two or three).
     StepFinished {
         /// The step.

@@ -24,7 +24,7 @@ pub(crate) struct Intent {
 /// model misnamed. A truncated object counts when it starts with a tool's `name`.
 pub(crate) fn intended_call(reply: &str, tools: &[ToolSpec]) -> Option<Intent> {
     let text = strip_fence(reply.trim());
-    if !text.starts_with('{') {
+    if !text.starts_with('{') || tools.is_empty() {
         return None;
     }
     let known = |name: &str| tools.iter().any(|t| t.name == name);
@@ -49,6 +49,25 @@ pub(crate) fn intended_call(reply: &str, tools: &[ToolSpec]) -> Option<Intent> {
             })
         }
     }
+}
+
+/// Whether a reply is shaped like a tool call rather than an answer: a JSON object
+/// (bare or in a fence) with a `name` and `arguments`/`parameters`, a call marker
+/// left in the text, or an object whose keys name values (`{"total": 5 * 3}`).
+pub(crate) fn looks_like_call(reply: &str) -> bool {
+    let text = reply.trim();
+    if text.contains("<tool_call>")
+        || text.contains("<|python_tag|>")
+        || text.contains("[TOOL_CALLS]")
+    {
+        return true;
+    }
+    let body = strip_fence(text).trim_end_matches("```").trim();
+    if !body.starts_with('{') {
+        return false;
+    }
+    let has = |key: &str| body.contains(&format!("\"{key}\""));
+    has("name") && (has("arguments") || has("parameters"))
 }
 
 /// Where a reply streamed so far stands as a bare JSON call.
@@ -185,6 +204,23 @@ mod tests {
         }
         let full = intended_call(r#"{"name": "python", "arguments": {"code": "1"}}"#, &tools);
         assert_eq!(full.and_then(|i| i.arguments), Some(json!({"code": "1"})));
+    }
+
+    #[test]
+    fn call_shapes_are_recognised() {
+        for (reply, want) in [
+            (
+                "```json\n{\"name\": \"calc\", \"arguments\": {\"a\": 21 * 2}}\n```",
+                true,
+            ),
+            ("{\"total\": 5 * 3}", false),
+            ("<tool_call>\n{\"name\": \"python\"", true),
+            ("The answer is 18.", false),
+            ("{not a call", false),
+            ("She has {3} apples", false),
+        ] {
+            assert_eq!(looks_like_call(reply), want, "{reply:?}");
+        }
     }
 
     #[test]

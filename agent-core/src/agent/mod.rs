@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 
+mod code;
 mod events;
 mod intent;
 mod prompts;
@@ -61,6 +62,7 @@ use crate::model::{LanguageModel, ModelSession};
 use crate::tool::ToolRegistry;
 use crate::tool_format::ToolCallFormat;
 
+pub use code::CODE_TOOL;
 pub use events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 pub use prompts::{fill, PromptKind, Prompts};
 
@@ -92,6 +94,35 @@ pub enum AgentError {
     /// A setting is out of range.
     #[error("invalid agent setting: {0}")]
     InvalidSetting(String),
+}
+
+/// How the model writes code for the [`CODE_TOOL`] (`python`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeActions {
+    /// In its reply, as ```` ```python ```` blocks: the agent runs each block as soon as
+    /// it is closed and continues the same reply after an ```` ```output ```` block
+    /// with the result (the tool-integrated reasoning format of Qwen2.5-Math; no code
+    /// is escaped into JSON). `python` is then not offered as a JSON tool; other tools
+    /// are. The default: on GSM8K it beats JSON calls on the default model.
+    #[default]
+    Fenced,
+    /// As a tool call with the code in a JSON string (`{"code": "..."}`), like any
+    /// other tool.
+    ToolCall,
+}
+
+/// Whether a final answer's numbers are checked against the tool results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grounding {
+    /// An answer whose numbers appear in no tool result (and are not in the question)
+    /// is sent back once with [`PromptKind::Ground`], when the agent has the
+    /// [`CODE_TOOL`] (default).
+    #[default]
+    CheckNumbers,
+    /// Answers are taken as they are.
+    Off,
 }
 
 /// Receives every [`AgentEvent`] of a run, in order.
@@ -143,6 +174,15 @@ pub struct AgentSettings {
     /// result as if the model had made them (default none). For agents that should
     /// always start from a tool's result, such as a search over the task.
     pub initial_calls: Vec<ToolCall>,
+    /// How code for `python` is written (default [`CodeActions::Fenced`]).
+    pub code_actions: CodeActions,
+    /// Whether answers are checked against tool results (default
+    /// [`Grounding::CheckNumbers`]).
+    pub grounding: Grounding,
+    /// The temperature of the step after a failed tool call, so the model does not
+    /// walk the same greedy path into the same mistake (with a seed that changes per
+    /// retry; default 0.7; 0 keeps the run's own sampling).
+    pub recovery_temperature: f32,
 }
 
 impl Default for AgentSettings {
@@ -165,6 +205,9 @@ impl Default for AgentSettings {
             reflect: false,
             max_reflection_rounds: 1,
             initial_calls: Vec::new(),
+            code_actions: CodeActions::default(),
+            grounding: Grounding::default(),
+            recovery_temperature: 0.7,
         }
     }
 }
@@ -192,6 +235,12 @@ impl AgentSettings {
             return Err(AgentError::InvalidSetting(format!(
                 "max_subtasks = {} is out of range (1 to 5)",
                 self.max_subtasks
+            )));
+        }
+        if !self.recovery_temperature.is_finite() || self.recovery_temperature < 0.0 {
+            return Err(AgentError::InvalidSetting(format!(
+                "recovery_temperature = {} is out of range (>= 0)",
+                self.recovery_temperature
             )));
         }
         self.sampling
@@ -427,6 +476,24 @@ impl AgentBuilder {
     /// See [`AgentSettings::max_reflection_rounds`].
     pub fn max_reflection_rounds(mut self, rounds: usize) -> Self {
         self.settings.max_reflection_rounds = rounds;
+        self
+    }
+
+    /// See [`AgentSettings::code_actions`].
+    pub fn code_actions(mut self, actions: CodeActions) -> Self {
+        self.settings.code_actions = actions;
+        self
+    }
+
+    /// See [`AgentSettings::grounding`].
+    pub fn grounding(mut self, grounding: Grounding) -> Self {
+        self.settings.grounding = grounding;
+        self
+    }
+
+    /// See [`AgentSettings::recovery_temperature`].
+    pub fn recovery_temperature(mut self, temperature: f32) -> Self {
+        self.settings.recovery_temperature = temperature;
         self
     }
 

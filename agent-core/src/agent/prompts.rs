@@ -26,11 +26,20 @@ pub enum PromptKind {
     /// Asks for the answer when the model wants to repeat a call whose result it already
     /// has (`answer.md`; `{question}`: the task, or the current subtask).
     Answer,
+    /// How to write code when the `python` tool takes fenced code blocks
+    /// (`code_actions.md`, appended to the system prompt; no placeholders).
+    CodeActions,
+    /// Asks for a check when an answer's number appears in no tool result
+    /// (`ground.md`; `{question}`, `{answer}`).
+    Ground,
+    /// The task as the user's message when `python` takes fenced code blocks
+    /// (`code_task.md`; `{task}`, required).
+    CodeTask,
 }
 
 impl PromptKind {
     /// Every kind.
-    pub const ALL: [PromptKind; 7] = [
+    pub const ALL: [PromptKind; 10] = [
         Self::System,
         Self::Plan,
         Self::Subtask,
@@ -38,6 +47,9 @@ impl PromptKind {
         Self::Critique,
         Self::Revise,
         Self::Answer,
+        Self::CodeActions,
+        Self::Ground,
+        Self::CodeTask,
     ];
 
     /// The file name of the prompt in a prompt directory.
@@ -50,6 +62,9 @@ impl PromptKind {
             Self::Critique => "critique.md",
             Self::Revise => "revise.md",
             Self::Answer => "answer.md",
+            Self::CodeActions => "code_actions.md",
+            Self::Ground => "ground.md",
+            Self::CodeTask => "code_task.md",
         }
     }
 
@@ -63,6 +78,9 @@ impl PromptKind {
             Self::Critique => include_str!("../../../prompts/critique.md"),
             Self::Revise => include_str!("../../../prompts/revise.md"),
             Self::Answer => include_str!("../../../prompts/answer.md"),
+            Self::CodeActions => include_str!("../../../prompts/code_actions.md"),
+            Self::Ground => include_str!("../../../prompts/ground.md"),
+            Self::CodeTask => include_str!("../../../prompts/code_task.md"),
         }
     }
 
@@ -79,6 +97,7 @@ impl PromptKind {
         match self {
             Self::Plan => &["task"],
             Self::Subtask => &["subtask"],
+            Self::CodeTask => &["task"],
             _ => &[],
         }
     }
@@ -107,6 +126,12 @@ pub struct Prompts {
     pub revise: String,
     /// See [`PromptKind::Answer`].
     pub answer: String,
+    /// See [`PromptKind::CodeActions`].
+    pub code_actions: String,
+    /// See [`PromptKind::Ground`].
+    pub ground: String,
+    /// See [`PromptKind::CodeTask`].
+    pub code_task: String,
 }
 
 impl Default for Prompts {
@@ -120,6 +145,9 @@ impl Default for Prompts {
             critique: text(PromptKind::Critique),
             revise: text(PromptKind::Revise),
             answer: text(PromptKind::Answer),
+            code_actions: text(PromptKind::CodeActions),
+            ground: text(PromptKind::Ground),
+            code_task: text(PromptKind::CodeTask),
         }
     }
 }
@@ -135,6 +163,9 @@ impl Prompts {
             PromptKind::Critique => &self.critique,
             PromptKind::Revise => &self.revise,
             PromptKind::Answer => &self.answer,
+            PromptKind::CodeActions => &self.code_actions,
+            PromptKind::Ground => &self.ground,
+            PromptKind::CodeTask => &self.code_task,
         }
     }
 
@@ -149,6 +180,9 @@ impl Prompts {
             PromptKind::Critique => self.critique = text,
             PromptKind::Revise => self.revise = text,
             PromptKind::Answer => self.answer = text,
+            PromptKind::CodeActions => self.code_actions = text,
+            PromptKind::Ground => self.ground = text,
+            PromptKind::CodeTask => self.code_task = text,
         }
     }
 

@@ -7,14 +7,18 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use tokio::time::Instant as Deadline;
 
+use super::code::{after_last_output, closed_python_block, code_from_blob, is_grounded, CodeBlock};
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
-use super::intent::{bare_call_state, intended_call, restates_result, BareCall, Intent};
+use super::intent::{
+    bare_call_state, intended_call, looks_like_call, restates_result, BareCall, Intent,
+};
 use super::prompts::fill;
-use super::{Agent, SUBMIT_CRITIQUE, SUBMIT_PLAN};
+use super::{Agent, CodeActions, Grounding, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{
-    FinishReason, GenerateRequest, GenerationEvent, ToolChoice, ToolConstraint, Usage,
+    FinishReason, GenerateRequest, GenerationEvent, SamplingParams, ToolChoice, ToolConstraint,
+    Usage,
 };
 use crate::model::ModelSession;
 use crate::template::ChatTemplate;
@@ -39,6 +43,39 @@ struct Reply {
     calls: Vec<ToolCall>,
     /// Call blocks that are not calls: (raw, error).
     malformed: Vec<(String, String)>,
+    /// A closed ```` ```python ```` block ([`CodeActions::Fenced`]); `text` and `raw`
+    /// then end with its closing fence.
+    code: Option<CodeBlock>,
+    /// Why generation ended.
+    finish: FinishReason,
+}
+
+impl Reply {
+    /// Cuts the reply right after its first closed ```` ```python ```` block (one
+    /// opened in `open`, the turn's text before the reply, counts) and keeps the
+    /// block; `false` when there is none yet.
+    fn cut_at_code(&mut self, open: &str) -> bool {
+        let scanned = format!("{open}{}", self.text);
+        let Some(block) = closed_python_block(&scanned) else {
+            return false;
+        };
+        let Some(end) = block.end.checked_sub(open.len()) else {
+            return false;
+        };
+        self.text.truncate(end);
+        self.raw = self.text.clone();
+        self.code = Some(block);
+        true
+    }
+
+    fn add(&mut self, event: ParsedEvent) {
+        match event {
+            ParsedEvent::Text(text) => self.text.push_str(&text),
+            ParsedEvent::CallStarted => {}
+            ParsedEvent::Call(call) => self.calls.push(call),
+            ParsedEvent::Malformed { raw, error } => self.malformed.push((raw, error)),
+        }
+    }
 }
 
 /// The state of one run.
@@ -68,12 +105,32 @@ pub(super) struct Runner<'a> {
     /// What the current tool loop answers: the task, or the current subtask.
     question: String,
     next_id: usize,
+    /// Whether `python` takes fenced code blocks ([`CodeActions::Fenced`] and the
+    /// agent has the tool).
+    fenced: bool,
+    /// Whether the agent has the code tool at all (for the grounding check).
+    has_code_tool: bool,
+    /// Why the next step should sample instead of replaying the greedy path.
+    recover: Option<String>,
+    /// How many steps have sampled for recovery (each gets its own seed).
+    recoveries: u32,
 }
 
 impl<'a> Runner<'a> {
     pub(super) fn new(agent: &'a Agent, session: &'a mut dyn ModelSession) -> Self {
-        let callable = agent.tools.specs();
+        let mut callable = agent.tools.specs();
+        let has_code_tool = callable.iter().any(|t| t.name == CODE_TOOL);
+        let fenced = has_code_tool && agent.settings.code_actions == CodeActions::Fenced;
+        if fenced {
+            callable.retain(|t| t.name != CODE_TOOL);
+        }
         let mut system = agent.prompts.system.clone();
+        if fenced && !agent.prompts.code_actions.is_empty() {
+            if !system.is_empty() {
+                system.push_str("\n");
+            }
+            system.push_str(&agent.prompts.code_actions);
+        }
         if !agent.format.is_native() && !callable.is_empty() {
             if !system.is_empty() {
                 system.push_str("\n\n");
@@ -108,6 +165,10 @@ impl<'a> Runner<'a> {
             answered: Vec::new(),
             question: String::new(),
             next_id: 0,
+            fenced,
+            has_code_tool,
+            recover: None,
+            recoveries: 0,
         }
     }
 
@@ -144,7 +205,12 @@ impl<'a> Runner<'a> {
         let mut draft = if settings.plan {
             self.planned(task).await?
         } else {
-            self.messages.push(Message::user(task));
+            let message = if self.fenced {
+                fill(&self.agent.prompts.code_task, &[("task", task)])
+            } else {
+                task.to_string()
+            };
+            self.messages.push(Message::user(message));
             self.initial_calls().await?;
             self.tool_loop(Phase::Task, task).await?
         };
@@ -216,7 +282,7 @@ impl<'a> Runner<'a> {
             subtask: subtask.to_string(),
         });
         let (index, count) = (index.to_string(), count.to_string());
-        let prompt = fill(
+        let mut prompt = fill(
             &self.agent.prompts.subtask,
             &[
                 ("task", task),
@@ -225,6 +291,9 @@ impl<'a> Runner<'a> {
                 ("subtask", subtask),
             ],
         );
+        if self.fenced {
+            prompt = fill(&self.agent.prompts.code_task, &[("task", &prompt)]);
+        }
         self.messages.push(Message::user(prompt));
     }
 
@@ -262,7 +331,7 @@ impl<'a> Runner<'a> {
             max_calls: 1,
             ..ToolConstraint::new(self.agent.format, vec![spec], ToolChoice::Required)
         };
-        let (_, reply) = self.model_step(phase, Some(constraint)).await?;
+        let (_, reply) = self.model_step(phase, Some(constraint), "").await?;
         match reply.calls.into_iter().find(|call| call.name == name) {
             Some(call) => {
                 let call = self.with_id(call);
@@ -281,36 +350,134 @@ impl<'a> Runner<'a> {
 
     /// Steps with tools until the model answers `question` (the task or the current
     /// subtask) without a call: the answer.
+    ///
+    /// One assistant turn can span several steps: with fenced code, each closed
+    /// ```` ```python ```` block is run and the turn continues after its
+    /// ```` ```output ```` block. A reply is never the answer when it is a call in the
+    /// wrong shape (re-asked or converted), cut by the token limit (re-asked), empty
+    /// after its last output (re-asked), or, once per question, states numbers no tool
+    /// result backs (sent back for a check).
     async fn tool_loop(&mut self, phase: Phase, question: &str) -> Flow<String> {
         self.question = question.to_string();
+        // The assistant turn so far: text, code blocks and their outputs.
+        let mut turn = String::new();
+        let mut grounding_checked = self.agent.settings.grounding == Grounding::Off;
         loop {
             let constraint = self.call_constraint(ToolChoice::Auto);
-            let (prompt, mut reply) = self.model_step(phase, constraint).await?;
+            let (prompt, mut reply) = self.model_step(phase, constraint, &turn).await?;
+            if let Some(block) = reply.code.take() {
+                turn.push_str(&reply.text);
+                let output = self.run_code(reply.step, block.code).await?;
+                turn.push_str(&format!("\n```output\n{output}\n```\n"));
+                continue;
+            }
             if reply.calls.is_empty() && reply.malformed.is_empty() {
                 if let Some(intent) = intended_call(&reply.text, &self.callable) {
-                    reply = self.redo_bare_call(&prompt, reply.step, intent).await?;
+                    reply = self
+                        .redo_bare_call(&prompt, reply.step, intent, &mut turn)
+                        .await?;
+                } else if self.has_code_tool && strip_fence(&reply.text).starts_with('{') {
+                    if let Some(code) = code_from_blob(strip_fence(&reply.text)) {
+                        self.agent.emit(AgentEvent::BlobConverted {
+                            step: reply.step,
+                            blob: reply.text.trim().to_string(),
+                            code: code.clone(),
+                        });
+                        let output = self.run_code(reply.step, code.clone()).await?;
+                        turn.push_str(&format!(
+                            "```python\n{code}\n```\n```output\n{output}\n```\n"
+                        ));
+                        continue;
+                    }
                 }
             }
-            if reply.calls.is_empty() && reply.malformed.is_empty() {
-                let answer = reply.text.trim().to_string();
-                self.messages.push(Message::assistant(answer.clone()));
-                return Ok(answer);
+            if !reply.calls.is_empty() || !reply.malformed.is_empty() {
+                // The turn's text so far goes with the calls.
+                reply.text = format!("{turn}{}", reply.text);
+                turn.clear();
+                self.handle_calls(reply).await?;
+                continue;
             }
-            self.handle_calls(reply).await?;
+            let full = format!("{turn}{}", reply.text);
+            turn.clear();
+            let answer = after_last_output(&full).trim().to_string();
+            let retry = if reply.finish == FinishReason::MaxTokens {
+                self.agent.emit(AgentEvent::Truncated { step: reply.step });
+                true
+            } else if self.has_tools() && looks_like_call(&answer) {
+                self.agent
+                    .emit(AgentEvent::CallShapedAnswer { step: reply.step });
+                true
+            } else {
+                answer.is_empty()
+            };
+            self.messages.push(Message::assistant(full.trim()));
+            if retry {
+                self.agent
+                    .emit(AgentEvent::AnswerRetry { step: reply.step });
+                let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
+                self.messages.push(Message::user(nudge));
+                continue;
+            }
+            if !grounding_checked && self.has_code_tool {
+                grounding_checked = true;
+                let results: Vec<&str> = self.answered.iter().map(|(_, _, r)| r.as_str()).collect();
+                if !is_grounded(&answer, &self.question, &results) {
+                    self.agent.emit(AgentEvent::Ungrounded {
+                        step: reply.step,
+                        answer: answer.clone(),
+                    });
+                    let check = fill(
+                        &self.agent.prompts.ground,
+                        &[("question", &self.question), ("answer", &answer)],
+                    );
+                    self.messages.push(Message::user(check));
+                    if self.fenced {
+                        // The check is code: the reply starts inside a python block.
+                        turn.push_str("```python\n");
+                    }
+                    continue;
+                }
+            }
+            return Ok(answer);
         }
+    }
+
+    /// Runs fenced (or converted) code on the code tool, as a call of its own: the
+    /// result text for the ```` ```output ```` block.
+    async fn run_code(&mut self, step: usize, code: String) -> Flow<String> {
+        self.agent.emit(AgentEvent::CodeBlock {
+            step,
+            code: code.clone(),
+        });
+        let call = self.with_id(ToolCall::new(CODE_TOOL, json!({ "code": code })));
+        let mut results = self
+            .execute(step, vec![call])
+            .await
+            .map_err(|(_, stop)| stop)?;
+        Ok(results
+            .pop()
+            .map(|(_, _, content)| content)
+            .unwrap_or_default())
     }
 
     /// Generates a step again whose reply was a call written as bare JSON: with calls
     /// required when the call would do something new, as prose when it (or the
     /// constrained call) would only repeat a call that succeeded or restate a result.
-    async fn redo_bare_call(&mut self, prompt: &str, step: usize, intent: Intent) -> Flow<Reply> {
+    async fn redo_bare_call(
+        &mut self,
+        prompt: &str,
+        step: usize,
+        intent: Intent,
+        turn: &mut String,
+    ) -> Flow<Reply> {
         if !self.adds_nothing(&intent.name, intent.arguments.as_ref()) {
             self.agent.emit(AgentEvent::ConstrainedRetry {
                 step,
                 tool: intent.name,
             });
             let constraint = self.call_constraint(ToolChoice::Required);
-            let reply = self.generate(step, prompt, constraint).await?;
+            let reply = self.generate(step, prompt, constraint, "").await?;
             let redundant = !reply.calls.is_empty()
                 && reply
                     .calls
@@ -321,11 +488,15 @@ impl<'a> Runner<'a> {
             }
         }
         self.agent.emit(AgentEvent::AnswerRetry { step });
+        if !turn.trim().is_empty() {
+            self.messages.push(Message::assistant(turn.trim()));
+        }
+        turn.clear();
         let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
         self.messages.push(Message::user(nudge));
         let prompt = self.render()?;
         let constraint = self.call_constraint(ToolChoice::None);
-        self.generate(step, &prompt, constraint).await
+        self.generate(step, &prompt, constraint, "").await
     }
 
     /// Whether a call of `name` with `arguments` could tell the model nothing new: the
@@ -354,6 +525,8 @@ impl<'a> Runner<'a> {
             raw: String::new(),
             calls,
             malformed: Vec::new(),
+            code: None,
+            finish: FinishReason::EndOfText,
         };
         self.handle_calls(reply).await
     }
@@ -382,17 +555,51 @@ impl<'a> Runner<'a> {
                 calls.clone(),
             ));
         }
+        let results = self.execute(step, calls).await;
+        // Results that came back go into the transcript even when the run stops.
+        let (results, stop) = match results {
+            Ok(results) => (results, None),
+            Err((results, stop)) => (results, Some(stop)),
+        };
+        for (call, _, content) in &results {
+            self.messages
+                .push(Message::tool_result(content.clone(), call));
+        }
+        if let Some(stop) = stop {
+            return Err(stop);
+        }
+        if !reply.malformed.is_empty() {
+            let feedback = self.malformed_feedback(&reply.malformed);
+            self.messages.push(Message::user(feedback));
+            self.recover = Some("a malformed call".into());
+        }
+        Ok(())
+    }
+
+    /// Runs calls (checking repeats, counting failures, emitting their events): each
+    /// call with whether it succeeded and the content the model sees. A failure
+    /// marks the next step for recovery sampling. On a stop, the results so far come
+    /// with it.
+    async fn execute(
+        &mut self,
+        step: usize,
+        calls: Vec<ToolCall>,
+    ) -> Result<Vec<(ToolCall, bool, String)>, (Vec<(ToolCall, bool, String)>, StopReason)> {
         for call in &calls {
             self.agent.emit(AgentEvent::ToolCall {
                 step,
                 call: call.clone(),
             });
         }
-        self.check_repeats(&calls)?;
+        self.check_repeats(&calls)
+            .map_err(|stop| (Vec::new(), stop))?;
         self.tool_calls += calls.len();
-        let outcomes = Self::dispatch(self.agent, self.deadline, &calls).await?;
+        let outcomes = Self::dispatch(self.agent, self.deadline, &calls)
+            .await
+            .map_err(|stop| (Vec::new(), stop))?;
         let mut gave_up: Option<(String, ToolError)> = None;
-        for (call, (result, attempts)) in calls.iter().zip(outcomes) {
+        let mut results = Vec::with_capacity(calls.len());
+        for (call, (result, attempts)) in calls.into_iter().zip(outcomes) {
             let (ok, content) = match result {
                 Ok(value) => {
                     self.failures.remove(&call.name);
@@ -407,6 +614,7 @@ impl<'a> Runner<'a> {
                     if *failures >= self.agent.settings.max_tool_failures && gave_up.is_none() {
                         gave_up = Some((call.name.clone(), error.clone()));
                     }
+                    self.recover = Some(format!("{} failed", call.name));
                     (false, self.truncate(format!("Error: {error}")))
                 }
             };
@@ -418,15 +626,11 @@ impl<'a> Runner<'a> {
                 content: content.clone(),
                 attempts,
             });
-            self.messages.push(Message::tool_result(content, call));
-        }
-        if !reply.malformed.is_empty() {
-            let feedback = self.malformed_feedback(&reply.malformed);
-            self.messages.push(Message::user(feedback));
+            results.push((call, ok, content));
         }
         match gave_up {
-            Some((name, error)) => Err(StopReason::ToolFailed { name, error }),
-            None => Ok(()),
+            Some((name, error)) => Err((results, StopReason::ToolFailed { name, error })),
+            None => Ok(results),
         }
     }
 
@@ -448,6 +652,9 @@ impl<'a> Runner<'a> {
                     1
                 }
             };
+            if count > 1 {
+                self.recover = Some(format!("{} repeated", call.name));
+            }
             if count > self.agent.settings.max_identical_calls {
                 return Err(StopReason::RepeatedCall {
                     name: call.name.clone(),
@@ -484,11 +691,13 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Checks the budgets, renders the conversation and generates one step.
+    /// Checks the budgets, renders the conversation (and `turn`, the assistant's
+    /// reply so far) and generates one step.
     async fn model_step(
         &mut self,
         phase: Phase,
         constraint: Option<ToolConstraint>,
+        turn: &str,
     ) -> Flow<(String, Reply)> {
         if self.expired() {
             return Err(StopReason::WallTime);
@@ -503,9 +712,12 @@ impl<'a> Runner<'a> {
         let step = self.steps;
         tracing::debug!(step, ?phase, messages = self.messages.len(), "agent step");
         self.agent.emit(AgentEvent::StepStarted { step, phase });
-        let prompt = self.render()?;
+        let mut prompt = self.render()?;
+        prompt.push_str(turn);
         tracing::trace!(step, %prompt, "agent prompt");
-        let reply = self.generate(step, &prompt, constraint).await?;
+        let reply = self
+            .generate(step, &prompt, constraint, after_last_output(turn))
+            .await?;
         Ok((prompt, reply))
     }
 
@@ -516,35 +728,84 @@ impl<'a> Runner<'a> {
             .map_err(|e| StopReason::ModelError(e.to_string()))
     }
 
-    /// One model call on `prompt`, streamed into events and parsed.
+    /// The sampling of the next step: the run's own, or, after a failure, a draw at
+    /// the recovery temperature with a seed of its own (once per failure).
+    fn next_sampling(&mut self, step: usize) -> SamplingParams {
+        let settings = &self.agent.settings;
+        let base = settings.sampling.clone();
+        let Some(reason) = self.recover.take() else {
+            return base;
+        };
+        let temperature = settings.recovery_temperature;
+        if temperature <= 0.0 || temperature <= base.temperature {
+            return base;
+        }
+        self.recoveries += 1;
+        let seed = base
+            .seed
+            .wrapping_add(0x9E37_79B9u32.wrapping_mul(self.recoveries));
+        self.agent.emit(AgentEvent::Resampled {
+            step,
+            temperature,
+            seed,
+            reason,
+        });
+        SamplingParams {
+            temperature,
+            seed,
+            ..base
+        }
+    }
+
+    /// One model call on `prompt`, streamed into events and parsed. With fenced code,
+    /// generation is cut right after the first closed ```` ```python ```` block.
+    ///
+    /// `open` is the end of the prompt that belongs to the reply being written (the
+    /// assistant's turn after its last output): a code fence opened there (a prefill)
+    /// counts as opened by the reply.
     async fn generate(
         &mut self,
         step: usize,
         prompt: &str,
         constraint: Option<ToolConstraint>,
+        open: &str,
     ) -> Flow<Reply> {
         let settings = &self.agent.settings;
         let remaining = settings.max_total_tokens.saturating_sub(self.spent());
         if remaining == 0 {
             return Err(StopReason::MaxTokens);
         }
+        let max_tokens = settings.max_tokens_per_step.min(remaining);
+        let sampling = self.next_sampling(step);
         let request = GenerateRequest {
-            max_tokens: settings.max_tokens_per_step.min(remaining),
-            sampling: settings.sampling.clone(),
+            max_tokens,
+            sampling,
             stop: Vec::new(),
             tools: constraint,
         };
         let mut generation = self.session.generate(prompt, &request).map_err(stop_for)?;
         let mut parser = self.agent.format.parser();
-        let mut parsed = Vec::new();
-        let mut raw = String::new();
+        let mut reply = Reply {
+            step,
+            text: String::new(),
+            raw: String::new(),
+            calls: Vec::new(),
+            malformed: Vec::new(),
+            code: None,
+            finish: FinishReason::EndOfText,
+        };
         // A reply that opens with a bare JSON call is cut as soon as the object is
         // complete: small models tend to repeat it line after line until the budget.
         let mut watch_bare = request
             .tools
             .as_ref()
             .is_some_and(|c| c.choice == ToolChoice::Auto);
-        let mut cut_bare = false;
+        let watch_code = self.fenced
+            && match &request.tools {
+                None => true,
+                Some(c) => c.choice == ToolChoice::Auto,
+            };
+        let mut cut = false;
         let completion = loop {
             let event = match self.deadline {
                 Some(deadline) => {
@@ -557,20 +818,31 @@ impl<'a> Runner<'a> {
                 None => generation.next().await,
             };
             match event {
+                // After a cut, what the backend still sends is not part of the reply.
+                Some(GenerationEvent::Text(_)) if cut => {}
                 Some(GenerationEvent::Text(text)) => {
-                    parsed.extend(parser.push(&text));
-                    raw.push_str(&text);
-                    self.agent.emit(AgentEvent::Token { step, text });
+                    reply.raw.push_str(&text);
+                    self.agent.emit(AgentEvent::Token {
+                        step,
+                        text: text.clone(),
+                    });
+                    for event in parser.push(&text) {
+                        reply.add(event);
+                    }
                     if watch_bare {
-                        match bare_call_state(&raw) {
+                        match bare_call_state(&reply.raw) {
                             BareCall::Complete => {
                                 generation.cancel();
-                                cut_bare = true;
+                                cut = true;
                                 watch_bare = false;
                             }
                             BareCall::Not => watch_bare = false,
                             BareCall::Open => {}
                         }
+                    }
+                    if watch_code && !cut && reply.calls.is_empty() && reply.cut_at_code(open) {
+                        generation.cancel();
+                        cut = true;
                     }
                 }
                 Some(GenerationEvent::Done(Ok(completion))) => break completion,
@@ -582,16 +854,25 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        if raw.is_empty() && !completion.text.is_empty() {
+        if reply.raw.is_empty() && !completion.text.is_empty() {
             // A backend that does not stream: the whole text comes with the result.
-            raw = completion.text.clone();
-            parsed.extend(parser.push(&raw));
+            reply.raw = completion.text.clone();
             self.agent.emit(AgentEvent::Token {
                 step,
-                text: raw.clone(),
+                text: reply.raw.clone(),
             });
+            for event in parser.push(&completion.text) {
+                reply.add(event);
+            }
+            if watch_code && reply.calls.is_empty() && reply.cut_at_code(open) {
+                cut = true;
+            }
         }
-        parsed.extend(parser.finish());
+        if reply.code.is_none() {
+            for event in parser.finish() {
+                reply.add(event);
+            }
+        }
         self.usage.accumulate(&completion.usage);
         self.distinct_prompt_tokens = self
             .distinct_prompt_tokens
@@ -603,31 +884,23 @@ impl<'a> Runner<'a> {
         });
         match completion.finish {
             FinishReason::ContextFull => return Err(StopReason::ContextFull),
-            FinishReason::Cancelled if cut_bare => {}
+            FinishReason::Cancelled if cut => {}
             FinishReason::Cancelled if self.expired() => return Err(StopReason::WallTime),
             FinishReason::Cancelled => {
                 return Err(StopReason::ModelError(
                     "the generation was cancelled".into(),
                 ))
             }
-            _ => {}
-        }
-        let mut reply = Reply {
-            step,
-            text: String::new(),
-            raw,
-            calls: Vec::new(),
-            malformed: Vec::new(),
-        };
-        for event in parsed {
-            match event {
-                ParsedEvent::Text(text) => reply.text.push_str(&text),
-                ParsedEvent::CallStarted => {}
-                ParsedEvent::Call(call) => reply.calls.push(call),
-                ParsedEvent::Malformed { raw, error } => reply.malformed.push((raw, error)),
-            }
+            // A reply cut by the limit that still closed a code block is complete.
+            FinishReason::MaxTokens if reply.code.is_some() || cut => {}
+            ref finish => reply.finish = finish.clone(),
         }
         Ok(reply)
+    }
+
+    /// Whether the agent has any tool (a call-shaped reply can only mean a call then).
+    fn has_tools(&self) -> bool {
+        self.has_code_tool || !self.callable.is_empty()
     }
 
     /// A constraint to the registry's tools (`None` without tools).
@@ -788,4 +1061,14 @@ fn verdict_of(call: &ToolCall) -> Option<Verdict> {
         .trim()
         .to_string();
     Some(Verdict { ok, problem })
+}
+
+/// `text` without a leading ```` ```json ```` fence line and a closing fence.
+fn strip_fence(text: &str) -> &str {
+    let text = text.trim();
+    let body = match text.strip_prefix("```") {
+        Some(rest) => rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric()),
+        None => text,
+    };
+    body.trim().trim_end_matches("```").trim()
 }

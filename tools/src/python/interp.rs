@@ -113,6 +113,29 @@ fn probe(python: &Path) -> Result<Interpreter, PythonError> {
         // A failure shows up as a missing code object: the source is used then.
         let _ = stdin.write_all(RUNNER.as_bytes());
     }
+    // Read both pipes while the probe runs: its output (the compiled runner) is larger
+    // than a pipe buffer, so waiting for the exit first would deadlock.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout_reader = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let stderr_reader = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         match child.try_wait() {
@@ -126,14 +149,8 @@ fn probe(python: &Path) -> Result<Interpreter, PythonError> {
             Err(e) => return Err(bad(python, format!("waiting for it failed: {e}"))),
         }
     };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut stdout);
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut stderr);
-    }
+    let stdout = stdout_reader.join().unwrap_or_default();
+    let stderr = stderr_reader.join().unwrap_or_default();
     if !status.success() {
         return Err(bad(python, format!("probe failed ({status}): {stderr}")));
     }

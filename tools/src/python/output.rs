@@ -27,6 +27,10 @@ pub struct RunOutput {
     pub omitted_bytes: u64,
     /// Wall time of the call, round trip.
     pub duration: Duration,
+    /// What the worker did to make model-written code work or to explain its silence:
+    /// a repair (a top-level `return` read as the value, a stray `}` dropped), or a
+    /// hint when the code printed nothing (an uncalled function, no `print`).
+    pub notes: Vec<String>,
 }
 
 impl RunOutput {
@@ -35,19 +39,20 @@ impl RunOutput {
         self.traceback.is_some()
     }
 
-    /// The text to feed back to the model: output, then traceback, then value;
-    /// `(no output)` when there is nothing.
+    /// The text to feed back to the model: output, then traceback, then value, then
+    /// the notes in parentheses; `(no output)` when there is nothing.
     pub fn to_text(&self) -> String {
-        let mut parts: Vec<&str> = Vec::new();
+        let mut parts: Vec<String> = Vec::new();
         if !self.output.is_empty() {
-            parts.push(self.output.trim_end_matches('\n'));
+            parts.push(self.output.trim_end_matches('\n').to_owned());
         }
         if let Some(tb) = &self.traceback {
-            parts.push(tb.trim_end_matches('\n'));
+            parts.push(tb.trim_end_matches('\n').to_owned());
         }
         if let Some(v) = &self.value {
-            parts.push(v);
+            parts.push(v.clone());
         }
+        parts.extend(self.notes.iter().map(|n| format!("({n})")));
         if parts.is_empty() {
             "(no output)".to_owned()
         } else {
@@ -55,6 +60,9 @@ impl RunOutput {
         }
     }
 }
+
+/// The most notes kept from one response (the worker sends at most a few).
+const MAX_NOTES: usize = 4;
 
 /// Marker appended where output was cut.
 pub(crate) fn truncation_marker(omitted: u64) -> String {
@@ -172,6 +180,9 @@ pub(crate) fn build(fields: &[Field<'_>], limit: usize, duration: Duration) -> R
                 out.traceback = Some(text);
             }
             b'N' => out.error_type = Some(decode(&f.data[..f.data.len().min(200)])),
+            b'H' if out.notes.len() < MAX_NOTES => {
+                out.notes.push(decode(&f.data[..f.data.len().min(500)]))
+            }
             _ => {}
         }
     }

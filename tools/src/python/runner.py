@@ -6,6 +6,7 @@
 #   fd 4 (responses): u32 length, then fields: u8 tag, u32 length, bytes
 #     I id | O stdout bytes | E stderr bytes | D omitted output bytes (ascii int)
 #     V value repr | v full value length | T traceback | N exception type name
+#     H a note: a repair made to the code, or a hint when it printed nothing
 #   At start-up the worker sends one frame with the single field  R b'ready'.
 # fds 1 and 2 are memfds: output written at the fd level (os.write, subprocesses, C
 # code) is collected from them, in order with print() output.
@@ -198,6 +199,148 @@ def _jielong_main():
             tb = tb.tb_next
         return ''.join(traceback.format_exception(type(e), e, tb))
 
+    import _ast
+
+    class _CellReturn(BaseException):
+        # A top-level `return` in a cell: its value is the cell's value.
+        def __init__(self, value):
+            self.value = value
+
+    ns['__jielong_return__'] = _CellReturn
+
+    def _loc(new, old):
+        for a in ('lineno', 'col_offset', 'end_lineno', 'end_col_offset'):
+            setattr(new, a, getattr(old, a, 1))
+        return new
+
+    _SCOPES = (_ast.FunctionDef, _ast.AsyncFunctionDef, _ast.ClassDef, _ast.Lambda)
+
+    def _returns_to_raise(stmts):
+        # Rewrites top-level `return X` (also inside if/for/while/with/try, not in
+        # functions or classes) to `raise __jielong_return__(X)`.
+        found = False
+        for i, st in enumerate(stmts):
+            if isinstance(st, _ast.Return):
+                value = st.value if st.value is not None else _loc(_ast.Constant(None), st)
+                call = _loc(_ast.Call(_loc(_ast.Name('__jielong_return__', _ast.Load()), st),
+                                      [value], []), st)
+                stmts[i] = _loc(_ast.Raise(call, None), st)
+                found = True
+            elif not isinstance(st, _SCOPES):
+                for field in ('body', 'orelse', 'finalbody'):
+                    sub = getattr(st, field, None)
+                    if isinstance(sub, list) and sub and isinstance(sub[0], _ast.stmt):
+                        found = _returns_to_raise(sub) or found
+                for h in getattr(st, 'handlers', None) or ():
+                    found = _returns_to_raise(h.body) or found
+                for c in getattr(st, 'cases', None) or ():
+                    found = _returns_to_raise(c.body) or found
+        return found
+
+    def _walk(node, skip=None):
+        # Every node under `node`, not descending into `skip`.
+        todo = [node]
+        while todo:
+            cur = todo.pop()
+            if cur is skip:
+                continue
+            yield cur
+            for field in cur._fields:
+                v = getattr(cur, field, None)
+                if isinstance(v, list):
+                    todo.extend(x for x in v if isinstance(x, _ast.AST))
+                elif isinstance(v, _ast.AST):
+                    todo.append(v)
+
+    def _uncalled_functions(tree):
+        # Top-level functions that nothing at the top level refers to.
+        out = []
+        for st in tree.body:
+            if isinstance(st, (_ast.FunctionDef, _ast.AsyncFunctionDef)):
+                used = False
+                for other in tree.body:
+                    if other is st:
+                        continue
+                    for node in _walk(other):
+                        if isinstance(node, _ast.Name) and node.id == st.name:
+                            used = True
+                            break
+                    if used:
+                        break
+                if not used:
+                    a = st.args
+                    required = len(a.posonlyargs) + len(a.args) - len(a.defaults)
+                    required += sum(1 for d in a.kw_defaults if d is None)
+                    out.append((st.name, required, isinstance(st, _ast.AsyncFunctionDef)))
+        return out
+
+    def _assigned_name(st):
+        # The variable a statement assigns (`x = …`, `x += …`, `x: int = …`), if one.
+        if isinstance(st, _ast.Assign) and len(st.targets) == 1:
+            target = st.targets[0]
+        elif isinstance(st, (_ast.AugAssign, _ast.AnnAssign)):
+            target = st.target
+        else:
+            return None
+        return target.id if isinstance(target, _ast.Name) else None
+
+    def _fix_name_case(tree):
+        # `Seattle_sheep` read where only `seattle_sheep` is defined: small models
+        # change the case of their own variables. A read of a name that nothing
+        # defines is renamed to the one defined name that differs only in case.
+        defined = set(ns) | set(dir(builtins))
+        loads = []
+        for node in _walk(tree):
+            if isinstance(node, _ast.Name):
+                if isinstance(node.ctx, _ast.Load):
+                    loads.append(node)
+                else:
+                    defined.add(node.id)
+            elif isinstance(node, (_ast.FunctionDef, _ast.AsyncFunctionDef, _ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, _ast.arg):
+                defined.add(node.arg)
+            elif isinstance(node, _ast.alias):
+                defined.add((node.asname or node.name).split('.')[0])
+        by_lower = {}
+        for name in defined:
+            by_lower.setdefault(name.lower(), set()).add(name)
+        fixed = {}
+        for node in loads:
+            if node.id in defined:
+                continue
+            match = by_lower.get(node.id.lower(), ())
+            if len(match) == 1:
+                new = next(iter(match))
+                fixed[node.id] = new
+                node.id = new
+        return fixed
+
+    def _parse(code, fn):
+        # The cell's AST, repairing what small models get wrong when they escape code
+        # into JSON: a stray closing brace at the end, escaped newlines. Returns the
+        # tree and a note naming the repair (None when the code parsed as written).
+        try:
+            return compile(code, fn, 'exec', 0x400, True), None
+        except SyntaxError as first:
+            error = first
+        repairs = []
+        stripped = code.rstrip()
+        if stripped.endswith('}') and stripped.count('}') > stripped.count('{'):
+            cut = stripped
+            while cut.endswith('}') and cut.count('}') > cut.count('{'):
+                cut = cut[:-1].rstrip()
+            repairs.append((cut, "a stray '}' at the end of the code was dropped"))
+        if '\n' not in code.strip() and '\\n' in code:
+            fixed = code.replace('\\n', '\n').replace('\\t', '\t').replace('\\"', '"')
+            repairs.append((fixed, 'escaped newlines (\\n) in the code were read as line breaks'))
+        for fixed, note in repairs:
+            try:
+                return compile(fixed, fn, 'exec', 0x400, True), note
+            except SyntaxError:
+                pass
+        raise error
+
     def run_cell(code, n, limit):
         cap.reset(limit)
         sys.stdout = out
@@ -207,8 +350,10 @@ def _jielong_main():
         value = None
         tb = None
         etype = None
+        notes = []
         try:
             expr = None
+            tree = None
             try:
                 # Fast path: the cell is a single expression.
                 expr = compile(code, fn, 'eval', 0, True)
@@ -217,17 +362,65 @@ def _jielong_main():
             if expr is None:
                 # Outside the except clause, so a real SyntaxError is not chained
                 # to the one above.
-                tree = compile(code, fn, 'exec', 0x400, True)  # PyCF_ONLY_AST
+                tree, note = _parse(code, fn)
+                if note:
+                    notes.append(note)
+                renamed = _fix_name_case(tree)
+                if renamed:
+                    notes.append('read %s as %s (the names differ only in case)' % (
+                        ', '.join(sorted(renamed)), ', '.join(renamed[k] for k in sorted(renamed))))
                 body = tree.body
-                if body and type(body[-1]).__name__ == 'Expr':
-                    import _ast
+                if body and isinstance(body[-1], _ast.Return) and body[-1].value is not None:
+                    # `return x` as the last line: the cell's value, like a last `x`.
+                    body[-1] = _loc(_ast.Expr(body[-1].value), body[-1])
+                    notes.append("a top-level 'return' was read as the cell's value")
+                elif _returns_to_raise(body):
+                    notes.append("a top-level 'return' ended the cell with its value")
+                if body and isinstance(body[-1], _ast.Expr):
                     expr = compile(_ast.Expression(body.pop().value), fn, 'eval', 0, True)
-                exec(compile(tree, fn, 'exec', 0, True), ns)
+                try:
+                    exec(compile(tree, fn, 'exec', 0, True), ns)
+                except _CellReturn as r:
+                    expr = None
+                    if r.value is not None:
+                        ns['_'] = r.value
+                        value = repr(r.value)
             if expr is not None:
                 v = eval(expr, ns)
                 if v is not None:
                     ns['_'] = v
                     value = repr(v)
+            if tree is not None and value is None:
+                cap.pull()
+                if not cap.chunks and not cap.omitted:
+                    uncalled = _uncalled_functions(tree)
+                    callable_now = [u for u in uncalled if u[1] == 0 and not u[2]]
+                    last = _assigned_name(tree.body[-1]) if tree.body else None
+                    if len(callable_now) == 1:
+                        name = callable_now[0][0]
+                        v = ns[name]()
+                        if v is not None:
+                            ns['_'] = v
+                            value = repr(v)
+                            notes.append('%s() was defined but never called, so it was '
+                                         'called: its value is shown' % name)
+                        else:
+                            notes.append('%s() was defined but never called, so it was '
+                                         'called' % name)
+                    elif last is not None and last in ns and not uncalled:
+                        # `total = a * b` as the last line: show what was computed.
+                        shown = repr(ns[last])
+                        if len(shown) > 300:
+                            shown = shown[:300] + '...'
+                        notes.append('the code printed nothing; its last line set %s = %s'
+                                     % (last, shown))
+                    elif uncalled:
+                        names = ', '.join('%s()' % u[0] for u in uncalled)
+                        notes.append('no output: the code defines %s but never calls it. '
+                                     'Call it and print the result.' % names)
+                    else:
+                        notes.append('no output: the code printed nothing. '
+                                     'Use print() to show the result.')
         except BaseException as e:
             etype = type(e).__name__
             try:
@@ -257,6 +450,8 @@ def _jielong_main():
                                      % (len(tbb) - head - tail)).encode() + tbb[-tail:])
             fields.append((b'T', tbb))
             fields.append((b'N', etype.encode('utf-8', 'backslashreplace')))
+        for note in notes:
+            fields.append((b'H', note.encode('utf-8', 'backslashreplace')[:500]))
         return fields
 
     def reap():

@@ -1,0 +1,439 @@
+//! [`Eval`]: runs a [`System`] over examples, grades each outcome into a [`Row`], and
+//! keeps a resumable cache of finished rows.
+//!
+//! The cache is a JSONL file: a header line `{"system": NAME, "config": CONFIG}`,
+//! then one row per finished example, appended and fsynced as soon as the example
+//! finishes. On start, a cached row is reused (not run again) when its id and input
+//! hash match an example; rows are re-graded with the current metric and expected
+//! answer, so changing either needs no re-run. A last line cut short by a kill is
+//! ignored (and cut off the file); a cache whose header names another system or
+//! configuration is refused. One process should use a cache file at a time.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::dataset::Example;
+use crate::error::{io_err, EvalError};
+use crate::metric::{metric_for, Metric};
+use crate::report::{is_header, parent_dir, sync_dir, Report, Summary};
+use crate::system::{Outcome, System};
+
+/// One graded example: what was asked, what came back, and whether it was right.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The example's id.
+    pub id: String,
+    /// [`input_hash`] of the input: a cached row is reused only while it matches.
+    pub input_hash: String,
+    /// The input.
+    pub input: String,
+    /// The expected answer, if any.
+    pub expected: Option<String>,
+    /// Whether the answer was right; `None` when there is no expected answer.
+    pub correct: Option<bool>,
+    /// What the metric compared (see [`Score::extracted`](crate::Score::extracted)).
+    pub extracted: Option<String>,
+    /// The record's `category`, if a string.
+    pub category: Option<String>,
+    /// What the system did.
+    pub outcome: Outcome,
+}
+
+impl Row {
+    /// Grades `outcome` for `example` with `metric`. An outcome without an answer is
+    /// wrong; an example without an expected answer is not graded.
+    pub fn grade(example: &Example, metric: &Metric, outcome: Outcome) -> Row {
+        let score = match (&example.expected, &outcome.answer) {
+            (Some(expected), Some(answer)) => Some(metric.score(answer, expected)),
+            (Some(_), None) => Some(Default::default()),
+            (None, _) => None,
+        };
+        Row {
+            id: example.id.clone(),
+            input_hash: input_hash(&example.input),
+            input: example.input.clone(),
+            expected: example.expected.clone(),
+            correct: score.as_ref().map(|s| s.correct),
+            extracted: score.and_then(|s| s.extracted),
+            category: example.category().map(str::to_owned),
+            outcome,
+        }
+    }
+}
+
+/// The SHA-256 of `input`, in lower-case hex.
+pub fn input_hash(input: &str) -> String {
+    Sha256::digest(input.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Told about a run's progress (the CLI draws a progress bar from it). Every method
+/// does nothing by default; `()` is an observer that ignores everything.
+pub trait Observer: Send + Sync {
+    /// The run starts: `total` examples, of which `cached` are reused from the cache.
+    fn started(&self, _total: usize, _cached: usize) {}
+
+    /// An example finished; `done` counts cached and finished rows so far.
+    fn finished(&self, _row: &Row, _done: usize, _total: usize) {}
+
+    /// Something worth telling that does not stop the run (an ignored cache line).
+    fn warning(&self, _message: &str) {}
+}
+
+impl Observer for () {}
+
+/// An evaluation: examples, a metric, and how to run them.
+#[derive(Debug, Clone)]
+pub struct Eval {
+    examples: Vec<Example>,
+    metric: Metric,
+    cache: Option<PathBuf>,
+    concurrency: usize,
+    cancel: Option<Arc<AtomicBool>>,
+    retry_errors: bool,
+}
+
+impl Eval {
+    /// Evaluates `examples` with `metric` (an example's `metric` field overrides it,
+    /// see [`metric_for`]); no cache, one example at a time, in order.
+    pub fn new(examples: Vec<Example>, metric: Metric) -> Eval {
+        Eval {
+            examples,
+            metric,
+            cache: None,
+            concurrency: 1,
+            cancel: None,
+            retry_errors: false,
+        }
+    }
+
+    /// Keeps finished rows in the JSONL file `path` and reuses them on the next run
+    /// (see the [module docs](self)).
+    pub fn cache(mut self, path: impl Into<PathBuf>) -> Eval {
+        self.cache = Some(path.into());
+        self
+    }
+
+    /// Runs up to `n` examples at once (at least 1); they start in dataset order.
+    pub fn concurrency(mut self, n: usize) -> Eval {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Once `flag` is set, no new example starts; the running ones finish and the
+    /// report comes back with `interrupted: true`.
+    pub fn cancel(mut self, flag: Arc<AtomicBool>) -> Eval {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Whether cached rows whose outcome has an error are run again (default: no,
+    /// every cached row is reused).
+    pub fn retry_errors(mut self, retry: bool) -> Eval {
+        self.retry_errors = retry;
+        self
+    }
+
+    /// The examples.
+    pub fn examples(&self) -> &[Example] {
+        &self.examples
+    }
+
+    /// The default metric.
+    pub fn metric(&self) -> &Metric {
+        &self.metric
+    }
+
+    /// Runs `system` on every example not in the cache. Fails before running anything
+    /// on duplicate ids, a bad per-example metric or an unusable cache, and during the
+    /// run only when the cache cannot be written; a failing example is a row with an
+    /// error.
+    pub async fn run(
+        &self,
+        system: &dyn System,
+        observer: &dyn Observer,
+    ) -> Result<Report, EvalError> {
+        let examples = &self.examples;
+        let total = examples.len();
+        let mut positions: HashMap<&str, usize> = HashMap::new();
+        for (i, example) in examples.iter().enumerate() {
+            if let Some(first) = positions.insert(&example.id, i) {
+                return Err(EvalError::Example {
+                    id: example.id.clone(),
+                    message: format!("appears twice (examples {} and {})", first + 1, i + 1),
+                });
+            }
+        }
+        let metrics = examples
+            .iter()
+            .map(|e| metric_for(e, &self.metric))
+            .collect::<Result<Vec<Cow<'_, Metric>>, _>>()?;
+
+        let name = system.name();
+        let (mut cache, mut previous) = match &self.cache {
+            Some(path) => {
+                let opened = Cache::open(path, &name, &system.config())?;
+                for warning in &opened.warnings {
+                    observer.warning(warning);
+                }
+                (Some(opened.cache), opened.rows)
+            }
+            None => (None, HashMap::new()),
+        };
+        let cache_ignored = cache.as_ref().map_or(0, |c| c.ignored);
+
+        let mut slots: Vec<Option<Row>> = vec![None; total];
+        let mut pending = Vec::new();
+        for (i, example) in examples.iter().enumerate() {
+            let reusable = previous.remove(example.id.as_str()).filter(|row| {
+                row.input_hash == input_hash(&example.input)
+                    && !(self.retry_errors && row.outcome.error.is_some())
+            });
+            match reusable {
+                Some(row) => slots[i] = Some(Row::grade(example, &metrics[i], row.outcome)),
+                None => pending.push(i),
+            }
+        }
+        let cached = total - pending.len();
+        observer.started(total, cached);
+
+        let start_one = |i: usize| async move {
+            let started = Instant::now();
+            let mut outcome = system.answer(&examples[i]).await;
+            if outcome.seconds == 0.0 {
+                outcome.seconds = started.elapsed().as_secs_f64();
+            }
+            (i, outcome)
+        };
+        let cancelled = || {
+            self.cancel
+                .as_ref()
+                .is_some_and(|flag| flag.load(Ordering::SeqCst))
+        };
+        let mut queue = pending.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut done = cached;
+        loop {
+            while running.len() < self.concurrency && !cancelled() {
+                match queue.next() {
+                    Some(i) => running.push(start_one(i)),
+                    None => break,
+                }
+            }
+            let Some((i, outcome)) = running.next().await else {
+                break;
+            };
+            let row = Row::grade(&examples[i], &metrics[i], outcome);
+            if let Some(cache) = cache.as_mut() {
+                cache.append(&row)?;
+            }
+            done += 1;
+            observer.finished(&row, done, total);
+            slots[i] = Some(row);
+        }
+
+        let rows: Vec<Row> = slots.into_iter().flatten().collect();
+        Ok(Report {
+            system: name,
+            summary: Summary::from_rows(&rows),
+            interrupted: rows.len() < total,
+            rows,
+            total,
+            cached,
+            cache_ignored,
+        })
+    }
+}
+
+/// The open cache file, appending.
+struct Cache {
+    path: PathBuf,
+    file: File,
+    ignored: usize,
+}
+
+/// What opening a cache found.
+struct Opened {
+    cache: Cache,
+    rows: HashMap<String, Row>,
+    warnings: Vec<String>,
+}
+
+impl Cache {
+    /// Opens (or creates) the cache at `path` for `system` with `config`: checks the
+    /// header, reads the rows (a later row for an id replaces an earlier one) and
+    /// cuts off a corrupt last line.
+    fn open(path: &Path, system: &str, config: &Value) -> Result<Opened, EvalError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        let mut rows = HashMap::new();
+        let mut warnings = Vec::new();
+        let mut ignored = 0;
+        // Where the usable content ends, and whether it lacks its final newline.
+        let mut keep = 0;
+        let mut unterminated = false;
+        let mut header_found = false;
+        let lines = split_lines(&bytes);
+        let last_content = lines.iter().rposition(|l| !l.text.trim_ascii().is_empty());
+        for (index, line) in lines.iter().enumerate() {
+            let line_no = index + 1;
+            let text = line.text.trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            let is_last = Some(index) == last_content;
+            let value: Option<Value> = serde_json::from_slice(text).ok();
+            if !header_found {
+                match value {
+                    Some(header) if is_header(&header) => {
+                        check_header(path, &header, system, config)?;
+                        header_found = true;
+                    }
+                    None if is_last => {
+                        ignored += 1;
+                        warnings.push(format!(
+                            "{}:{line_no}: ignored a corrupt last line (cut short?)",
+                            path.display()
+                        ));
+                        break;
+                    }
+                    _ => {
+                        return Err(EvalError::line(
+                            path,
+                            line_no,
+                            "not an eval cache (no {\"system\": …} header line)",
+                        ))
+                    }
+                }
+            } else {
+                match value.map(serde_json::from_value::<Row>) {
+                    Some(Ok(row)) => {
+                        rows.insert(row.id.clone(), row);
+                    }
+                    _ if is_last => {
+                        ignored += 1;
+                        warnings.push(format!(
+                            "{}:{line_no}: ignored a corrupt last line (cut short?)",
+                            path.display()
+                        ));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        return Err(EvalError::line(path, line_no, format!("not a row: {e}")))
+                    }
+                    None => return Err(EvalError::line(path, line_no, "invalid JSON")),
+                }
+            }
+            keep = line.end;
+            unterminated = !line.terminated;
+        }
+
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err("open", path))?;
+        if keep < bytes.len() || !header_found {
+            file.set_len(if header_found { keep as u64 } else { 0 })
+                .map_err(io_err("truncate", path))?;
+        }
+        let mut cache = Cache {
+            path: path.to_owned(),
+            file,
+            ignored,
+        };
+        if !header_found {
+            let header = serde_json::json!({"system": system, "config": config});
+            cache.write_line(header.to_string().as_bytes())?;
+            sync_dir(parent_dir(path))?;
+        } else if unterminated {
+            cache.write_line(b"")?;
+        }
+        Ok(Opened {
+            cache,
+            rows,
+            warnings,
+        })
+    }
+
+    /// Appends `row` as one line, synced before this returns.
+    fn append(&mut self, row: &Row) -> Result<(), EvalError> {
+        let line = serde_json::to_vec(row).map_err(|e| {
+            EvalError::file(&self.path, format!("cannot encode row `{}`: {e}", row.id))
+        })?;
+        self.write_line(&line)
+    }
+
+    fn write_line(&mut self, bytes: &[u8]) -> Result<(), EvalError> {
+        let mut line = Vec::with_capacity(bytes.len() + 1);
+        line.extend_from_slice(bytes);
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(io_err("write", &self.path))?;
+        self.file.sync_data().map_err(io_err("sync", &self.path))
+    }
+}
+
+/// The header must name this system and configuration.
+fn check_header(
+    path: &Path,
+    header: &Value,
+    system: &str,
+    config: &Value,
+) -> Result<(), EvalError> {
+    let found_system = header.get("system").and_then(Value::as_str).unwrap_or("");
+    let found_config = header.get("config").unwrap_or(&Value::Null);
+    if found_system == system && found_config == config {
+        return Ok(());
+    }
+    Err(EvalError::CacheMismatch {
+        path: path.to_owned(),
+        found_system: found_system.to_owned(),
+        found_config: found_config.to_string(),
+        system: system.to_owned(),
+        config: config.to_string(),
+    })
+}
+
+/// One line of a file: its bytes (without the newline), where it ends (after the
+/// newline, if any) and whether it had one.
+struct Line<'a> {
+    text: &'a [u8],
+    end: usize,
+    terminated: bool,
+}
+
+fn split_lines(bytes: &[u8]) -> Vec<Line<'_>> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        let (text, end, terminated) = match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(n) => (&bytes[start..start + n], start + n + 1, true),
+            None => (&bytes[start..], bytes.len(), false),
+        };
+        lines.push(Line {
+            text,
+            end,
+            terminated,
+        });
+        start = end;
+    }
+    lines
+}

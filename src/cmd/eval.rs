@@ -1,0 +1,498 @@
+//! `jielong eval DATA.jsonl`: a system (the plain model, or the agent with tools)
+//! answers every example of a dataset; the answers are graded and reported.
+//! `jielong eval compare A B` compares two runs example by example.
+//!
+//! The harness is `jielong_eval` (dataset, metrics, cache and resume, reports); this
+//! module only implements its [`System`] for the CLI's model and agent and draws the
+//! progress bar.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use jielong::core::agent::{AgentEvent, AgentRun};
+use jielong::eval::{
+    compare, load_jsonl, metric_for, sample, Eval, Example, Fields, Metric, Observer, Outcome,
+    Report, Row, Split, System, Tokens,
+};
+use jielong::retrieval::{Index, IngestOptions, NoProgress};
+use jielong::tools::builtin::{builtin_registry_with, BuiltinConfig};
+use jielong::{GenerateRequest, LlamaModel, LlamaSession, Message};
+use serde_json::{json, Value};
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::run::{build_agent, AgentOptions};
+use crate::cli::{EvalArgs, EvalCommand, EvalRunArgs, GlobalArgs};
+
+/// Runs `jielong eval`.
+pub async fn eval(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(EvalCommand::Compare { a, b }) => compare_files(&a, &b),
+        None => match args.run.data.clone() {
+            Some(data) => run(global, args.run, &data).await,
+            None => anyhow::bail!("jielong eval: give a dataset (DATA.jsonl) or `compare A B`"),
+        },
+    }
+}
+
+fn compare_files(a: &Path, b: &Path) -> anyhow::Result<()> {
+    let rows_a = Report::read_rows(&rows_path(a))?;
+    let rows_b = Report::read_rows(&rows_path(b))?;
+    let name = |p: &Path| p.display().to_string();
+    let comparison = compare(&name(a), &rows_a, &name(b), &rows_b);
+    println!("{comparison}");
+    Ok(())
+}
+
+/// A run directory stands for its `rows.jsonl`.
+fn rows_path(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        path.join("rows.jsonl")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Result<()> {
+    let fields = Fields {
+        input: args.input_field.clone(),
+        answer: args.answer_field.clone(),
+        id: Some(args.id_field.clone()),
+    };
+    let mut examples = load_jsonl(data, &fields)?;
+    if let Some(split) = &args.split {
+        examples = Split::parse(split)?.apply(&examples).to_vec();
+    }
+    if let Some(n) = args.sample {
+        examples = sample(&examples, n, args.sample_seed);
+    }
+    if let Some(limit) = args.limit {
+        examples.truncate(limit);
+    }
+    anyhow::ensure!(
+        !examples.is_empty(),
+        "{}: no examples to run",
+        data.display()
+    );
+    let metric = Metric::parse(&args.metric)?;
+    for example in &examples {
+        metric_for(example, &metric)?;
+    }
+
+    let tools = tool_names(&args.tools);
+    let needs_index = tools.iter().any(|t| t == "rag_search")
+        || examples
+            .iter()
+            .any(|e| row_tools(e).is_some_and(|t| t.iter().any(|t| t == "rag_search")));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(data, &tools));
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let mut config = super::tools::config(&args.tool_options);
+    if let Some(sources) = &args.sources {
+        let dir = out.join("index");
+        let report = ingest(sources, &dir).await?;
+        eprintln!("index {}: {report}", dir.display());
+        config.rag_index = Some(dir);
+    }
+    if needs_index && config.rag_index.is_none() {
+        anyhow::bail!("rag_search needs an index: give --sources DIR or --index DIR");
+    }
+
+    let model = Arc::new(super::load_model(global).await?);
+    let session = model.session(&super::session_options(global))?;
+    let system: Box<dyn System> = if tools.is_empty() && !args.all_rows_have_tools(&examples) {
+        Box::new(PlainModel {
+            name: format!("plain:{}", global.model),
+            model: model.clone(),
+            session: AsyncMutex::new(session),
+            request: super::request(global),
+            system: args.system.clone(),
+        })
+    } else {
+        Box::new(AgentSystem {
+            name: format!("agent:{}:{}", global.model, tools.join("+")),
+            global: global.clone(),
+            model: model.clone(),
+            session: AsyncMutex::new(session),
+            tools,
+            config,
+            options: AgentOptions {
+                system: args.system.clone(),
+                plan: false,
+                reflect: false,
+                max_steps: args.max_steps,
+                trace: None,
+                initial_calls: Vec::new(),
+                code_actions: args.code_actions.into(),
+                prompts: args.prompts.clone(),
+            },
+        })
+    };
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\njielong eval: stopping after the current example (Ctrl-C again to quit)");
+            on_signal.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let cache = out.join("cache.jsonl");
+    if !args.resume && cache.exists() {
+        std::fs::remove_file(&cache)
+            .with_context(|| format!("cannot remove the old cache {}", cache.display()))?;
+    }
+    let eval = Eval::new(examples, metric).cache(&cache).cancel(cancel);
+    let bar = Bar::new(global.verbose > 0);
+    let started = Instant::now();
+    let report = eval.run(system.as_ref(), &bar).await?;
+    bar.done();
+    report.write_rows(&out.join("rows.jsonl"))?;
+    report.write_summary(&out.join("summary.json"))?;
+    println!("{} on {}", report.system, data.display());
+    println!("{}", report.summary);
+    println!(
+        "{} examples ({} from the cache) in {:.0} s; rows: {}",
+        report.rows.len(),
+        report.cached,
+        started.elapsed().as_secs_f64(),
+        out.join("rows.jsonl").display()
+    );
+    if report.interrupted {
+        anyhow::bail!(
+            "interrupted after {} of {} examples; `--resume` continues",
+            report.rows.len(),
+            report.total
+        );
+    }
+    Ok(())
+}
+
+impl EvalRunArgs {
+    /// Whether every example names its own tools (then the agent runs even with
+    /// `--tools none`).
+    fn all_rows_have_tools(&self, examples: &[Example]) -> bool {
+        examples
+            .iter()
+            .all(|e| row_tools(e).is_some_and(|t| !t.is_empty()))
+    }
+}
+
+fn tool_names(tools: &[String]) -> Vec<String> {
+    tools
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && t != "none")
+        .collect()
+}
+
+/// The tools a dataset row asks for (`"tools": ["rag_search", "python"]`).
+fn row_tools(example: &Example) -> Option<Vec<String>> {
+    let list = example.record.get("tools")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn default_out(data: &Path, tools: &[String]) -> PathBuf {
+    let stem = data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    let system = if tools.is_empty() {
+        "plain".to_string()
+    } else {
+        tools.join("+")
+    };
+    PathBuf::from("eval-out").join(format!("{stem}.{system}"))
+}
+
+async fn ingest(sources: &Path, dir: &Path) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        sources.exists(),
+        "{}: no such file or folder",
+        sources.display()
+    );
+    let (sources, dir) = (sources.to_path_buf(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let index = Index::open_or_create(&dir)?;
+        let report = index.ingest(&[sources], &IngestOptions::default(), &NoProgress)?;
+        Ok(format!(
+            "{} added, {} updated, {} unchanged, {} chunks",
+            report.added, report.updated, report.unchanged, report.chunks
+        ))
+    })
+    .await
+    .context("the index task failed")?
+}
+
+/// The model answering on its own: the input as the user's message.
+struct PlainModel {
+    name: String,
+    model: Arc<LlamaModel>,
+    session: AsyncMutex<LlamaSession>,
+    request: GenerateRequest,
+    system: Option<String>,
+}
+
+impl System for PlainModel {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn config(&self) -> Value {
+        json!({ "request": self.request, "system": self.system })
+    }
+
+    fn answer<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Outcome> {
+        async move {
+            let mut messages = Vec::new();
+            if let Some(system) = &self.system {
+                messages.push(Message::system(system.clone()));
+            }
+            messages.push(Message::user(example.input.clone()));
+            let prompt = match self.model.chat_template().render(&messages, &[], true) {
+                Ok(prompt) => prompt,
+                Err(e) => return Outcome::failed(e.to_string()),
+            };
+            let session = self.session.lock().await;
+            let completion = match session.generate(&prompt, &self.request) {
+                Ok(generation) => generation.finish(|_| {}).await,
+                Err(e) => Err(e),
+            };
+            match completion {
+                Ok(completion) => {
+                    let mut outcome = Outcome::answered(completion.text.trim());
+                    outcome.stop = finish_name(&completion.finish);
+                    outcome.tokens = tokens(&completion.usage);
+                    outcome
+                }
+                Err(e) => Outcome::failed(e.to_string()),
+            }
+        }
+        .boxed()
+    }
+}
+
+fn finish_name(finish: &jielong::FinishReason) -> String {
+    match finish {
+        jielong::FinishReason::EndOfText | jielong::FinishReason::StopString(_) => "answered",
+        jielong::FinishReason::MaxTokens => "max_tokens",
+        jielong::FinishReason::ContextFull => "context_full",
+        jielong::FinishReason::Cancelled => "cancelled",
+    }
+    .to_string()
+}
+
+fn tokens(usage: &jielong::Usage) -> Tokens {
+    Tokens {
+        prompt: usage.prompt_tokens,
+        cached: usage.cached_tokens,
+        evaluated: usage.evaluated_tokens,
+        generated: usage.generated_tokens,
+    }
+}
+
+/// The agent with tools (the dataset row's `tools`, else `--tools`), a fresh tool set
+/// (and Python worker) per example, on one session kept across examples (the system
+/// prompt stays in the KV cache).
+struct AgentSystem {
+    name: String,
+    global: GlobalArgs,
+    model: Arc<LlamaModel>,
+    session: AsyncMutex<LlamaSession>,
+    tools: Vec<String>,
+    config: BuiltinConfig,
+    options: AgentOptions,
+}
+
+impl System for AgentSystem {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn config(&self) -> Value {
+        json!({
+            "request": super::request(&self.global),
+            "system": self.options.system,
+            "max_steps": self.options.max_steps,
+            "code_actions": self.options.code_actions,
+            "prompts": prompt_texts(self.options.prompts.as_deref()),
+        })
+    }
+
+    fn answer<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Outcome> {
+        async move {
+            let tools = row_tools(example).unwrap_or_else(|| self.tools.clone());
+            let registry = match builtin_registry_with(&tools, &self.config) {
+                Ok(registry) => registry,
+                Err(e) => return Outcome::failed(e.to_string()),
+            };
+            let events = Arc::new(Mutex::new(Vec::new()));
+            let sink = events.clone();
+            let agent = match build_agent(
+                &self.global,
+                &self.model,
+                registry,
+                &self.options,
+                move |event| {
+                    if keep_event(event) {
+                        if let Ok(mut events) = sink.lock() {
+                            events.push(event.clone());
+                        }
+                    }
+                },
+            ) {
+                Ok(agent) => agent,
+                Err(e) => return Outcome::failed(format!("{e:#}")),
+            };
+            let mut session = self.session.lock().await;
+            let run = agent.run(&mut *session, &example.input).await;
+            let events = events.lock().map(|e| e.clone()).unwrap_or_default();
+            outcome_of(run, events)
+        }
+        .boxed()
+    }
+}
+
+/// The texts of a prompt folder's files (so a cache is not reused across prompts).
+fn prompt_texts(dir: Option<&Path>) -> Value {
+    let Some(dir) = dir else { return Value::Null };
+    let mut texts = serde_json::Map::new();
+    for kind in jielong::core::agent::PromptKind::ALL {
+        if let Ok(text) = std::fs::read_to_string(dir.join(kind.file_name())) {
+            texts.insert(kind.file_name().to_string(), Value::String(text));
+        }
+    }
+    Value::Object(texts)
+}
+
+/// The events a row keeps (not every token).
+fn keep_event(event: &AgentEvent) -> bool {
+    !matches!(
+        event,
+        AgentEvent::Token { .. } | AgentEvent::StepStarted { .. } | AgentEvent::StepFinished { .. }
+    )
+}
+
+fn outcome_of(run: AgentRun, events: Vec<AgentEvent>) -> Outcome {
+    let tools = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::ToolCall { call, .. } => Some(call.name.clone()),
+            _ => None,
+        })
+        .collect();
+    let stop = match serde_json::to_value(&run.stop) {
+        Ok(Value::Object(map)) => map
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+        _ => "unknown".to_string(),
+    };
+    Outcome {
+        answer: if run.stop.is_answered() {
+            run.answer
+        } else {
+            None
+        },
+        error: (!run.stop.is_answered()).then(|| run.stop.to_string()),
+        stop,
+        tokens: tokens(&run.usage),
+        tools,
+        steps: run.steps,
+        seconds: run.elapsed.as_secs_f64(),
+        detail: json!({ "events": events }),
+    }
+}
+
+/// A progress bar with an ETA and the accuracy so far.
+struct Bar {
+    bar: ProgressBar,
+    right: Mutex<(usize, usize)>,
+    verbose: bool,
+}
+
+impl Bar {
+    fn new(verbose: bool) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            bar,
+            right: Mutex::new((0, 0)),
+            verbose,
+        }
+    }
+
+    fn done(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for Bar {
+    fn started(&self, total: usize, cached: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(cached as u64);
+        if cached > 0 {
+            self.bar
+                .println(format!("{cached} of {total} examples from the cache"));
+        }
+    }
+
+    fn finished(&self, row: &Row, done: usize, _total: usize) {
+        if let Ok(mut right) = self.right.lock() {
+            if let Some(correct) = row.correct {
+                right.1 += 1;
+                right.0 += usize::from(correct);
+            }
+            let (ok, graded) = *right;
+            if graded > 0 {
+                self.bar.set_message(format!(
+                    "{ok}/{graded} right ({:.1}%)",
+                    100.0 * ok as f64 / graded as f64
+                ));
+            }
+        }
+        if self.verbose {
+            let mark = match row.correct {
+                Some(true) => "✓",
+                Some(false) => "✗",
+                None => "·",
+            };
+            let answer = row.outcome.answer.as_deref().unwrap_or("(no answer)");
+            self.bar.println(format!(
+                "{mark} {} [{:.1} s, {}] {}",
+                row.id,
+                row.outcome.seconds,
+                row.outcome.stop,
+                super::run::one_line(answer, 100)
+            ));
+        }
+        self.bar.set_position(done as u64);
+    }
+
+    fn warning(&self, message: &str) {
+        self.bar
+            .println(format!("jielong eval: warning: {message}"));
+    }
+}
