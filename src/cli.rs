@@ -92,7 +92,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Evaluate the model or the agent on a JSONL dataset (accuracy with a 95%
     /// interval, latency, tokens, stop reasons); `eval compare A B` compares two runs.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
 }
 
 /// `jielong eval`.

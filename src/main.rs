@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             Command::Workflow(command) => cmd::workflow::workflow(&cli.global, command).await,
             Command::Runs(command) => cmd::runs::runs(command),
             Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
-            Command::Eval(args) => cmd::eval::eval(&cli.global, args).await,
+            Command::Eval(args) => cmd::eval::eval(&cli.global, *args).await,
         }
     });
     match result {

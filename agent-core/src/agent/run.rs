@@ -127,7 +127,7 @@ impl<'a> Runner<'a> {
         let mut system = agent.prompts.system.clone();
         if fenced && !agent.prompts.code_actions.is_empty() {
             if !system.is_empty() {
-                system.push_str("\n");
+                system.push('\n');
             }
             system.push_str(&agent.prompts.code_actions);
         }
