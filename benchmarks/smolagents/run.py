@@ -480,7 +480,7 @@ def summarize(records: list[dict], total_seconds: float, meta: dict) -> dict:
             "accuracy": round(correct / n, 4) if n else None,
             "median_seconds": round(statistics.median(r["seconds"] for r in rs), 3) if n else None,
             "errors": sum(r["error"] is not None for r in rs),
-            "max_steps": sum(r["state"] == "max_steps" for r in rs),
+            "max_steps_reached": sum(r["state"] == "max_steps" for r in rs),
         }
 
     categories: dict[str, list[dict]] = {}
@@ -596,7 +596,7 @@ def main() -> int:
                 "agent": "CodeAgent",
                 "model_id": model_id,
                 "gguf": gguf,
-                "server": (version.stdout + version.stderr).strip().splitlines()[0:1],
+                "server": "llama-server " + ((version.stdout + version.stderr).strip().splitlines() or [""])[0],
                 "threads": args.threads,
                 "ctx_size": args.ctx_size,
                 "max_steps": args.max_steps,
