@@ -108,7 +108,7 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
 
     let model = Arc::new(super::load_model(global).await?);
     let session = model.session(&super::session_options(global))?;
-    let system: Box<dyn System> = if tools.is_empty() && !args.all_rows_have_tools(&examples) {
+    let system: Box<dyn System> = if tools.is_empty() && !all_rows_have_tools(&examples) {
         Box::new(PlainModel {
             name: format!("plain:{}", global.model),
             model: model.clone(),
@@ -179,14 +179,12 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
     Ok(())
 }
 
-impl EvalRunArgs {
-    /// Whether every example names its own tools (then the agent runs even with
-    /// `--tools none`).
-    fn all_rows_have_tools(&self, examples: &[Example]) -> bool {
-        examples
-            .iter()
-            .all(|e| row_tools(e).is_some_and(|t| !t.is_empty()))
-    }
+/// Whether every example names its own tools (then the agent runs even with
+/// `--tools none`).
+fn all_rows_have_tools(examples: &[Example]) -> bool {
+    examples
+        .iter()
+        .all(|e| row_tools(e).is_some_and(|t| !t.is_empty()))
 }
 
 fn tool_names(tools: &[String]) -> Vec<String> {

@@ -62,7 +62,7 @@ pub(crate) fn looks_like_call(reply: &str) -> bool {
     {
         return true;
     }
-    let body = strip_fence(text).trim_end_matches("```").trim();
+    let body = fenced_body(text);
     if !body.starts_with('{') {
         return false;
     }
@@ -114,6 +114,12 @@ fn strip_fence(text: &str) -> &str {
             .trim_start(),
         None => text,
     }
+}
+
+/// `text` without its opening fence line and a closing fence: what a fenced (or bare)
+/// blob holds.
+pub(crate) fn fenced_body(text: &str) -> &str {
+    strip_fence(text.trim()).trim_end_matches("```").trim()
 }
 
 /// The name of an unfinished `{"name": "…", …` object.

@@ -10,7 +10,7 @@ use tokio::time::Instant as Deadline;
 use super::code::{after_last_output, closed_python_block, code_from_blob, is_grounded, CodeBlock};
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 use super::intent::{
-    bare_call_state, intended_call, looks_like_call, restates_result, BareCall, Intent,
+    bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
 };
 use super::prompts::fill;
 use super::{Agent, CodeActions, Grounding, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN};
@@ -205,11 +205,7 @@ impl<'a> Runner<'a> {
         let mut draft = if settings.plan {
             self.planned(task).await?
         } else {
-            let message = if self.fenced {
-                fill(&self.agent.prompts.code_task, &[("task", task)])
-            } else {
-                task.to_string()
-            };
+            let message = self.task_message(task.to_string());
             self.messages.push(Message::user(message));
             self.initial_calls().await?;
             self.tool_loop(Phase::Task, task).await?
@@ -282,7 +278,7 @@ impl<'a> Runner<'a> {
             subtask: subtask.to_string(),
         });
         let (index, count) = (index.to_string(), count.to_string());
-        let mut prompt = fill(
+        let prompt = fill(
             &self.agent.prompts.subtask,
             &[
                 ("task", task),
@@ -291,9 +287,7 @@ impl<'a> Runner<'a> {
                 ("subtask", subtask),
             ],
         );
-        if self.fenced {
-            prompt = fill(&self.agent.prompts.code_task, &[("task", &prompt)]);
-        }
+        let prompt = self.task_message(prompt);
         self.messages.push(Message::user(prompt));
     }
 
@@ -376,8 +370,8 @@ impl<'a> Runner<'a> {
                     reply = self
                         .redo_bare_call(&prompt, reply.step, intent, &mut turn)
                         .await?;
-                } else if self.has_code_tool && strip_fence(&reply.text).starts_with('{') {
-                    if let Some(code) = code_from_blob(strip_fence(&reply.text)) {
+                } else if self.has_code_tool && fenced_body(&reply.text).starts_with('{') {
+                    if let Some(code) = code_from_blob(fenced_body(&reply.text)) {
                         self.agent.emit(AgentEvent::BlobConverted {
                             step: reply.step,
                             blob: reply.text.trim().to_string(),
@@ -840,7 +834,13 @@ impl<'a> Runner<'a> {
                             BareCall::Open => {}
                         }
                     }
-                    if watch_code && !cut && reply.calls.is_empty() && reply.cut_at_code(open) {
+                    // A block closes with backticks: only a piece with one can close it.
+                    if watch_code
+                        && !cut
+                        && text.contains('`')
+                        && reply.calls.is_empty()
+                        && reply.cut_at_code(open)
+                    {
                         generation.cancel();
                         cut = true;
                     }
@@ -896,6 +896,16 @@ impl<'a> Runner<'a> {
             ref finish => reply.finish = finish.clone(),
         }
         Ok(reply)
+    }
+
+    /// A task (or subtask) as the user's message: wrapped in `code_task.md` when
+    /// `python` takes fenced code blocks.
+    fn task_message(&self, task: String) -> String {
+        if self.fenced {
+            fill(&self.agent.prompts.code_task, &[("task", &task)])
+        } else {
+            task
+        }
     }
 
     /// Whether the agent has any tool (a call-shaped reply can only mean a call then).
@@ -1061,14 +1071,4 @@ fn verdict_of(call: &ToolCall) -> Option<Verdict> {
         .trim()
         .to_string();
     Some(Verdict { ok, problem })
-}
-
-/// `text` without a leading ```` ```json ```` fence line and a closing fence.
-fn strip_fence(text: &str) -> &str {
-    let text = text.trim();
-    let body = match text.strip_prefix("```") {
-        Some(rest) => rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric()),
-        None => text,
-    };
-    body.trim().trim_end_matches("```").trim()
 }
