@@ -87,6 +87,15 @@ pub async fn open_model(
     Ok(model)
 }
 
+/// Opens any model reference as a [`LanguageModel`]: what [`open_model`] opens, loaded
+/// embedded. (Remote references are added by the remote backend.)
+pub async fn open_language_model(
+    reference: &str,
+    progress: &dyn models::Progress,
+) -> Result<Arc<dyn LanguageModel>, OpenModelError> {
+    Ok(Arc::new(open_model(reference, progress).await?))
+}
+
 /// Models for workflows from the local cache: each reference is resolved, pulled on
 /// first use (see [`open_model`]) and loaded once, then shared by every agent that
 /// names it.
@@ -94,7 +103,7 @@ pub struct LocalModels {
     progress: Arc<dyn models::Progress>,
     default_model: String,
     session: SessionOptions,
-    loaded: tokio::sync::Mutex<HashMap<String, Arc<LlamaModel>>>,
+    loaded: tokio::sync::Mutex<HashMap<String, Arc<dyn LanguageModel>>>,
 }
 
 impl Default for LocalModels {
@@ -143,13 +152,11 @@ impl workflow::ModelProvider for LocalModels {
             if let Some(model) = loaded.get(reference) {
                 return Ok(model.clone() as Arc<dyn LanguageModel>);
             }
-            let model = Arc::new(
-                open_model(reference, self.progress.as_ref())
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            let model = open_language_model(reference, self.progress.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
             loaded.insert(reference.to_string(), model.clone());
-            Ok(model as Arc<dyn LanguageModel>)
+            Ok(model)
         })
     }
 

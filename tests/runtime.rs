@@ -227,6 +227,7 @@ fn cancelling_stops_generation_and_keeps_the_session_usable() {
                 }
             }
             jielong::GenerationEvent::Done(result) => break result.unwrap(),
+            other => panic!("raw text streams no {other:?}"),
         }
     };
     assert_eq!(done.finish, FinishReason::Cancelled);

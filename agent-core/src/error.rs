@@ -53,7 +53,38 @@ pub enum RuntimeError {
     /// Rendering the chat template failed.
     #[error(transparent)]
     Template(#[from] crate::template::TemplateError),
+    /// The backend cannot do this (see [`crate::Capabilities`]).
+    #[error("this model backend does not support {0}")]
+    Unsupported(String),
+    /// A remote model server failed; `kind` says how, for callers that react to it.
+    #[error("{message}")]
+    Remote {
+        /// The kind of fault.
+        kind: RemoteFault,
+        /// One line: what failed and where.
+        message: String,
+    },
     /// The session's worker thread ended (it panicked or was shut down).
     #[error("the model session has shut down")]
     WorkerGone,
+}
+
+/// How a remote model server failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFault {
+    /// Nothing answers at the address (connection refused, DNS failure).
+    Unreachable,
+    /// The server refused the credentials (401, 403).
+    Unauthorized,
+    /// The server does not know the model (404).
+    UnknownModel,
+    /// Too many requests (429), still failing after the retries.
+    RateLimited,
+    /// The server failed (5xx), still failing after the retries.
+    Server,
+    /// The server answered something that is not the protocol (malformed JSON, a
+    /// stream cut short, an unexpected status).
+    Protocol,
+    /// No answer within the time limit.
+    Timeout,
 }

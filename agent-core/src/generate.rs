@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::chat::ToolCall;
 use crate::error::RuntimeError;
+use crate::logprob::TokenLogprob;
+use crate::tool_format::{ParsedEvent, ToolCallFormat, ToolCallParser};
 
 /// How the next token is chosen.
 ///
@@ -91,6 +94,11 @@ pub struct GenerateRequest {
     /// Constrain tool calls to the tools' schemas (see [`ToolConstraint`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolConstraint>,
+    /// Report each generated token's log-probability with this many alternatives
+    /// (`Some(0)`: the chosen token only; `None`: no log-probabilities). Backends that
+    /// cannot ([`crate::Capabilities::logprobs`]) refuse the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
 }
 
 /// Grammar-constrained tool calls: once the model opens a call (its trigger token or
@@ -156,6 +164,7 @@ impl Default for GenerateRequest {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             tools: None,
+            logprobs: None,
         }
     }
 }
@@ -180,15 +189,23 @@ impl GenerateRequest {
                 "a stop string must not be empty".into(),
             ));
         }
+        if self.logprobs.is_some_and(|k| k > crate::logprob::MAX_TOP_LOGPROBS) {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "logprobs asks for {} alternatives; at most {} are reported",
+                self.logprobs.unwrap_or_default(),
+                crate::logprob::MAX_TOP_LOGPROBS
+            )));
+        }
         self.sampling.validate()
     }
 }
 
 /// Why a generation ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason", content = "detail")]
 pub enum FinishReason {
     /// The model produced an end-of-generation token.
+    #[default]
     EndOfText,
     /// One of the request's stop strings appeared (it is not in the output).
     StopString(String),
@@ -248,22 +265,61 @@ fn rate(tokens: usize, time: Duration) -> Option<f64> {
 }
 
 /// The result of a finished generation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
-    /// The generated text (without a matched stop string).
+    /// Everything generated (without a matched stop string), call blocks included.
     pub text: String,
+    /// The tool calls in the reply, in order (a chat response; empty for raw text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<ToolCall>,
+    /// Call blocks that are not valid calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub malformed: Vec<MalformedCall>,
+    /// Per generated token, when the request asked for log-probabilities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
     /// Why generation ended.
     pub finish: FinishReason,
     /// Token counts and timings.
     pub usage: Usage,
 }
 
-/// What a running generation reports.
+impl Completion {
+    /// A completion of `text` that ended for `finish`.
+    pub fn new(text: impl Into<String>, finish: FinishReason, usage: Usage) -> Self {
+        Self {
+            text: text.into(),
+            finish,
+            usage,
+            ..Self::default()
+        }
+    }
+}
+
+/// A call block the model wrote that is not a valid call (unparsable JSON, an unknown
+/// tool, arguments against the schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MalformedCall {
+    /// What the block held.
+    pub raw: String,
+    /// Why it is not a call.
+    pub error: String,
+}
+
+/// What a running generation reports, in order.
 #[derive(Debug)]
 pub enum GenerationEvent {
-    /// More output text, in order. Text that might be the start of a stop string is held
-    /// back until it is known not to be.
+    /// More output text. Text that might be the start of a stop string is held back
+    /// until it is known not to be; in a chat response, call blocks are not text.
     Text(String),
+    /// A chat response opened a call block (its JSON follows).
+    CallStarted,
+    /// A complete tool call, parsed (and schema-valid when the request constrained it).
+    Call(ToolCall),
+    /// A call block that is not a valid call.
+    Malformed(MalformedCall),
+    /// The log-probability of the token just generated (when asked for).
+    Logprob(TokenLogprob),
     /// The end: the completion or the error that ended it. Always the last event.
     Done(Result<Completion, RuntimeError>),
 }
@@ -277,6 +333,88 @@ pub enum GenerationEvent {
 pub struct Generation {
     events: mpsc::UnboundedReceiver<GenerationEvent>,
     cancel: Arc<AtomicBool>,
+    /// Splits text into prose and calls ([`Generation::parsing`]).
+    calls: Option<CallSplitter>,
+}
+
+/// The state of [`Generation::parsing`].
+struct CallSplitter {
+    parser: ToolCallParser,
+    /// Parsed events not yet handed out.
+    queue: std::collections::VecDeque<GenerationEvent>,
+    calls: Vec<ToolCall>,
+    malformed: Vec<MalformedCall>,
+    /// Whether any text came as events (else the completion's text is parsed).
+    streamed: bool,
+    /// Checks a parsed call (schema validation); `Err` makes it malformed.
+    check: Option<CallCheck>,
+}
+
+/// A check of each parsed call: `Err(reason)` turns it into a malformed block.
+pub type CallCheck = Arc<dyn Fn(&ToolCall) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for CallSplitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSplitter")
+            .field("parser", &self.parser)
+            .field("queue", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallSplitter {
+    fn take(&mut self, events: Vec<ParsedEvent>) {
+        for event in events {
+            let event = match event {
+                ParsedEvent::Text(text) => GenerationEvent::Text(text),
+                ParsedEvent::CallStarted => GenerationEvent::CallStarted,
+                ParsedEvent::Call(call) => {
+                    match self.check.as_ref().map_or(Ok(()), |check| check(&call)) {
+                        Ok(()) => {
+                            self.calls.push(call.clone());
+                            GenerationEvent::Call(call)
+                        }
+                        Err(error) => {
+                            let raw = serde_json::json!({"name": call.name, "arguments": call.arguments})
+                                .to_string();
+                            let bad = MalformedCall { raw, error };
+                            self.malformed.push(bad.clone());
+                            GenerationEvent::Malformed(bad)
+                        }
+                    }
+                }
+                ParsedEvent::Malformed { raw, error } => {
+                    let bad = MalformedCall { raw, error };
+                    self.malformed.push(bad.clone());
+                    GenerationEvent::Malformed(bad)
+                }
+            };
+            self.queue.push_back(event);
+        }
+    }
+
+    /// Handles one event of the underlying stream.
+    fn feed(&mut self, event: GenerationEvent) {
+        match event {
+            GenerationEvent::Text(text) => {
+                self.streamed = true;
+                let parsed = self.parser.push(&text);
+                self.take(parsed);
+            }
+            GenerationEvent::Done(Ok(mut completion)) => {
+                if !self.streamed && !completion.text.is_empty() {
+                    let parsed = self.parser.push(&completion.text);
+                    self.take(parsed);
+                }
+                let parsed = self.parser.finish();
+                self.take(parsed);
+                completion.calls.append(&mut self.calls);
+                completion.malformed.append(&mut self.malformed);
+                self.queue.push_back(GenerationEvent::Done(Ok(completion)));
+            }
+            other => self.queue.push_back(other),
+        }
+    }
 }
 
 /// The producing side of a [`Generation`], held by a backend.
@@ -297,8 +435,28 @@ impl Generation {
                 events: tx,
                 cancel: cancel.clone(),
             },
-            Generation { events: rx, cancel },
+            Generation {
+                events: rx,
+                cancel,
+                calls: None,
+            },
         )
+    }
+
+    /// This generation's text split into prose and tool calls in `format`: text events
+    /// then carry only prose, calls come as [`GenerationEvent::Call`] (or
+    /// [`GenerationEvent::Malformed`] when `check` refuses them) and the completion
+    /// lists them. For backends that continue rendered prompts.
+    pub fn parsing(mut self, format: ToolCallFormat, check: Option<CallCheck>) -> Self {
+        self.calls = Some(CallSplitter {
+            parser: format.parser(),
+            queue: Default::default(),
+            calls: Vec::new(),
+            malformed: Vec::new(),
+            streamed: false,
+            check,
+        });
+        self
     }
 
     /// Asks the backend to stop after the current token; the final event then reports
@@ -309,12 +467,30 @@ impl Generation {
 
     /// The next event, waiting for it (async). `None` after [`GenerationEvent::Done`].
     pub async fn next(&mut self) -> Option<GenerationEvent> {
-        self.events.recv().await
+        loop {
+            if let Some(event) = self.calls.as_mut().and_then(|c| c.queue.pop_front()) {
+                return Some(event);
+            }
+            let event = self.events.recv().await?;
+            match self.calls.as_mut() {
+                None => return Some(event),
+                Some(calls) => calls.feed(event),
+            }
+        }
     }
 
     /// The next event, blocking the thread. Do not call from inside an async runtime.
     pub fn blocking_next(&mut self) -> Option<GenerationEvent> {
-        self.events.blocking_recv()
+        loop {
+            if let Some(event) = self.calls.as_mut().and_then(|c| c.queue.pop_front()) {
+                return Some(event);
+            }
+            let event = self.events.blocking_recv()?;
+            match self.calls.as_mut() {
+                None => return Some(event),
+                Some(calls) => calls.feed(event),
+            }
+        }
     }
 
     /// Blocks until the end, handing each piece of text to `on_text`.
@@ -323,6 +499,7 @@ impl Generation {
             match event {
                 GenerationEvent::Text(text) => on_text(&text),
                 GenerationEvent::Done(result) => return result,
+                _ => {}
             }
         }
         Err(RuntimeError::WorkerGone)
@@ -337,6 +514,7 @@ impl Generation {
             match event {
                 GenerationEvent::Text(text) => on_text(&text),
                 GenerationEvent::Done(result) => return result,
+                _ => {}
             }
         }
         Err(RuntimeError::WorkerGone)
@@ -353,6 +531,11 @@ impl GenerationSender {
     /// Sends a piece of text; `false` when the caller has gone (treat as cancelled).
     pub fn text(&self, text: String) -> bool {
         self.events.send(GenerationEvent::Text(text)).is_ok()
+    }
+
+    /// Sends any other event; `false` when the caller has gone.
+    pub fn send(&self, event: GenerationEvent) -> bool {
+        self.events.send(event).is_ok()
     }
 
     /// Sends the final event.

@@ -28,9 +28,11 @@ pub mod agent;
 pub mod chat;
 pub mod error;
 pub mod generate;
+pub mod logprob;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod model;
+pub mod respond;
 pub mod stop;
 pub mod template;
 pub mod tool;
@@ -38,14 +40,19 @@ pub mod tool_format;
 
 pub use agent::{Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, AgentSettings, StopReason};
 pub use chat::{Message, Role, ToolCall, ToolSpec};
-pub use error::RuntimeError;
+pub use error::{RemoteFault, RuntimeError};
 pub use generate::{
-    Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, GenerationSender,
-    SamplingParams, ToolChoice, ToolConstraint, Usage,
+    CallCheck, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
+    GenerationSender, MalformedCall, SamplingParams, ToolChoice, ToolConstraint, Usage,
 };
+pub use logprob::{Score, TokenLogprob, TokenProb};
+pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 #[cfg(feature = "llama")]
 pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};
-pub use model::{physical_cores, LanguageModel, ModelInfo, ModelSession, SessionOptions};
+pub use model::{
+    physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, LanguageModel, ModelInfo,
+    ModelSession, SessionOptions,
+};
 pub use stop::StopMatcher;
 pub use template::{ChatTemplate, TemplateError};
 pub use tool::{DynTool, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolRegistry};

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::chat::{Message, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{GenerateRequest, Generation};
-use crate::template::ChatTemplate;
+use crate::logprob::Score;
+use crate::respond::{Chat, ChatRequest};
 
 /// What is known about a loaded model.
 #[derive(Debug, Clone, Serialize)]
@@ -41,14 +41,16 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// Largest number of prompt tokens evaluated in one batch.
     pub batch_size: u32,
-    /// Sequences the context can hold at once (1 for a plain chat; more for forked
-    /// parallel samples).
+    /// Branches (KV-cache sequences) the context can hold at once.
     pub max_sequences: u32,
 }
 
 impl SessionOptions {
     /// The default context window when none is given.
     pub const DEFAULT_CONTEXT: u32 = 8192;
+    /// Branches a session can hold unless set otherwise (the KV cache is one pool of
+    /// cells, so more sequences cost no memory).
+    pub const DEFAULT_SEQUENCES: u32 = 8;
 }
 
 impl Default for SessionOptions {
@@ -57,7 +59,7 @@ impl Default for SessionOptions {
             context_size: None,
             threads: None,
             batch_size: 512,
-            max_sequences: 1,
+            max_sequences: Self::DEFAULT_SEQUENCES,
         }
     }
 }
@@ -68,47 +70,164 @@ pub fn physical_cores() -> usize {
     num_cpus::get_physical().max(1)
 }
 
+/// What a backend can do beyond answering a chat, so callers can choose a path or fall
+/// back ([`LanguageModel::capabilities`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Tool calls are constrained to their schemas while decoding (else they are
+    /// parsed and validated afterwards).
+    pub grammar: bool,
+    /// Several live branches in one session ([`ModelSession::fork`]), decoded in one
+    /// batch ([`ModelSession::respond_batch`]); the most branches at once.
+    pub max_branches: u32,
+    /// Per-token log-probabilities of generated tokens.
+    pub logprobs: bool,
+    /// Teacher-forced scoring of a given continuation ([`ModelSession::score`]).
+    pub scoring: bool,
+    /// Continuing raw text ([`ModelSession::generate`]), not only chats.
+    pub raw_prompts: bool,
+}
+
+impl Capabilities {
+    /// A backend that answers chats and nothing more: no grammar, one branch, no
+    /// log-probabilities, no scoring, no raw text.
+    pub const CHAT_ONLY: Capabilities = Capabilities {
+        grammar: false,
+        max_branches: 1,
+        logprobs: false,
+        scoring: false,
+        raw_prompts: false,
+    };
+
+    /// Whether the session can hold more than one branch.
+    pub fn forks(&self) -> bool {
+        self.max_branches > 1
+    }
+}
+
+/// A branch of a session: one live sequence of the KV cache. Branches forked from one
+/// another share their common prefix; [`BranchId::MAIN`] always exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(serde::Deserialize)]
+pub struct BranchId(pub u32);
+
+impl BranchId {
+    /// The branch every session starts with.
+    pub const MAIN: BranchId = BranchId(0);
+}
+
+impl std::fmt::Display for BranchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What a session's KV cache holds, per branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KvUsage {
+    /// The context window (cells) of the session.
+    pub context: u32,
+    /// Distinct cells in use: a prefix shared by forked branches counts once.
+    pub cells: usize,
+    /// The live branches, in id order.
+    pub branches: Vec<BranchUsage>,
+}
+
+/// One branch in a [`KvUsage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BranchUsage {
+    /// The branch.
+    pub id: BranchId,
+    /// Tokens the branch holds (its whole sequence).
+    pub tokens: usize,
+    /// Of those, tokens whose cells it shares with another live branch.
+    pub shared: usize,
+}
+
 /// A language model that can open sessions.
 pub trait LanguageModel: Send + Sync {
     /// What is known about the model.
     fn info(&self) -> &ModelInfo;
 
-    /// The chat template prompts are rendered with.
-    fn chat_template(&self) -> &ChatTemplate;
+    /// What its sessions can do.
+    fn capabilities(&self) -> Capabilities;
 
     /// Opens a session: a conversation state that keeps what it has evaluated.
     fn open_session(&self, options: &SessionOptions)
         -> Result<Box<dyn ModelSession>, RuntimeError>;
 }
 
-/// A conversation state on a model: it remembers the tokens it has evaluated, so a
-/// prompt that extends an earlier one only costs the new part.
+fn unsupported<T>(what: &str) -> Result<T, RuntimeError> {
+    Err(RuntimeError::Unsupported(what.to_string()))
+}
+
+/// A conversation state on a model: messages in, a stream of text, tool calls and
+/// (when asked) log-probabilities out. A session remembers what it has evaluated, so a
+/// conversation that extends an earlier one only costs the new part.
 ///
-/// Requests on one session run one after another, in the order they were made.
+/// Requests on one session run one after another, in the order they were made. The
+/// optional parts (branches, scoring, raw text) answer
+/// [`RuntimeError::Unsupported`] on backends whose [`Capabilities`] lack them.
 pub trait ModelSession: Send {
-    /// Starts continuing `prompt` (raw text, special tokens allowed).
+    /// What this session can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts the assistant's reply to `chat` on its branch: [`GenerationEvent`]s
+    /// with prose as text, calls parsed (and schema-checked) as
+    /// [`GenerationEvent::Call`]s.
+    ///
+    /// [`GenerationEvent`]: crate::GenerationEvent
+    /// [`GenerationEvent::Call`]: crate::GenerationEvent::Call
+    fn respond(&mut self, chat: &Chat, request: &ChatRequest) -> Result<Generation, RuntimeError>;
+
+    /// Replies on several branches at once (each chat names its branch; one reply
+    /// per branch), decoded together in one batch per step where the backend can.
+    /// The default answers one at a time.
+    fn respond_batch(
+        &mut self,
+        jobs: &[(Chat, ChatRequest)],
+    ) -> Result<Vec<Generation>, RuntimeError> {
+        jobs.iter()
+            .map(|(chat, request)| self.respond(chat, request))
+            .collect()
+    }
+
+    /// Continues raw text (special tokens allowed) on the main branch.
     fn generate(
         &mut self,
         prompt: &str,
         request: &GenerateRequest,
-    ) -> Result<Generation, RuntimeError>;
-
-    /// The chat template of the session's model.
-    fn chat_template(&self) -> &ChatTemplate;
-
-    /// Renders `messages` (and `tools`) with the model's chat template and generates the
-    /// assistant's reply.
-    fn chat(
-        &mut self,
-        messages: &[Message],
-        tools: &[ToolSpec],
-        request: &GenerateRequest,
     ) -> Result<Generation, RuntimeError> {
-        let prompt = self.chat_template().render(messages, tools, true)?;
-        self.generate(&prompt, request)
+        let _ = (prompt, request);
+        unsupported("raw text generation")
     }
 
-    /// Forgets everything evaluated so far.
+    /// The log-probability of `continuation` right after `context` (raw text),
+    /// teacher-forced, with `top` alternatives per token.
+    fn score(&mut self, context: &str, continuation: &str, top: u32) -> Result<Score, RuntimeError> {
+        let _ = (context, continuation, top);
+        unsupported("scoring")
+    }
+
+    /// Forks `from` into `n` new branches that share its tokens; their ids.
+    fn fork(&mut self, from: BranchId, n: usize) -> Result<Vec<BranchId>, RuntimeError> {
+        let _ = (from, n);
+        unsupported("branches")
+    }
+
+    /// Drops a branch and the cells only it used ([`BranchId::MAIN`] is emptied, not
+    /// dropped).
+    fn drop_branch(&mut self, branch: BranchId) -> Result<(), RuntimeError> {
+        let _ = branch;
+        unsupported("branches")
+    }
+
+    /// What the KV cache holds, per branch.
+    fn kv_usage(&mut self) -> Result<KvUsage, RuntimeError> {
+        unsupported("KV-cache accounting")
+    }
+
+    /// Forgets everything evaluated so far, on every branch.
     fn reset(&mut self) -> Result<(), RuntimeError>;
 
     /// The context window in tokens.

@@ -12,8 +12,9 @@ use jielong_core::agent::{
 };
 use jielong_core::tool::{SchemaTool, Tool, ToolError, ToolRegistry};
 use jielong_core::{
-    ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, Message, ModelSession,
-    Role, RuntimeError, ToolCallFormat, ToolChoice, Usage,
+    Capabilities, Chat, ChatRequest, ChatTemplate, Completion, FinishReason, GenerateRequest,
+    Generation, Message, ModelSession, PromptFormat, Role, RuntimeError, ToolCallFormat,
+    ToolChoice, Usage,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -52,7 +53,8 @@ struct Request {
 /// previous prompt plus its reply, so usage shows how much of each prompt is reused.
 struct Scripted {
     script: VecDeque<Script>,
-    template: ChatTemplate,
+    /// The chat template and call syntax chats are rendered and parsed with.
+    format: PromptFormat,
     requests: Arc<Mutex<Vec<Request>>>,
     resets: Arc<AtomicUsize>,
     cache: String,
@@ -105,11 +107,7 @@ impl ModelSession for Scripted {
             for piece in chars.chunks(5) {
                 sender.text(piece.iter().collect());
             }
-            sender.done(Ok(Completion {
-                text,
-                finish,
-                usage,
-            }));
+            sender.done(Ok(Completion::new(text, finish, usage)));
         };
         match delay {
             None => send(),
@@ -123,8 +121,19 @@ impl ModelSession for Scripted {
         Ok(generation)
     }
 
-    fn chat_template(&self) -> &ChatTemplate {
-        &self.template
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            grammar: true,
+            raw_prompts: true,
+            ..Capabilities::CHAT_ONLY
+        }
+    }
+
+    fn respond(&mut self, chat: &Chat, request: &ChatRequest) -> Result<Generation, RuntimeError> {
+        let format = self.format.clone();
+        format.respond(chat, request, |prompt, request| {
+            self.generate(prompt, request)
+        })
     }
 
     fn reset(&mut self) -> Result<(), RuntimeError> {
@@ -135,6 +144,14 @@ impl ModelSession for Scripted {
 
     fn context_size(&self) -> u32 {
         8192
+    }
+}
+
+/// ChatML with `calls` as the tool-call syntax.
+fn scripted_format(calls: ToolCallFormat) -> PromptFormat {
+    PromptFormat {
+        template: ChatTemplate::chatml(),
+        calls,
     }
 }
 
@@ -296,7 +313,7 @@ async fn check(builder: AgentBuilder, task: &str, script: Vec<Script>) -> Outcom
     let resets = Arc::new(AtomicUsize::new(0));
     let mut session = Scripted {
         script: script.into(),
-        template: ChatTemplate::chatml(),
+        format: scripted_format(agent.format()),
         requests: requests.clone(),
         resets: resets.clone(),
         cache: String::new(),
@@ -1216,11 +1233,15 @@ async fn generic_format_teaches_calls_in_the_system_prompt() {
     )
     .await;
     assert_eq!(out.run.answer.as_deref(), Some("3"));
+    // The agent's messages stay the model-independent conversation; the backend
+    // describes the tools in the system message of the prompt.
     let system = &out.run.transcript[0].content;
     assert!(system.starts_with("You are a careful assistant"));
-    assert!(system.contains("You can call tools"));
-    assert!(system.contains("- add: Add two integers."));
-    assert!(!out.prompt(0).contains("<tools>"));
+    assert!(!system.contains("You can call tools"));
+    let prompt = out.prompt(0);
+    assert!(prompt.contains("You can call tools"), "{prompt}");
+    assert!(prompt.contains("- add: Add two integers."));
+    assert!(!prompt.contains("<tools>"));
 }
 
 #[tokio::test]
@@ -1292,7 +1313,7 @@ async fn events_can_go_to_a_channel() {
     let agent = agent().event_channel(sender).build().unwrap();
     let mut session = Scripted {
         script: vec![reply("hi")].into(),
-        template: ChatTemplate::chatml(),
+        format: scripted_format(ToolCallFormat::Hermes),
         requests: Arc::default(),
         resets: Arc::default(),
         cache: String::new(),
@@ -1317,7 +1338,7 @@ fn the_run_future_is_send_and_reasons_display() {
     let agent = agent().build().unwrap();
     let mut session = Scripted {
         script: VecDeque::new(),
-        template: ChatTemplate::chatml(),
+        format: scripted_format(ToolCallFormat::Hermes),
         requests: Arc::default(),
         resets: Arc::default(),
         cache: String::new(),

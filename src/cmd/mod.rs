@@ -29,6 +29,7 @@ pub fn request(global: &GlobalArgs) -> GenerateRequest {
         },
         stop: global.stop.clone(),
         tools: None,
+        logprobs: None,
     }
 }
 

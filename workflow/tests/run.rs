@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use jielong_core::{
-    ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, LanguageModel, ModelInfo,
-    ModelSession, RuntimeError, SessionOptions, ToolCallFormat, Usage,
+    Capabilities, Chat, ChatRequest, ChatTemplate, Completion, FinishReason, GenerateRequest,
+    Generation, LanguageModel, ModelInfo, ModelSession, PromptFormat, RuntimeError,
+    SessionOptions, ToolCallFormat, Usage,
 };
 use jielong_workflow::store::{RunStore, StepStatus};
 use jielong_workflow::{ModelProvider, RunOptions, RunReport, Workflow, WorkflowError};
@@ -46,8 +47,11 @@ impl LanguageModel for Echo {
         &self.info
     }
 
-    fn chat_template(&self) -> &ChatTemplate {
-        &self.template
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            raw_prompts: true,
+            ..Capabilities::CHAT_ONLY
+        }
     }
 
     fn open_session(&self, _: &SessionOptions) -> Result<Box<dyn ModelSession>, RuntimeError> {
@@ -83,20 +87,30 @@ impl ModelSession for EchoSession {
             tokio::time::sleep(Duration::from_millis(30)).await;
             log.in_flight.fetch_sub(1, Ordering::SeqCst);
             sender.text(text.clone());
-            sender.done(Ok(Completion {
-                usage: Usage {
-                    generated_tokens: text.len(),
-                    ..Usage::default()
-                },
-                text,
-                finish: FinishReason::EndOfText,
-            }));
+            let usage = Usage {
+                generated_tokens: text.len(),
+                ..Usage::default()
+            };
+            sender.done(Ok(Completion::new(text, FinishReason::EndOfText, usage)));
         });
         Ok(generation)
     }
 
-    fn chat_template(&self) -> &ChatTemplate {
-        &self.template
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            raw_prompts: true,
+            ..Capabilities::CHAT_ONLY
+        }
+    }
+
+    fn respond(&mut self, chat: &Chat, request: &ChatRequest) -> Result<Generation, RuntimeError> {
+        let format = PromptFormat {
+            template: self.template.clone(),
+            calls: ToolCallFormat::Hermes,
+        };
+        format.respond(chat, request, |prompt, request| {
+            self.generate(prompt, request)
+        })
     }
 
     fn reset(&mut self) -> Result<(), RuntimeError> {

@@ -16,14 +16,11 @@ use super::prompts::fill;
 use super::{Agent, CodeActions, Grounding, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
-use crate::generate::{
-    FinishReason, GenerateRequest, GenerationEvent, SamplingParams, ToolChoice, ToolConstraint,
-    Usage,
-};
+use crate::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
 use crate::model::ModelSession;
-use crate::template::ChatTemplate;
+use crate::respond::{Chat, ChatRequest};
 use crate::tool::ToolError;
-use crate::tool_format::{ParsedEvent, ToolCallFormat};
+use crate::tool_format::ToolCallFormat;
 
 /// `Err` ends the run for the given reason.
 type Flow<T> = Result<T, StopReason>;
@@ -67,27 +64,23 @@ impl Reply {
         self.code = Some(block);
         true
     }
+}
 
-    fn add(&mut self, event: ParsedEvent) {
-        match event {
-            ParsedEvent::Text(text) => self.text.push_str(&text),
-            ParsedEvent::CallStarted => {}
-            ParsedEvent::Call(call) => self.calls.push(call),
-            ParsedEvent::Malformed { raw, error } => self.malformed.push((raw, error)),
-        }
-    }
+/// Which calls a step's reply may make.
+#[derive(Debug, Clone)]
+struct Calls {
+    choice: ToolChoice,
+    /// The tools a call may use when not the listed ones (a structured answer).
+    tools: Option<Vec<ToolSpec>>,
+    max: u32,
 }
 
 /// The state of one run.
 pub(super) struct Runner<'a> {
     agent: &'a Agent,
     session: &'a mut dyn ModelSession,
-    template: ChatTemplate,
     messages: Vec<Message>,
-    /// Tools the chat template lists (native formats; the generic format lists them in
-    /// the system prompt instead).
-    listed: Vec<ToolSpec>,
-    /// Tools the model may call.
+    /// Tools the model is told about and may call.
     callable: Vec<ToolSpec>,
     usage: Usage,
     /// The longest prompt so far, in tokens.
@@ -131,28 +124,15 @@ impl<'a> Runner<'a> {
             }
             system.push_str(&agent.prompts.code_actions);
         }
-        if !agent.format.is_native() && !callable.is_empty() {
-            if !system.is_empty() {
-                system.push_str("\n\n");
-            }
-            system.push_str(ToolCallFormat::generic_instructions(&callable).trim_end());
-        }
         let messages = if system.is_empty() {
             Vec::new()
         } else {
             vec![Message::system(system)]
         };
-        let listed = if agent.format.is_native() {
-            callable.clone()
-        } else {
-            Vec::new()
-        };
         Self {
             agent,
-            template: session.chat_template().clone(),
             session,
             messages,
-            listed,
             callable,
             usage: Usage::default(),
             distinct_prompt_tokens: 0,
@@ -321,11 +301,12 @@ impl<'a> Runner<'a> {
     /// `None` if the reply holds none.
     async fn structured(&mut self, phase: Phase, spec: ToolSpec) -> Flow<Option<ToolCall>> {
         let name = spec.name.clone();
-        let constraint = ToolConstraint {
-            max_calls: 1,
-            ..ToolConstraint::new(self.agent.format, vec![spec], ToolChoice::Required)
+        let calls = Calls {
+            choice: ToolChoice::Required,
+            tools: Some(vec![spec]),
+            max: 1,
         };
-        let (_, reply) = self.model_step(phase, Some(constraint), "").await?;
+        let (_, reply) = self.model_step(phase, calls, "").await?;
         match reply.calls.into_iter().find(|call| call.name == name) {
             Some(call) => {
                 let call = self.with_id(call);
@@ -357,8 +338,8 @@ impl<'a> Runner<'a> {
         let mut turn = String::new();
         let mut grounding_checked = self.agent.settings.grounding == Grounding::Off;
         loop {
-            let constraint = self.call_constraint(ToolChoice::Auto);
-            let (prompt, mut reply) = self.model_step(phase, constraint, &turn).await?;
+            let calls = self.calls(ToolChoice::Auto);
+            let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
             if let Some(block) = reply.code.take() {
                 turn.push_str(&reply.text);
                 let output = self.run_code(reply.step, block.code).await?;
@@ -368,7 +349,7 @@ impl<'a> Runner<'a> {
             if reply.calls.is_empty() && reply.malformed.is_empty() {
                 if let Some(intent) = intended_call(&reply.text, &self.callable) {
                     reply = self
-                        .redo_bare_call(&prompt, reply.step, intent, &mut turn)
+                        .redo_bare_call(&chat, reply.step, intent, &mut turn)
                         .await?;
                 } else if self.has_code_tool && fenced_body(&reply.text).starts_with('{') {
                     if let Some(code) = code_from_blob(fenced_body(&reply.text)) {
@@ -460,7 +441,7 @@ impl<'a> Runner<'a> {
     /// constrained call) would only repeat a call that succeeded or restate a result.
     async fn redo_bare_call(
         &mut self,
-        prompt: &str,
+        chat: &Chat,
         step: usize,
         intent: Intent,
         turn: &mut String,
@@ -470,8 +451,8 @@ impl<'a> Runner<'a> {
                 step,
                 tool: intent.name,
             });
-            let constraint = self.call_constraint(ToolChoice::Required);
-            let reply = self.generate(step, prompt, constraint, "").await?;
+            let calls = self.calls(ToolChoice::Required);
+            let reply = self.generate(step, chat, calls, "").await?;
             let redundant = !reply.calls.is_empty()
                 && reply
                     .calls
@@ -488,9 +469,9 @@ impl<'a> Runner<'a> {
         turn.clear();
         let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
         self.messages.push(Message::user(nudge));
-        let prompt = self.render()?;
-        let constraint = self.call_constraint(ToolChoice::None);
-        self.generate(step, &prompt, constraint, "").await
+        let chat = self.chat("");
+        let calls = self.calls(ToolChoice::None);
+        self.generate(step, &chat, calls, "").await
     }
 
     /// Whether a call of `name` with `arguments` could tell the model nothing new: the
@@ -685,14 +666,14 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Checks the budgets, renders the conversation (and `turn`, the assistant's
-    /// reply so far) and generates one step.
+    /// Checks the budgets and generates one step on the conversation (and `turn`, the
+    /// assistant's reply so far).
     async fn model_step(
         &mut self,
         phase: Phase,
-        constraint: Option<ToolConstraint>,
+        calls: Calls,
         turn: &str,
-    ) -> Flow<(String, Reply)> {
+    ) -> Flow<(Chat, Reply)> {
         if self.expired() {
             return Err(StopReason::WallTime);
         }
@@ -706,20 +687,18 @@ impl<'a> Runner<'a> {
         let step = self.steps;
         tracing::debug!(step, ?phase, messages = self.messages.len(), "agent step");
         self.agent.emit(AgentEvent::StepStarted { step, phase });
-        let mut prompt = self.render()?;
-        prompt.push_str(turn);
-        tracing::trace!(step, %prompt, "agent prompt");
+        let chat = self.chat(turn);
         let reply = self
-            .generate(step, &prompt, constraint, after_last_output(turn))
+            .generate(step, &chat, calls, after_last_output(turn))
             .await?;
-        Ok((prompt, reply))
+        Ok((chat, reply))
     }
 
-    /// The conversation so far in the model's chat template, ready for its reply.
-    fn render(&self) -> Flow<String> {
-        self.template
-            .render(&self.messages, &self.listed, true)
-            .map_err(|e| StopReason::ModelError(e.to_string()))
+    /// The conversation so far, with the assistant's reply started as `turn`.
+    fn chat(&self, turn: &str) -> Chat {
+        Chat::new(self.messages.clone())
+            .with_tools(self.callable.clone())
+            .with_prefill(turn)
     }
 
     /// The sampling of the next step: the run's own, or, after a failure, a draw at
@@ -751,17 +730,17 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// One model call on `prompt`, streamed into events and parsed. With fenced code,
-    /// generation is cut right after the first closed ```` ```python ```` block.
+    /// One model call on `chat`, streamed into events. With fenced code, generation is
+    /// cut right after the first closed ```` ```python ```` block.
     ///
-    /// `open` is the end of the prompt that belongs to the reply being written (the
-    /// assistant's turn after its last output): a code fence opened there (a prefill)
-    /// counts as opened by the reply.
+    /// `open` is the end of the prefill that belongs to the reply being written (the
+    /// assistant's turn after its last output): a code fence opened there counts as
+    /// opened by the reply.
     async fn generate(
         &mut self,
         step: usize,
-        prompt: &str,
-        constraint: Option<ToolConstraint>,
+        chat: &Chat,
+        calls: Calls,
         open: &str,
     ) -> Flow<Reply> {
         let settings = &self.agent.settings;
@@ -771,14 +750,17 @@ impl<'a> Runner<'a> {
         }
         let max_tokens = settings.max_tokens_per_step.min(remaining);
         let sampling = self.next_sampling(step);
-        let request = GenerateRequest {
+        let has_tools = calls.tools.as_ref().unwrap_or(&chat.tools).iter().next().is_some();
+        let choice = calls.choice;
+        let request = ChatRequest {
             max_tokens,
             sampling,
-            stop: Vec::new(),
-            tools: constraint,
+            tool_choice: calls.choice,
+            call_tools: calls.tools,
+            max_calls: calls.max,
+            ..ChatRequest::default()
         };
-        let mut generation = self.session.generate(prompt, &request).map_err(stop_for)?;
-        let mut parser = self.agent.format.parser();
+        let mut generation = self.session.respond(chat, &request).map_err(stop_for)?;
         let mut reply = Reply {
             step,
             text: String::new(),
@@ -790,15 +772,8 @@ impl<'a> Runner<'a> {
         };
         // A reply that opens with a bare JSON call is cut as soon as the object is
         // complete: small models tend to repeat it line after line until the budget.
-        let mut watch_bare = request
-            .tools
-            .as_ref()
-            .is_some_and(|c| c.choice == ToolChoice::Auto);
-        let watch_code = self.fenced
-            && match &request.tools {
-                None => true,
-                Some(c) => c.choice == ToolChoice::Auto,
-            };
+        let mut watch_bare = has_tools && choice == ToolChoice::Auto;
+        let watch_code = self.fenced && (!has_tools || choice == ToolChoice::Auto);
         let mut cut = false;
         let completion = loop {
             let event = match self.deadline {
@@ -815,16 +790,13 @@ impl<'a> Runner<'a> {
                 // After a cut, what the backend still sends is not part of the reply.
                 Some(GenerationEvent::Text(_)) if cut => {}
                 Some(GenerationEvent::Text(text)) => {
-                    reply.raw.push_str(&text);
+                    reply.text.push_str(&text);
                     self.agent.emit(AgentEvent::Token {
                         step,
                         text: text.clone(),
                     });
-                    for event in parser.push(&text) {
-                        reply.add(event);
-                    }
                     if watch_bare {
-                        match bare_call_state(&reply.raw) {
+                        match bare_call_state(&reply.text) {
                             BareCall::Complete => {
                                 generation.cancel();
                                 cut = true;
@@ -845,6 +817,10 @@ impl<'a> Runner<'a> {
                         cut = true;
                     }
                 }
+                Some(_) if cut => {}
+                Some(GenerationEvent::Call(call)) => reply.calls.push(call),
+                Some(GenerationEvent::Malformed(bad)) => reply.malformed.push((bad.raw, bad.error)),
+                Some(GenerationEvent::CallStarted | GenerationEvent::Logprob(_)) => {}
                 Some(GenerationEvent::Done(Ok(completion))) => break completion,
                 Some(GenerationEvent::Done(Err(error))) => return Err(stop_for(error)),
                 None => {
@@ -854,24 +830,8 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        if reply.raw.is_empty() && !completion.text.is_empty() {
-            // A backend that does not stream: the whole text comes with the result.
+        if !cut {
             reply.raw = completion.text.clone();
-            self.agent.emit(AgentEvent::Token {
-                step,
-                text: reply.raw.clone(),
-            });
-            for event in parser.push(&completion.text) {
-                reply.add(event);
-            }
-            if watch_code && reply.calls.is_empty() && reply.cut_at_code(open) {
-                cut = true;
-            }
-        }
-        if reply.code.is_none() {
-            for event in parser.finish() {
-                reply.add(event);
-            }
         }
         self.usage.accumulate(&completion.usage);
         self.distinct_prompt_tokens = self
@@ -913,12 +873,13 @@ impl<'a> Runner<'a> {
         self.has_code_tool || !self.callable.is_empty()
     }
 
-    /// A constraint to the registry's tools (`None` without tools).
-    fn call_constraint(&self, choice: ToolChoice) -> Option<ToolConstraint> {
-        (!self.callable.is_empty()).then(|| ToolConstraint {
-            max_calls: self.agent.settings.max_calls_per_step,
-            ..ToolConstraint::new(self.agent.format, self.callable.clone(), choice)
-        })
+    /// Calls of the listed tools with `choice`.
+    fn calls(&self, choice: ToolChoice) -> Calls {
+        Calls {
+            choice,
+            tools: None,
+            max: self.agent.settings.max_calls_per_step,
+        }
     }
 
     /// `call` with an id: its own, or a fresh one (nine alphanumerics, which every

@@ -1,6 +1,7 @@
 //! One line of generation: the sampler, the stop-string matcher and the UTF-8 decoder
-//! that turn sampled tokens into text. The single-sequence loop and the forked
-//! parallel loop both drive [`Branch`]es, so budgets and stop strings behave the same.
+//! that turn sampled tokens into text. The session's one decode loop drives a
+//! [`Branch`] per generating sequence, so budgets, stop strings and log-probabilities
+//! behave the same for one reply or many.
 
 use llama_cpp_2::model::LlamaModel as RawModel;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -10,6 +11,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::error::RuntimeError;
 use crate::generate::{FinishReason, GenerateRequest, SamplingParams};
+use crate::logprob::{log_softmax_top, TokenLogprob, TokenProb};
 use crate::stop::StopMatcher;
 
 /// What a sampled token means for its branch.
@@ -31,6 +33,10 @@ pub(crate) struct Branch {
     utf8: encoding_rs::Decoder,
     piece: Vec<u8>,
     max_tokens: usize,
+    /// Alternatives per token when log-probabilities are reported.
+    logprobs: Option<u32>,
+    /// The log-probabilities reported so far.
+    pub(crate) logprob_log: Vec<TokenLogprob>,
     /// Tokens sampled so far (end-of-generation tokens are not counted).
     pub(crate) generated: usize,
     /// Everything emitted so far.
@@ -50,6 +56,8 @@ impl Branch {
             utf8: encoding_rs::UTF_8.new_decoder(),
             piece: Vec::with_capacity(32),
             max_tokens: request.max_tokens,
+            logprobs: request.logprobs,
+            logprob_log: Vec::new(),
             generated: 0,
             text: String::new(),
         })
@@ -61,31 +69,54 @@ impl Branch {
     /// it; only when the grammar rejects it are all candidates filtered and the draw
     /// repeated (as llama.cpp's own sampler does). Checking one token instead of the
     /// whole vocabulary makes constrained decoding nearly as fast as free decoding.
+    /// The sampler and the grammar accept only the token that is finally chosen.
     pub(crate) fn sample(
         &mut self,
         ctx: &llama_cpp_2::context::LlamaContext<'_>,
         index: i32,
     ) -> LlamaToken {
-        let token = self.sampler.sample(ctx, index);
         let Some(grammar) = self.grammar.as_mut() else {
-            return token;
+            // `sample` draws and accepts in one call.
+            return self.sampler.sample(ctx, index);
         };
-        let mut single =
-            LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
-        single.apply_sampler(grammar);
-        let allowed = single.data.first().is_some_and(|d| d.logit().is_finite());
-        let token = if allowed {
-            token
-        } else {
-            let mut all = ctx.token_data_array_ith(index);
-            all.apply_sampler(grammar);
-            all.apply_sampler(&mut self.sampler);
-            let chosen = all.selected_token().unwrap_or(token);
-            self.sampler.accept(chosen);
-            chosen
+        let mut all = ctx.token_data_array_ith(index);
+        all.apply_sampler(&mut self.sampler);
+        let drawn = all.selected_token();
+        let allowed = drawn.is_some_and(|token| {
+            let mut single =
+                LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+            single.apply_sampler(grammar);
+            single.data.first().is_some_and(|d| d.logit().is_finite())
+        });
+        let token = match drawn {
+            Some(token) if allowed => token,
+            _ => {
+                let mut all = ctx.token_data_array_ith(index);
+                all.apply_sampler(grammar);
+                all.apply_sampler(&mut self.sampler);
+                all.selected_token()
+                    .or(drawn)
+                    .unwrap_or_else(|| LlamaToken(0))
+            }
         };
+        self.sampler.accept(token);
         grammar.accept(token);
         token
+    }
+
+    /// Records the log-probability of `token` at `index` of the last batch (and the
+    /// top alternatives) when the request asked for them; what to stream.
+    pub(crate) fn record_logprob(
+        &mut self,
+        model: &RawModel,
+        ctx: &llama_cpp_2::context::LlamaContext<'_>,
+        index: i32,
+        token: LlamaToken,
+    ) -> Option<TokenLogprob> {
+        let k = self.logprobs?;
+        let entry = token_logprob(model, ctx.get_logits_ith(index), token, k as usize);
+        self.logprob_log.push(entry.clone());
+        Some(entry)
     }
 
     /// Takes a sampled token: end of text, stop string and token budget are decided
@@ -147,4 +178,34 @@ fn build_sampler(params: &SamplingParams) -> LlamaSampler {
     chain.push(LlamaSampler::temp(params.temperature));
     chain.push(LlamaSampler::dist(params.seed));
     LlamaSampler::chain_simple(chain)
+}
+
+/// The log-probability of `token` under `logits` with the `k` most likely tokens.
+pub(crate) fn token_logprob(
+    model: &RawModel,
+    logits: &[f32],
+    token: LlamaToken,
+    k: usize,
+) -> TokenLogprob {
+    let (norm, top) = log_softmax_top(logits, k);
+    let prob = |id: i32, logprob: f32| TokenProb {
+        token: piece_text(model, LlamaToken(id)),
+        id: Some(id),
+        logprob,
+    };
+    let chosen = logits
+        .get(token.0 as usize)
+        .map_or(f32::NEG_INFINITY, |l| l - norm);
+    TokenLogprob {
+        chosen: prob(token.0, chosen),
+        top: top
+            .into_iter()
+            .map(|(i, lp)| prob(i as i32, lp))
+            .collect(),
+    }
+}
+
+/// A token's text (special tokens as their text; a partial character lossily).
+pub(crate) fn piece_text(model: &RawModel, token: LlamaToken) -> String {
+    String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned()
 }

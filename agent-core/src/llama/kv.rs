@@ -1,5 +1,4 @@
-//! Bookkeeping of what a KV cache holds, so a new prompt evaluates only what follows
-//! the longest prefix it shares with what was already evaluated.
+//! Tokenization of prompts and the common-prefix arithmetic of KV-cache reuse.
 
 use llama_cpp_2::model::LlamaModel as RawModel;
 use llama_cpp_2::token::LlamaToken;
@@ -20,24 +19,6 @@ pub(crate) fn tokenize(model: &RawModel, text: &str) -> Vec<LlamaToken> {
     tokens
 }
 
-/// The tokens one sequence of the KV cache holds, position by position.
-///
-/// Invariant: `tokens[i]` is the token whose keys and values sit at position `i` of the
-/// sequence in llama.cpp's memory; nothing past `tokens.len()` is in it.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct SequenceCache {
-    pub(crate) tokens: Vec<LlamaToken>,
-}
-
-impl SequenceCache {
-    /// How many leading tokens of `prompt` can be reused. At least one prompt token is
-    /// always left to evaluate, because the logits of the last prompt token are needed
-    /// to sample the next one.
-    pub(crate) fn reusable(&self, prompt: &[LlamaToken]) -> usize {
-        common_prefix_len(&self.tokens, prompt).min(prompt.len().saturating_sub(1))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,15 +28,5 @@ mod tests {
         assert_eq!(common_prefix_len(&[1, 2, 3], &[1, 2, 4]), 2);
         assert_eq!(common_prefix_len::<i32>(&[], &[1]), 0);
         assert_eq!(common_prefix_len(&[1, 2], &[1, 2, 3]), 2);
-        let cache = SequenceCache {
-            tokens: vec![LlamaToken(1), LlamaToken(2), LlamaToken(3)],
-        };
-        // The whole prompt is cached: the last token is evaluated again for its logits.
-        assert_eq!(cache.reusable(&[LlamaToken(1), LlamaToken(2)]), 1);
-        assert_eq!(
-            cache.reusable(&[LlamaToken(1), LlamaToken(2), LlamaToken(3), LlamaToken(4)]),
-            3
-        );
-        assert_eq!(cache.reusable(&[LlamaToken(9)]), 0);
     }
 }

@@ -18,7 +18,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel as RawModel;
 
 use crate::error::RuntimeError;
-use crate::model::{LanguageModel, ModelInfo, ModelSession, SessionOptions};
+use crate::model::{Capabilities, LanguageModel, ModelInfo, ModelSession, SessionOptions};
+use crate::respond::PromptFormat;
 use crate::template::ChatTemplate;
 use crate::tool_format::{FormatEvidence, ToolCallFormat};
 
@@ -54,7 +55,8 @@ pub struct LlamaModel {
 pub(crate) struct Loaded {
     pub(crate) model: RawModel,
     pub(crate) info: ModelInfo,
-    pub(crate) template: ChatTemplate,
+    /// The chat template and call format chats are rendered and parsed with.
+    pub(crate) prompt: PromptFormat,
 }
 
 impl std::fmt::Debug for LlamaModel {
@@ -115,7 +117,10 @@ impl LlamaModel {
             loaded: Arc::new(Loaded {
                 model,
                 info,
-                template: template.0,
+                prompt: PromptFormat {
+                    template: template.0,
+                    calls: tool_call_format,
+                },
             }),
         })
     }
@@ -127,7 +132,12 @@ impl LlamaModel {
 
     /// The model's chat template (from the GGUF, or ChatML when it has none).
     pub fn chat_template(&self) -> &ChatTemplate {
-        &self.loaded.template
+        &self.loaded.prompt.template
+    }
+
+    /// How chats are rendered into prompts and replies parsed.
+    pub fn prompt_format(&self) -> &PromptFormat {
+        &self.loaded.prompt
     }
 
     /// Opens a session with its own context and KV cache.
@@ -155,8 +165,14 @@ impl LanguageModel for LlamaModel {
         self.info()
     }
 
-    fn chat_template(&self) -> &ChatTemplate {
-        self.chat_template()
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            grammar: true,
+            max_branches: SessionOptions::DEFAULT_SEQUENCES,
+            logprobs: true,
+            scoring: true,
+            raw_prompts: true,
+        }
     }
 
     fn open_session(
