@@ -8,21 +8,16 @@
 
 use std::io::Write;
 
-use jielong::{GenerateRequest, LlamaModel, LlamaSession, Message, SessionOptions};
+use jielong::core::{Chat, ChatRequest};
+use jielong::{Message, ModelSession, SessionOptions};
 
-/// Renders the conversation, streams the reply to stdout and appends it.
+/// Streams the reply to the conversation to stdout and appends it.
 async fn turn(
-    model: &LlamaModel,
-    session: &LlamaSession,
+    session: &mut dyn ModelSession,
     messages: &mut Vec<Message>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let prompt = model.chat_template().render(messages, &[], true)?;
-    let request = GenerateRequest {
-        max_tokens: 200,
-        ..GenerateRequest::default()
-    };
     let answer = session
-        .generate(&prompt, &request)?
+        .respond(&Chat::new(messages.clone()), &ChatRequest::new(200))?
         .finish(|piece| {
             print!("{piece}");
             let _ = std::io::stdout().flush();
@@ -42,10 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let question = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "What is the capital of France?".to_string());
-    let model = jielong::open_model("qwen2.5-coder-0.5b", &jielong::models::NoProgress).await?;
-    let session = model.session(&SessionOptions::default())?;
+    let model =
+        jielong::open_language_model("qwen2.5-coder-0.5b", &jielong::models::NoProgress).await?;
+    let mut session = model.open_session(&SessionOptions::default())?;
     let mut messages = vec![Message::user(question)];
-    turn(&model, &session, &mut messages).await?;
+    turn(session.as_mut(), &mut messages).await?;
     messages.push(Message::user("Say that again in one short sentence."));
-    turn(&model, &session, &mut messages).await
+    turn(session.as_mut(), &mut messages).await
 }

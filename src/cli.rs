@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use jielong::core::agent::{AgentSettings, Strategy};
 
 /// Agents on local language models.
 #[derive(Debug, Parser)]
@@ -69,6 +70,9 @@ pub enum Command {
     Run(RunArgs),
     /// Chat interactively; the conversation's KV cache is kept between turns.
     Chat(ChatArgs),
+    /// Continue a prompt and show each token's log-probability, or score a given
+    /// continuation (`--score TEXT`), for people reading what the model weighs.
+    Generate(GenerateArgs),
     /// List, download and locate models.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -93,6 +97,28 @@ pub enum Command {
     /// Evaluate the model or the agent on a JSONL dataset (accuracy with a 95%
     /// interval, latency, tokens, stop reasons); `eval compare A B` compares two runs.
     Eval(Box<EvalArgs>),
+}
+
+/// `jielong generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt: raw text the model continues (a user message with `--chat`).
+    pub prompt: String,
+    /// Show each generated token's log-probability with this many alternatives
+    /// (0: the chosen token only).
+    #[arg(long, value_name = "K")]
+    pub logprobs: Option<u32>,
+    /// Instead of generating, score TEXT as the continuation of the prompt: its total
+    /// and per-token log-probability (alternatives with `--logprobs K`).
+    #[arg(long, value_name = "TEXT")]
+    pub score: Option<String>,
+    /// Treat the prompt as a user message in the model's chat template (works on
+    /// every backend; raw prompts and scoring need the embedded one).
+    #[arg(long, conflicts_with = "score")]
+    pub chat: bool,
+    /// Print one JSON object instead of the human-readable view.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `jielong eval`.
@@ -354,14 +380,19 @@ pub struct RunArgs {
     /// How the tools are set up.
     #[command(flatten)]
     pub tool_options: ToolOptions,
-    /// Decompose the task into subtasks first, then synthesize.
-    #[arg(long)]
+    /// How the agent works the task: `direct` (the default), `plan` (subtasks first,
+    /// then a synthesis), `reflect` (critique the draft answer and revise it when the
+    /// critique finds a fault), `plan+reflect`.
+    #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
+    pub strategy: Option<Strategy>,
+    /// The same as `--strategy plan` (with `--reflect`: `plan+reflect`).
+    #[arg(long, conflicts_with = "strategy")]
     pub plan: bool,
-    /// Critique the draft answer and revise it when the critique finds a fault.
-    #[arg(long)]
+    /// The same as `--strategy reflect` (with `--plan`: `plan+reflect`).
+    #[arg(long, conflicts_with = "strategy")]
     pub reflect: bool,
     /// The most model calls in the run.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = AgentSettings::DEFAULT_MAX_STEPS)]
     pub max_steps: usize,
     /// Write every event of the run to this file as JSON lines.
     #[arg(long)]
@@ -375,6 +406,15 @@ pub struct RunArgs {
     /// `prompts/`) replacing the built-in prompts of the same name.
     #[arg(long, value_name = "DIR")]
     pub prompts: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The strategy the flags choose: `--strategy`, else what `--plan` and
+    /// `--reflect` say.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+            .unwrap_or_else(|| Strategy::from_switches(self.plan, self.reflect))
+    }
 }
 
 /// `--code-actions`.
@@ -482,4 +522,51 @@ pub struct BenchArgs {
     /// finds it and cites that file.
     #[arg(long, value_name = "DIR", conflicts_with = "python")]
     pub needle: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["jielong", "run", "TASK"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(args) => Ok(args),
+            other => panic!("not `run`: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_maps_its_flags_to_a_strategy() {
+        for (flags, strategy) in [
+            (&[][..], Strategy::Direct),
+            (&["--strategy", "direct"], Strategy::Direct),
+            (&["--strategy", "plan"], Strategy::Plan),
+            (&["--strategy", "reflect"], Strategy::Reflect),
+            (&["--strategy", "plan+reflect"], Strategy::PlanReflect),
+            (&["--strategy=plan+reflect"], Strategy::PlanReflect),
+            (&["--plan"], Strategy::Plan),
+            (&["--reflect"], Strategy::Reflect),
+            (&["--plan", "--reflect"], Strategy::PlanReflect),
+        ] {
+            let args = run_args(flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+            assert_eq!(args.strategy(), strategy, "{flags:?}");
+        }
+        let err = run_args(&["--strategy", "bogus"]).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect"
+            ),
+            "{err}"
+        );
+        // The aliases do not mix with the flag they stand for.
+        assert!(run_args(&["--strategy", "plan", "--reflect"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_the_librarys_step_budget_by_default() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!(args.max_steps, AgentSettings::DEFAULT_MAX_STEPS);
+        assert_eq!(args.max_steps, AgentSettings::default().max_steps);
+    }
 }

@@ -5,15 +5,16 @@
 //! turns a model name into a loaded model (downloading and verifying it on first use).
 //!
 //! ```no_run
-//! use jielong::{GenerateRequest, Message, SessionOptions};
+//! use jielong::core::{Chat, ChatRequest};
+//! use jielong::{Message, SessionOptions};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let model = jielong::open_model("qwen2.5-coder-0.5b", &jielong::models::NoProgress).await?;
-//! let session = model.session(&SessionOptions::default())?;
-//! let prompt = model
-//!     .chat_template()
-//!     .render(&[Message::user("What is the capital of France?")], &[], true)?;
-//! let answer = session.generate(&prompt, &GenerateRequest::default())?.finish(|_| {}).await?;
+//! // A catalog name, a .gguf path, or an OpenAI-compatible server
+//! // ("openai:http://127.0.0.1:8080/v1#MODEL"): every backend takes messages.
+//! let model = jielong::open_language_model("qwen2.5-coder-0.5b", &jielong::models::NoProgress).await?;
+//! let mut session = model.open_session(&SessionOptions::default())?;
+//! let chat = Chat::new(vec![Message::user("What is the capital of France?")]);
+//! let answer = session.respond(&chat, &ChatRequest::new(64))?.finish(|_| {}).await?;
 //! println!("{}", answer.text);
 //! # Ok(()) }
 //! ```
@@ -45,6 +46,7 @@ pub struct ReadmeExamples;
 pub use jielong_core as core;
 pub use jielong_eval as eval;
 pub use jielong_models as models;
+pub use jielong_remote as remote;
 pub use jielong_retrieval as retrieval;
 pub use jielong_tools as tools;
 pub use jielong_workflow as workflow;
@@ -58,6 +60,7 @@ pub use jielong_core::{
     SamplingParams, SessionOptions, ToolCall, ToolSpec, Usage,
 };
 pub use jielong_models::{ModelError, ModelRef, ModelStore};
+pub use jielong_remote::{RemoteConfig, RemoteModel, RemoteSession};
 
 /// Why [`open_model`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +90,21 @@ pub async fn open_model(
     Ok(model)
 }
 
-/// Opens any model reference as a [`LanguageModel`]: what [`open_model`] opens, loaded
-/// embedded. (Remote references are added by the remote backend.)
+/// Opens any model reference as a [`LanguageModel`]: a remote OpenAI-compatible
+/// server for `openai:<base_url>#<model>[;api_key_env=VAR]` (connected and checked
+/// with [`RemoteModel::connect`]: the server answers and serves that model), else what
+/// [`open_model`] opens, loaded embedded.
 pub async fn open_language_model(
     reference: &str,
     progress: &dyn models::Progress,
 ) -> Result<Arc<dyn LanguageModel>, OpenModelError> {
+    if RemoteConfig::is_remote(reference) {
+        let config = RemoteConfig::parse(reference).map_err(|e| ModelError::BadReference {
+            input: e.reference,
+            reason: e.reason,
+        })?;
+        return Ok(Arc::new(RemoteModel::connect(config).await?));
+    }
     Ok(Arc::new(open_model(reference, progress).await?))
 }
 

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => cmd::run::run(&cli.global, args).await,
             Command::Chat(args) => cmd::chat::chat(&cli.global, args).await,
+            Command::Generate(args) => cmd::generate::generate(&cli.global, args).await,
             Command::Models(command) => cmd::models::models(&cli.global, command).await,
             Command::Tools => cmd::tools::list(),
             Command::Tool(args) => cmd::tools::run_one(args).await,
@@ -111,6 +112,12 @@ fn runtime_exit_code(e: &jielong::RuntimeError) -> u8 {
             EXIT_MODEL
         }
         jielong::RuntimeError::InvalidRequest(_) => EXIT_USAGE,
+        // No server at the address, or it does not serve the model: the model is not
+        // available, as for a local file that is missing.
+        jielong::RuntimeError::Remote {
+            kind: jielong::core::RemoteFault::Unreachable | jielong::core::RemoteFault::UnknownModel,
+            ..
+        } => EXIT_MODEL,
         _ => EXIT_FAILURE,
     }
 }

@@ -362,3 +362,117 @@ fn hf_reference_downloads_from_the_endpoint_and_runs() {
         .and_then(|mut s| write!(s, "GET /stop HTTP/1.1\r\n\r\n"));
     let _ = server.join();
 }
+
+/// The JSON lines of a trace file.
+fn trace_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every trace line is JSON"))
+        .collect()
+}
+
+#[test]
+fn run_trace_lines_are_stamped_and_follow_the_strategy() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let trace = dir.path().join("trace.jsonl");
+    let trace_arg = trace.display().to_string();
+    let out = jielong(
+        &[
+            "run",
+            "What is the capital of France? Answer in one word.",
+            "--tools",
+            "none",
+            "--strategy",
+            "reflect",
+            "--max-steps",
+            "2",
+            "--max-tokens",
+            "48",
+            "--trace",
+            &trace_arg,
+        ],
+        &[],
+        None,
+    );
+    // Answered, or out of steps while revising (exit code 4): a trace either way.
+    assert!(
+        matches!(out.status.code(), Some(0 | 4)),
+        "{}",
+        text(&out.stderr)
+    );
+    let lines = trace_lines(&trace);
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert!(line["ts_ms"].as_u64().is_some_and(|ms| ms > 0), "{line}");
+    }
+    let phases: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["type"] == "step_started")
+        .filter_map(|l| l["phase"].as_str())
+        .collect();
+    assert_eq!(phases, ["task", "critique"], "--strategy reflect");
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "step_started" && l["step"] == 1));
+
+    // An unknown strategy is a usage error, before any model is loaded.
+    let out = jielong(&["run", "x", "--strategy", "bogus"], &[], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown strategy `bogus`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn workflow_trace_lines_are_stamped_and_keep_the_agents_step() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let flow = dir.path().join("flow.yaml");
+    std::fs::write(
+        &flow,
+        "name: capital\nagents:\n  a: {max_steps: 1, max_tokens: 16}\nsteps:\n  - id: ask\n    agent: a\n    input: What is the capital of France? Answer in one word.\n",
+    )
+    .expect("write the workflow");
+    let copy = dir.path().join("copy.jsonl");
+    let runs = dir.path().join("runs");
+    let (flow_arg, copy_arg, runs_arg) = (
+        flow.display().to_string(),
+        copy.display().to_string(),
+        runs.display().to_string(),
+    );
+    let out = jielong(
+        &[
+            "workflow", "run", &flow_arg, "--trace", &copy_arg, "--runs", &runs_arg,
+        ],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = jielong::workflow::store::RunStore::new(&runs)
+        .list()
+        .expect("the runs");
+    assert_eq!(list.len(), 1);
+    // The run's own trace and the --trace copy: the same writer, the same lines.
+    for path in [list[0].path.join("trace.jsonl"), copy] {
+        let lines = trace_lines(&path);
+        for line in &lines {
+            assert!(line["ts_ms"].as_u64().is_some_and(|ms| ms > 0), "{line}");
+        }
+        assert!(lines
+            .iter()
+            .any(|l| l["type"] == "workflow_step_started" && l["step"] == "ask"));
+        let started: Vec<_> = lines
+            .iter()
+            .filter(|l| l["type"] == "step_started")
+            .collect();
+        assert_eq!(started.len(), 1, "{}", path.display());
+        assert_eq!(started[0]["step"], 1);
+        assert_eq!(started[0]["workflow_step"], "ask");
+    }
+}

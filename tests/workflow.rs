@@ -130,11 +130,20 @@ fn math_example_runs_through_the_library_api() {
     let answer = report.outputs["answer"].as_str().expect("a text answer");
     assert!(answer.contains("338350"), "answer: {answer}");
     assert_eq!(report.executed, ["solve"]);
-    // The trace holds the agent's events, tagged with the step.
+    // The trace holds the agent's events (with their own step number), tagged with the
+    // workflow's step, each line with its time.
     let trace = trace_of(&report.dir);
     assert!(
+        trace.iter().all(|e| e["ts_ms"].is_u64()),
+        "every line has ts_ms"
+    );
+    assert!(trace
+        .iter()
+        .any(|e| e["type"] == "step_started" && e["workflow_step"] == "solve" && e["step"] == 1));
+    assert!(
         trace.iter().any(|e| e["type"] == "tool_result"
-            && e["step"] == "solve"
+            && e["workflow_step"] == "solve"
+            && e["step"].is_u64()
             && e["name"] == "python"
             && e["content"].as_str().is_some_and(|c| c.contains("338350"))),
         "the python result is in the trace"
@@ -202,7 +211,7 @@ fn writer_example_outlines_drafts_and_reflects() {
     assert!(
         trace
             .iter()
-            .any(|e| e["type"] == "critique" && e["step"] == "draft"),
+            .any(|e| e["type"] == "critique" && e["workflow_step"] == "draft"),
         "a critique of the draft"
     );
 }

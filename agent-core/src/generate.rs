@@ -189,7 +189,10 @@ impl GenerateRequest {
                 "a stop string must not be empty".into(),
             ));
         }
-        if self.logprobs.is_some_and(|k| k > crate::logprob::MAX_TOP_LOGPROBS) {
+        if self
+            .logprobs
+            .is_some_and(|k| k > crate::logprob::MAX_TOP_LOGPROBS)
+        {
             return Err(RuntimeError::InvalidRequest(format!(
                 "logprobs asks for {} alternatives; at most {} are reported",
                 self.logprobs.unwrap_or_default(),
@@ -375,8 +378,9 @@ impl CallSplitter {
                             GenerationEvent::Call(call)
                         }
                         Err(error) => {
-                            let raw = serde_json::json!({"name": call.name, "arguments": call.arguments})
-                                .to_string();
+                            let raw =
+                                serde_json::json!({"name": call.name, "arguments": call.arguments})
+                                    .to_string();
                             let bad = MalformedCall { raw, error };
                             self.malformed.push(bad.clone());
                             GenerationEvent::Malformed(bad)

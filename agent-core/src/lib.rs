@@ -7,17 +7,15 @@
 //! ```no_run
 //! # #[cfg(feature = "llama")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use jielong_core::{GenerateRequest, LlamaModel, Message, SessionOptions};
+//! use jielong_core::{Chat, ChatRequest, LlamaModel, Message, SessionOptions};
 //!
 //! let model = LlamaModel::load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")?;
 //! let session = model.session(&SessionOptions::default())?;
-//! let prompt = model.chat_template().render(
-//!     &[Message::user("What is the capital of France? Answer in one word.")],
-//!     &[],
-//!     true,
-//! )?;
+//! let chat = Chat::new(vec![Message::user(
+//!     "What is the capital of France? Answer in one word.",
+//! )]);
 //! let completion = session
-//!     .generate(&prompt, &GenerateRequest::default())?
+//!     .respond(&chat, &ChatRequest::new(32))?
 //!     .wait(|piece| print!("{piece}"))?;
 //! eprintln!("{} prompt tokens, {} reused", completion.usage.prompt_tokens, completion.usage.cached_tokens);
 //! # Ok(()) }
@@ -28,9 +26,9 @@ pub mod agent;
 pub mod chat;
 pub mod error;
 pub mod generate;
-pub mod logprob;
 #[cfg(feature = "llama")]
 pub mod llama;
+pub mod logprob;
 pub mod model;
 pub mod respond;
 pub mod stop;
@@ -45,14 +43,14 @@ pub use generate::{
     CallCheck, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
     GenerationSender, MalformedCall, SamplingParams, ToolChoice, ToolConstraint, Usage,
 };
-pub use logprob::{Score, TokenLogprob, TokenProb};
-pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 #[cfg(feature = "llama")]
 pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};
+pub use logprob::{Score, TokenLogprob, TokenProb};
 pub use model::{
     physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, LanguageModel, ModelInfo,
-    ModelSession, SessionOptions,
+    ModelSession, OnBranch, SessionOptions,
 };
+pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 pub use stop::StopMatcher;
 pub use template::{ChatTemplate, TemplateError};
 pub use tool::{DynTool, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolRegistry};

@@ -99,7 +99,10 @@ mod tests {
         assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
         assert!((top[0].1 - (3.0 - norm)).abs() < 1e-6);
         let (_, all) = log_softmax_top(&logits, 10);
-        assert_eq!(all.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2, 0, 3]);
+        assert_eq!(
+            all.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 2, 0, 3]
+        );
         let (_, none) = log_softmax_top(&logits, 0);
         assert!(none.is_empty());
     }

@@ -107,8 +107,9 @@ impl Capabilities {
 
 /// A branch of a session: one live sequence of the KV cache. Branches forked from one
 /// another share their common prefix; [`BranchId::MAIN`] always exists.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[derive(serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub struct BranchId(pub u32);
 
 impl BranchId {
@@ -204,7 +205,12 @@ pub trait ModelSession: Send {
 
     /// The log-probability of `continuation` right after `context` (raw text),
     /// teacher-forced, with `top` alternatives per token.
-    fn score(&mut self, context: &str, continuation: &str, top: u32) -> Result<Score, RuntimeError> {
+    fn score(
+        &mut self,
+        context: &str,
+        continuation: &str,
+        top: u32,
+    ) -> Result<Score, RuntimeError> {
         let _ = (context, continuation, top);
         unsupported("scoring")
     }
@@ -227,9 +233,97 @@ pub trait ModelSession: Send {
         unsupported("KV-cache accounting")
     }
 
+    /// Another handle on this session: the same KV cache and branches. Requests from
+    /// every handle run on the one backend; on the embedded one, replies on different
+    /// branches are decoded together (several agents sharing one model, each on its
+    /// own branch — see [`OnBranch`]).
+    fn share(&self) -> Result<Box<dyn ModelSession>, RuntimeError> {
+        unsupported("shared sessions")
+    }
+
     /// Forgets everything evaluated so far, on every branch.
     fn reset(&mut self) -> Result<(), RuntimeError>;
 
     /// The context window in tokens.
     fn context_size(&self) -> u32;
+}
+
+/// A session handle whose chats all go to one branch: an agent (or anything that
+/// talks to [`BranchId::MAIN`]) runs on a forked branch unchanged.
+pub struct OnBranch {
+    inner: Box<dyn ModelSession>,
+    branch: BranchId,
+}
+
+impl OnBranch {
+    /// `inner`'s chats, on `branch`.
+    pub fn new(inner: Box<dyn ModelSession>, branch: BranchId) -> Self {
+        Self { inner, branch }
+    }
+
+    /// The branch this handle talks to.
+    pub fn branch(&self) -> BranchId {
+        self.branch
+    }
+
+    fn moved(&self, chat: &Chat) -> Chat {
+        Chat {
+            branch: self.branch,
+            ..chat.clone()
+        }
+    }
+}
+
+impl ModelSession for OnBranch {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn respond(&mut self, chat: &Chat, request: &ChatRequest) -> Result<Generation, RuntimeError> {
+        let chat = self.moved(chat);
+        self.inner.respond(&chat, request)
+    }
+
+    fn respond_batch(
+        &mut self,
+        jobs: &[(Chat, ChatRequest)],
+    ) -> Result<Vec<Generation>, RuntimeError> {
+        let jobs: Vec<(Chat, ChatRequest)> = jobs
+            .iter()
+            .map(|(chat, request)| (self.moved(chat), request.clone()))
+            .collect();
+        self.inner.respond_batch(&jobs)
+    }
+
+    fn fork(&mut self, from: BranchId, n: usize) -> Result<Vec<BranchId>, RuntimeError> {
+        self.inner.fork(from, n)
+    }
+
+    fn drop_branch(&mut self, branch: BranchId) -> Result<(), RuntimeError> {
+        self.inner.drop_branch(branch)
+    }
+
+    fn kv_usage(&mut self) -> Result<KvUsage, RuntimeError> {
+        self.inner.kv_usage()
+    }
+
+    fn share(&self) -> Result<Box<dyn ModelSession>, RuntimeError> {
+        Ok(Box::new(OnBranch::new(self.inner.share()?, self.branch)))
+    }
+
+    /// Empties this handle's branch (the rest of the session is left alone).
+    fn reset(&mut self) -> Result<(), RuntimeError> {
+        if self.branch == BranchId::MAIN {
+            self.inner.reset()
+        } else {
+            self.inner.drop_branch(self.branch)?;
+            let forked = self.inner.fork(BranchId::MAIN, 1)?;
+            self.branch = forked.first().copied().unwrap_or(self.branch);
+            Ok(())
+        }
+    }
+
+    fn context_size(&self) -> u32 {
+        self.inner.context_size()
+    }
 }

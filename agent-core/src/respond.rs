@@ -176,7 +176,10 @@ pub fn call_check(tools: &[ToolSpec]) -> CallCheck {
             ));
         };
         if !call.arguments.is_object() {
-            return Err(format!("the arguments of `{}` are not a JSON object", call.name));
+            return Err(format!(
+                "the arguments of `{}` are not a JSON object",
+                call.name
+            ));
         }
         match validator {
             Some(validator) => match validator.iter_errors(&call.arguments).next() {
@@ -231,12 +234,11 @@ impl PromptFormat {
     /// tools in this format.
     pub fn request(&self, chat: &Chat, request: &ChatRequest) -> GenerateRequest {
         let tools = request.callable(chat);
-        let constraint = (!tools.is_empty() && request.calls == CallMode::Constrained).then(|| {
-            ToolConstraint {
+        let constraint =
+            (!tools.is_empty() && request.calls == CallMode::Constrained).then(|| ToolConstraint {
                 max_calls: request.max_calls.max(1),
                 ..ToolConstraint::new(self.calls, tools.to_vec(), request.tool_choice)
-            }
-        });
+            });
         request.text_request(constraint)
     }
 

@@ -490,13 +490,15 @@ async fn scripted_outcomes() {
             choices: vec![AUTO; 2],
         },
         Case {
+            // The backend checks calls against the listed tools: an unknown one is a
+            // malformed call whose error goes back to the model.
             name: "an unknown tool is an error for the model",
             agent: agent(),
             script: vec![reply(&call("ruby", json!({}))), reply("ok")],
             stop: StopReason::Answered,
             answer: Some("ok"),
             steps: 2,
-            tool_calls: 1,
+            tool_calls: 0,
             choices: vec![AUTO; 2],
         },
         Case {
@@ -657,9 +659,9 @@ async fn events_come_in_order() {
     .await;
     assert_eq!(
         out.kinds(),
+        // Tokens are the reply's prose; the call comes as its own event.
         [
             "step_started",
-            "token",
             "step_finished",
             "tool_call",
             "tool_result",
@@ -882,9 +884,9 @@ async fn bare_json_calls_are_regenerated_with_calls_required() {
                 "token",
                 "step_finished",
                 "constrained_retry",
-                "token",
                 "step_finished",
-                "tool_call"
+                "tool_call",
+                "tool_result"
             ]
         );
     }
@@ -1555,4 +1557,169 @@ async fn the_step_after_a_failure_samples_a_new_path() {
     assert_eq!(out.run.answer.as_deref(), Some("It is 42."));
     let results = out.tool_results();
     assert!(!results[0].1 && results[1].1, "{results:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Strategies, the step budget's default, the trace writer
+
+/// The phases of a run's steps, in order.
+fn phases(out: &Outcome) -> Vec<Phase> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::StepStarted { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_strategy_runs_its_own_stages() {
+    use jielong_core::agent::Strategy;
+    use Phase::*;
+    let plan = || reply(&call("submit_plan", json!({"subtasks": ["a"]})));
+    let cases: Vec<(Strategy, Vec<Script>, Vec<Phase>, &str)> = vec![
+        (Strategy::Direct, vec![reply("42")], vec![Task], "42"),
+        (
+            Strategy::Plan,
+            vec![plan(), reply("A."), reply("42")],
+            vec![Plan, Subtask, Synthesis],
+            "42",
+        ),
+        (
+            Strategy::Reflect,
+            vec![reply("41"), critique(false, "wrong"), reply("42")],
+            vec![Task, Critique, Revision],
+            "42",
+        ),
+        (
+            Strategy::PlanReflect,
+            vec![
+                plan(),
+                reply("A."),
+                reply("41"),
+                critique(false, "wrong"),
+                reply("42"),
+            ],
+            vec![Plan, Subtask, Synthesis, Critique, Revision],
+            "42",
+        ),
+    ];
+    for (strategy, script, expected, answer) in cases {
+        let builder = agent().strategy(strategy);
+        let out = check(builder, "task", script).await;
+        assert_eq!(out.run.stop, StopReason::Answered, "{strategy}");
+        assert_eq!(out.run.answer.as_deref(), Some(answer), "{strategy}");
+        assert_eq!(phases(&out), expected, "{strategy}");
+    }
+}
+
+#[test]
+fn strategies_have_names_and_the_old_switches_are_aliases() {
+    use jielong_core::agent::{AgentSettings, Strategy};
+    let settings = |b: AgentBuilder| b.build().unwrap().settings().strategy;
+    assert_eq!(AgentSettings::default().strategy, Strategy::Direct);
+    assert_eq!(settings(agent()), Strategy::Direct);
+    assert_eq!(settings(agent().strategy(Strategy::Plan)), Strategy::Plan);
+    assert_eq!(settings(agent().plan(true)), Strategy::Plan);
+    assert_eq!(settings(agent().reflect(true)), Strategy::Reflect);
+    assert_eq!(
+        settings(agent().plan(true).reflect(true)),
+        Strategy::PlanReflect
+    );
+    assert_eq!(
+        settings(agent().strategy(Strategy::PlanReflect).plan(false)),
+        Strategy::Reflect
+    );
+    assert_eq!(
+        settings(agent().strategy(Strategy::Reflect).reflect(false)),
+        Strategy::Direct
+    );
+    for (name, strategy) in [
+        ("direct", Strategy::Direct),
+        ("plan", Strategy::Plan),
+        ("reflect", Strategy::Reflect),
+        ("plan+reflect", Strategy::PlanReflect),
+    ] {
+        assert_eq!(name.parse::<Strategy>(), Ok(strategy));
+        assert_eq!(strategy.to_string(), name);
+        assert_eq!(serde_json::to_value(strategy).unwrap(), json!(name));
+        assert_eq!(
+            serde_json::from_value::<Strategy>(json!(name)).unwrap(),
+            strategy
+        );
+        assert_eq!(
+            Strategy::from_switches(strategy.plans(), strategy.reflects()),
+            strategy
+        );
+    }
+    assert_eq!(Strategy::ALL.len(), 4);
+    let err = "bogus".parse::<Strategy>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect"
+    );
+}
+
+#[tokio::test]
+async fn the_step_budget_defaults_to_the_one_constant() {
+    use jielong_core::agent::AgentSettings;
+    assert_eq!(AgentSettings::DEFAULT_MAX_STEPS, 12);
+    assert_eq!(
+        AgentSettings::default().max_steps,
+        AgentSettings::DEFAULT_MAX_STEPS
+    );
+    assert_eq!(
+        agent().build().unwrap().settings().max_steps,
+        AgentSettings::DEFAULT_MAX_STEPS
+    );
+    // A model that never finishes a reply takes exactly that many steps.
+    let script = (0..AgentSettings::DEFAULT_MAX_STEPS + 3)
+        .map(|_| Script::Finish("and so".into(), FinishReason::MaxTokens))
+        .collect();
+    let out = check(agent(), "task", script).await;
+    assert_eq!(out.run.stop, StopReason::MaxSteps);
+    assert_eq!(out.run.steps, AgentSettings::DEFAULT_MAX_STEPS);
+}
+
+#[tokio::test]
+async fn the_trace_writer_stamps_every_event_line() {
+    use jielong_core::agent::{now_ms, TraceWriter, TIMESTAMP_FIELD};
+    let dir = std::env::temp_dir().join(format!("jielong-agent-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("trace.jsonl");
+    let trace = TraceWriter::create(&path).unwrap();
+    let before = now_ms();
+    let out = check(
+        agent(),
+        "What is 2 + 3?",
+        vec![reply(&call("add", json!({"a": 2, "b": 3}))), reply("5")],
+    )
+    .await;
+    // The run's events, written the way `jielong run --trace` writes them.
+    for event in &out.events {
+        trace.write(event).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), out.events.len(), "{text}");
+    for (line, event) in lines.iter().zip(&out.events) {
+        let ts = line[TIMESTAMP_FIELD].as_u64().expect("ts_ms");
+        assert!(ts >= before && ts <= now_ms(), "{line}");
+        // The rest of the line is the event's own JSON, `step` number and all.
+        let mut rest = line.clone();
+        rest.as_object_mut().unwrap().remove(TIMESTAMP_FIELD);
+        assert_eq!(rest, serde_json::to_value(event).unwrap());
+        assert_eq!(
+            &serde_json::from_value::<AgentEvent>(line.clone()).unwrap(),
+            event
+        );
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l["type"] == "step_started" && l["step"] == 2));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,7 +20,7 @@ pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Resu
     let dir = super::index::index_dir(&args.index)?;
     let index = Arc::new(Index::open(&dir)?);
     let model = super::load_model(global).await?;
-    let answered = answer(global, &model, index, &args).await?;
+    let answered = answer(global, model.as_ref(), index, &args).await?;
     println!("{}", answered.answer);
     if answered.sources.is_empty() {
         eprintln!("jielong: note: no passage supports this answer");
@@ -52,7 +52,7 @@ pub(crate) struct Answered {
 /// [`NoAnswer`] when the run ends without an answer.
 pub(crate) async fn answer(
     global: &crate::cli::GlobalArgs,
-    model: &jielong::LlamaModel,
+    model: &dyn jielong::LanguageModel,
     index: Arc<Index>,
     args: &AskArgs,
 ) -> anyhow::Result<Answered> {
@@ -61,7 +61,7 @@ pub(crate) async fn answer(
     let mut registry = ToolRegistry::new();
     registry.register(tool)?;
 
-    let mut session = model.session(&super::session_options(global))?;
+    let mut session = model.open_session(&super::session_options(global))?;
     let options = AgentOptions {
         system: Some(ASK_SYSTEM.trim().to_string()),
         plan: false,
@@ -79,7 +79,7 @@ pub(crate) async fn answer(
     let run = drive(
         global,
         model,
-        &mut session,
+        session.as_mut(),
         registry,
         &options,
         &args.question,

@@ -39,7 +39,28 @@ struct Report {
     /// Jielong / bare: 1.0 means no overhead.
     prefill_ratio: f64,
     decode_ratio: f64,
+    branches: BranchReport,
     chat: ChatReport,
+}
+
+/// Branches and log-probabilities on the same prompt (already in the cache), each a
+/// median over the rounds.
+#[derive(Debug, Serialize)]
+struct BranchReport {
+    branches: usize,
+    tokens_per_branch: usize,
+    /// Wall time of one generation.
+    one_s: f64,
+    /// The same generation `branches` times, one after another.
+    sequential_s: f64,
+    /// `branches` forks of the prompt decoded in one batch per step.
+    batched_s: f64,
+    /// batched / one (target <= 1.6).
+    batched_over_one: f64,
+    /// sequential / one (about `branches`).
+    sequential_over_one: f64,
+    /// Decode speed with 5 log-probability alternatives per token / without.
+    logprobs_decode_ratio: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,7 +122,7 @@ pub async fn bench(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
         "--turns must be between 1 and {}",
         CHAT_TURNS.len()
     );
-    let model = super::load_model(global).await?;
+    let model = super::load_local_model(global).await?;
     let options = super::session_options(global);
     let threads = options
         .threads
@@ -190,6 +211,7 @@ fn measure(
     }
     let jielong = median_speed(&ours);
     let bare_llama_cpp = median_speed(&bare);
+    let branches = branch_bench(&session, &prompt, args)?;
     drop(session);
     let chat = chat_reuse(model, options, global, args.turns)?;
     Ok(Report {
@@ -202,7 +224,87 @@ fn measure(
         decode_ratio: jielong.decode_tokens_per_s / bare_llama_cpp.decode_tokens_per_s,
         jielong,
         bare_llama_cpp,
+        branches,
         chat,
+    })
+}
+
+/// Four branches in one batch against one and four sequential generations, and
+/// log-probabilities on against off, on `prompt` (kept in the cache, so only
+/// decoding is timed).
+fn branch_bench(
+    session: &jielong::LlamaSession,
+    prompt: &str,
+    args: &BenchArgs,
+) -> anyhow::Result<BranchReport> {
+    const BRANCHES: usize = 4;
+    let tokens = args.decode_tokens.min(64);
+    let request = GenerateRequest {
+        max_tokens: tokens,
+        ..GenerateRequest::default()
+    };
+    let with_logprobs = GenerateRequest {
+        logprobs: Some(5),
+        ..request.clone()
+    };
+    let timed = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        f()?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let generate = |request: &GenerateRequest| -> anyhow::Result<Usage> {
+        Ok(session.generate(prompt, request)?.wait(|_| {})?.usage)
+    };
+    // Warm: the prompt is in the cache for every measurement.
+    generate(&request)?;
+    let (mut one, mut sequential, mut batched, mut logprob_ratio) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        one.push(timed(&|| generate(&request).map(|_| ()))?);
+        sequential.push(timed(&|| {
+            for _ in 0..BRANCHES {
+                generate(&request)?;
+            }
+            Ok(())
+        })?);
+        batched.push(timed(&|| {
+            let done = session
+                .generate_parallel(prompt, &vec![request.clone(); BRANCHES])?
+                .wait()?;
+            anyhow::ensure!(
+                done.iter().all(|c| c.usage.generated_tokens == tokens),
+                "a branch ended before {tokens} tokens"
+            );
+            Ok(())
+        })?);
+        let (off, on) = if round % 2 == 0 {
+            let off = generate(&request)?;
+            (off, generate(&with_logprobs)?)
+        } else {
+            let on = generate(&with_logprobs)?;
+            (generate(&request)?, on)
+        };
+        let rate = |u: &Usage| u.generation_tokens_per_second().unwrap_or(0.0);
+        logprob_ratio.push(rate(&on) / rate(&off).max(1e-9));
+        eprintln!(
+            "  branches round {}: one {:.2} s, {BRANCHES} sequential {:.2} s, {BRANCHES} batched {:.2} s; logprobs {:.3}x",
+            round + 1,
+            one[round],
+            sequential[round],
+            batched[round],
+            logprob_ratio[round]
+        );
+    }
+    let (one, sequential, batched) = (median(one), median(sequential), median(batched));
+    Ok(BranchReport {
+        branches: BRANCHES,
+        tokens_per_branch: tokens,
+        one_s: one,
+        sequential_s: sequential,
+        batched_s: batched,
+        batched_over_one: batched / one,
+        sequential_over_one: sequential / one,
+        logprobs_decode_ratio: median(logprob_ratio),
     })
 }
 
@@ -383,6 +485,25 @@ fn print_report(r: &Report) {
     println!(
         "  {:<16} {:>13.3}x {:>13.3}x",
         "ratio", r.prefill_ratio, r.decode_ratio
+    );
+    let b = &r.branches;
+    println!();
+    println!(
+        "branches ({} tokens each, prompt cached)",
+        b.tokens_per_branch
+    );
+    println!("  one generation             {:>8.2} s", b.one_s);
+    println!(
+        "  {} sequential               {:>8.2} s  ({:.2}x one)",
+        b.branches, b.sequential_s, b.sequential_over_one
+    );
+    println!(
+        "  {} branches, one batch      {:>8.2} s  ({:.2}x one; target <= 1.6x)",
+        b.branches, b.batched_s, b.batched_over_one
+    );
+    println!(
+        "  log-probabilities (top 5)  {:>8.3}x decode speed (target >= 0.9x)",
+        b.logprobs_decode_ratio
     );
     let c = &r.chat;
     println!();
@@ -648,7 +769,7 @@ async fn needle_bench(
         .with_context(|| format!("cannot read {}", source.join(&needle_rel).display()))?;
     let lines = original.split_inclusive('\n').count();
     let bytes: u64 = files.iter().map(|(_, n)| n).sum();
-    let model = super::load_model(global).await?;
+    let model = super::load_local_model(global).await?;
     println!(
         "needle in a haystack: {} files ({:.2} MB) from {}; the needle goes into {} ({lines} lines); model {}",
         files.len(),

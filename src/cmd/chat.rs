@@ -6,16 +6,17 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
+use jielong::core::Chat;
 use jielong::{Message, Usage};
 
 use crate::cli::{ChatArgs, GlobalArgs};
 
 /// Runs `jielong chat`.
 pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
-    let request = super::request(global);
-    request.validate()?;
+    let request = super::chat_request(global);
+    request.validate(&Chat::default())?;
     let model = super::load_model(global).await?;
-    let session = model.session(&super::session_options(global))?;
+    let mut session = model.open_session(&super::session_options(global))?;
     let interactive = std::io::stdin().is_terminal();
     let mut messages = Vec::new();
     let reset = |messages: &mut Vec<Message>| {
@@ -52,10 +53,9 @@ pub async fn chat(global: &GlobalArgs, args: ChatArgs) -> anyhow::Result<()> {
             _ => {}
         }
         messages.push(Message::user(line));
-        let prompt = model.chat_template().render(&messages, &[], true)?;
         let mut stdout = std::io::stdout().lock();
         let completion = session
-            .generate(&prompt, &request)?
+            .respond(&Chat::new(messages.clone()), &request)?
             .finish(|piece| {
                 let _ = stdout.write_all(piece.as_bytes());
                 let _ = stdout.flush();

@@ -16,13 +16,14 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use jielong::core::agent::{AgentEvent, AgentRun};
+use jielong::core::Chat;
 use jielong::eval::{
     compare, load_jsonl, metric_for, sample, Eval, Example, Fields, Metric, Observer, Outcome,
     Report, Row, Split, System, Tokens,
 };
 use jielong::retrieval::{Index, IngestOptions, NoProgress};
 use jielong::tools::builtin::{builtin_registry_with, BuiltinConfig};
-use jielong::{GenerateRequest, LlamaModel, LlamaSession, Message};
+use jielong::{GenerateRequest, LanguageModel, Message, ModelSession};
 use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -106,12 +107,11 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
         anyhow::bail!("rag_search needs an index: give --sources DIR or --index DIR");
     }
 
-    let model = Arc::new(super::load_model(global).await?);
-    let session = model.session(&super::session_options(global))?;
+    let model = super::load_model(global).await?;
+    let session = model.open_session(&super::session_options(global))?;
     let system: Box<dyn System> = if tools.is_empty() && !all_rows_have_tools(&examples) {
         Box::new(PlainModel {
             name: format!("plain:{}", global.model),
-            model: model.clone(),
             session: AsyncMutex::new(session),
             request: super::request(global),
             system: args.system.clone(),
@@ -241,8 +241,7 @@ async fn ingest(sources: &Path, dir: &Path) -> anyhow::Result<String> {
 /// The model answering on its own: the input as the user's message.
 struct PlainModel {
     name: String,
-    model: Arc<LlamaModel>,
-    session: AsyncMutex<LlamaSession>,
+    session: AsyncMutex<Box<dyn ModelSession>>,
     request: GenerateRequest,
     system: Option<String>,
 }
@@ -263,12 +262,14 @@ impl System for PlainModel {
                 messages.push(Message::system(system.clone()));
             }
             messages.push(Message::user(example.input.clone()));
-            let prompt = match self.model.chat_template().render(&messages, &[], true) {
-                Ok(prompt) => prompt,
-                Err(e) => return Outcome::failed(e.to_string()),
+            let request = jielong::core::ChatRequest {
+                max_tokens: self.request.max_tokens,
+                sampling: self.request.sampling.clone(),
+                stop: self.request.stop.clone(),
+                ..Default::default()
             };
-            let session = self.session.lock().await;
-            let completion = match session.generate(&prompt, &self.request) {
+            let mut session = self.session.lock().await;
+            let completion = match session.respond(&Chat::new(messages), &request) {
                 Ok(generation) => generation.finish(|_| {}).await,
                 Err(e) => Err(e),
             };
@@ -311,8 +312,8 @@ fn tokens(usage: &jielong::Usage) -> Tokens {
 struct AgentSystem {
     name: String,
     global: GlobalArgs,
-    model: Arc<LlamaModel>,
-    session: AsyncMutex<LlamaSession>,
+    model: Arc<dyn LanguageModel>,
+    session: AsyncMutex<Box<dyn ModelSession>>,
     tools: Vec<String>,
     config: BuiltinConfig,
     options: AgentOptions,
@@ -344,7 +345,7 @@ impl System for AgentSystem {
             let sink = events.clone();
             let agent = match build_agent(
                 &self.global,
-                &self.model,
+                self.model.as_ref(),
                 registry,
                 &self.options,
                 move |event| {
@@ -359,7 +360,7 @@ impl System for AgentSystem {
                 Err(e) => return Outcome::failed(format!("{e:#}")),
             };
             let mut session = self.session.lock().await;
-            let run = agent.run(&mut *session, &example.input).await;
+            let run = agent.run(session.as_mut(), &example.input).await;
             let events = events.lock().map(|e| e.clone()).unwrap_or_default();
             outcome_of(run, events)
         }

@@ -4,6 +4,7 @@ pub mod ask;
 pub mod bench;
 pub mod chat;
 pub mod eval;
+pub mod generate;
 pub mod index;
 pub mod models;
 pub mod run;
@@ -11,6 +12,9 @@ pub mod runs;
 pub mod tools;
 pub mod workflow;
 
+use std::sync::Arc;
+
+use jielong::core::{ChatRequest, LanguageModel};
 use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
 
 use crate::cli::GlobalArgs;
@@ -42,12 +46,38 @@ pub fn session_options(global: &GlobalArgs) -> SessionOptions {
     }
 }
 
-/// Resolves `--model` (pulling it on first use, with a progress bar) and loads it.
-pub async fn load_model(global: &GlobalArgs) -> anyhow::Result<LlamaModel> {
+/// The chat request the global options describe.
+pub fn chat_request(global: &GlobalArgs) -> ChatRequest {
+    let request = request(global);
+    ChatRequest {
+        max_tokens: request.max_tokens,
+        sampling: request.sampling,
+        stop: request.stop,
+        ..ChatRequest::default()
+    }
+}
+
+/// Resolves `--model` (a local model, pulled on first use with a progress bar, or a
+/// remote `openai:` server) and opens it.
+pub async fn load_model(global: &GlobalArgs) -> anyhow::Result<Arc<dyn LanguageModel>> {
+    let progress = BarProgress::new();
+    let model = jielong::open_language_model(&global.model, &progress).await?;
+    describe(global, model.info());
+    Ok(model)
+}
+
+/// Resolves `--model` as an embedded model (for what only the embedded runtime does,
+/// such as the benchmarks).
+pub async fn load_local_model(global: &GlobalArgs) -> anyhow::Result<LlamaModel> {
     let progress = BarProgress::new();
     let model = jielong::open_model(&global.model, &progress).await?;
+    describe(global, model.info());
+    Ok(model)
+}
+
+/// The model line of `-v`.
+fn describe(global: &GlobalArgs, info: &jielong::ModelInfo) {
     if global.verbose > 0 {
-        let info = model.info();
         eprintln!(
             "model: {} ({}, {:.0}M parameters, {} trained context) from {}",
             info.name,
@@ -60,7 +90,6 @@ pub async fn load_model(global: &GlobalArgs) -> anyhow::Result<LlamaModel> {
                 .unwrap_or_default()
         );
     }
-    Ok(model)
 }
 
 /// One line of token and timing statistics (for `-v`).

@@ -1,12 +1,11 @@
 //! `jielong run "TASK"`: the agent (model + tools) solves a task; progress goes to
 //! stderr, the answer to stdout. `--tools none` answers without tools, streaming.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use jielong::core::agent::{AgentEvent, AgentRun, StopReason};
+use jielong::core::agent::{AgentEvent, AgentRun, StopReason, Strategy, TraceWriter};
 use jielong::core::Agent;
 use jielong::tools::builtin::builtin_registry_with;
 use jielong::{FinishReason, Message};
@@ -30,15 +29,16 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         .collect();
     let registry = builtin_registry_with(&tools, &super::tools::config(&args.tool_options))?;
     let model = super::load_model(global).await?;
-    let mut session = model.session(&super::session_options(global))?;
-    if registry.is_empty() && !args.plan && !args.reflect {
-        return plain_answer(global, &model, &session, &args, &request).await;
+    let mut session = model.open_session(&super::session_options(global))?;
+    let strategy = args.strategy();
+    if registry.is_empty() && strategy == Strategy::Direct {
+        return plain_answer(global, session.as_mut(), &args).await;
     }
 
     let settings = AgentOptions {
         system: args.system.clone(),
-        plan: args.plan,
-        reflect: args.reflect,
+        plan: strategy.plans(),
+        reflect: strategy.reflects(),
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         initial_calls: Vec::new(),
@@ -47,8 +47,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     };
     let run = drive(
         global,
-        &model,
-        &mut session,
+        model.as_ref(),
+        session.as_mut(),
         registry,
         &settings,
         &args.task,
@@ -61,9 +61,10 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
 pub struct AgentOptions {
     /// Replaces the system prompt.
     pub system: Option<String>,
-    /// Decompose first.
+    /// Plan first ([`Strategy::Plan`]; with `reflect`, [`Strategy::PlanReflect`]).
+    /// (The strategy as its two switches: `eval` builds this struct field by field.)
     pub plan: bool,
-    /// Critique and revise.
+    /// Critique and revise ([`Strategy::Reflect`]).
     pub reflect: bool,
     /// The most model calls.
     pub max_steps: usize,
@@ -77,11 +78,18 @@ pub struct AgentOptions {
     pub prompts: Option<std::path::PathBuf>,
 }
 
+impl AgentOptions {
+    /// The strategy the agent runs.
+    pub fn strategy(&self) -> Strategy {
+        Strategy::from_switches(self.plan, self.reflect)
+    }
+}
+
 /// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
 /// every event goes to `on_event`.
 pub fn build_agent(
     global: &GlobalArgs,
-    model: &jielong::LlamaModel,
+    model: &dyn jielong::LanguageModel,
     registry: jielong::core::tool::ToolRegistry,
     options: &AgentOptions,
     on_event: impl Fn(&AgentEvent) + Send + Sync + 'static,
@@ -92,8 +100,7 @@ pub fn build_agent(
         .max_steps(options.max_steps)
         .max_tokens_per_step(global.max_tokens)
         .sampling(request.sampling.clone())
-        .plan(options.plan)
-        .reflect(options.reflect)
+        .strategy(options.strategy())
         .code_actions(options.code_actions)
         .on_event(on_event);
     for call in &options.initial_calls {
@@ -112,34 +119,33 @@ pub fn build_agent(
 /// figures with -v.
 pub async fn drive(
     global: &GlobalArgs,
-    model: &jielong::LlamaModel,
-    session: &mut jielong::LlamaSession,
+    model: &dyn jielong::LanguageModel,
+    session: &mut dyn jielong::ModelSession,
     registry: jielong::core::tool::ToolRegistry,
     options: &AgentOptions,
     task: &str,
 ) -> anyhow::Result<AgentRun> {
     let trace = match &options.trace {
-        Some(path) => Some(Arc::new(Mutex::new(BufWriter::new(
-            File::create(path)
-                .with_context(|| format!("cannot create the trace file {}", path.display()))?,
-        )))),
+        Some(path) => Some(TraceWriter::create(path)?),
         None => None,
     };
     let verbose = global.verbose > 0;
-    let trace_events = trace.clone();
+    // The first trace line that could not be written (the run goes on without it).
+    let trace_failure = Arc::new(Mutex::new(None));
+    let failure = trace_failure.clone();
     let agent = build_agent(global, model, registry, options, move |event| {
         show_progress(event, verbose);
-        if let Some(trace) = &trace_events {
-            if let (Ok(mut out), Ok(line)) = (trace.lock(), serde_json::to_string(event)) {
-                let _ = writeln!(out, "{line}");
+        if let Some(trace) = &trace {
+            if let Err(e) = trace.write(event) {
+                if let Ok(mut first) = failure.lock() {
+                    first.get_or_insert(e);
+                }
             }
         }
     })?;
     let run = agent.run(session, task).await;
-    if let Some(trace) = &trace {
-        if let Ok(mut out) = trace.lock() {
-            out.flush().context("cannot write the trace file")?;
-        }
+    if let Some(e) = trace_failure.lock().ok().and_then(|mut first| first.take()) {
+        return Err(e).context("the trace is incomplete");
     }
     if verbose {
         eprintln!(
@@ -259,21 +265,19 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
 /// `--tools none`: the model answers directly, streaming to stdout.
 async fn plain_answer(
     global: &GlobalArgs,
-    model: &jielong::LlamaModel,
-    session: &jielong::LlamaSession,
+    session: &mut dyn jielong::ModelSession,
     args: &RunArgs,
-    request: &jielong::GenerateRequest,
 ) -> anyhow::Result<()> {
+    let request = super::chat_request(global);
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(Message::system(system.clone()));
     }
     messages.push(Message::user(args.task.clone()));
-    let prompt = model.chat_template().render(&messages, &[], true)?;
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let completion = session
-        .generate(&prompt, request)?
+        .respond(&jielong::core::Chat::new(messages), &request)?
         .finish(|piece| {
             if write_error.is_none() {
                 if let Err(e) = stdout

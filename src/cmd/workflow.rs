@@ -1,12 +1,9 @@
 //! `jielong workflow schema|validate|run`.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
-use jielong::core::agent::AgentEvent;
+use jielong::core::agent::{AgentEvent, TraceWriter};
 use jielong::workflow::{
     store::{RunStatus, RunStore},
     RunObserver, RunOptions, Workflow, WorkflowError, WorkflowEvent,
@@ -92,15 +89,14 @@ async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> anyhow::Result<()> {
     options.resume = args.resume.clone();
     options.concurrency = args.concurrency.map(usize::from);
     let trace = match &args.trace {
-        Some(path) => Some(Mutex::new(File::create(path).with_context(|| {
-            format!("cannot create the trace file {}", path.display())
-        })?)),
+        Some(path) => Some(TraceWriter::create(path)?),
         None => None,
     };
     let progress = Arc::new(Progress {
         verbose: global.verbose > 0,
         trace,
         run_id: Mutex::new(None),
+        trace_failed: Default::default(),
     });
     options.observer = Some(progress.clone());
     let models = jielong::LocalModels::new()
@@ -163,16 +159,25 @@ pub fn text_of(value: &Value) -> String {
 /// Progress on stderr, and the events to `--trace`.
 struct Progress {
     verbose: bool,
-    trace: Option<Mutex<File>>,
+    trace: Option<TraceWriter>,
     /// The run's id, once it started (to mark it stopped on Ctrl-C).
     run_id: Mutex<Option<String>>,
+    /// Whether a `--trace` line could not be written.
+    trace_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
+    /// Copies a trace line to `--trace` (stamped with `ts_ms` like the run's own
+    /// `trace.jsonl`); a line that cannot be written is warned about once.
     fn write_trace(&self, value: Value) {
         if let Some(trace) = &self.trace {
-            if let Ok(mut file) = trace.lock() {
-                let _ = writeln!(file, "{value}");
+            if let Err(e) = trace.write(&value) {
+                if !self
+                    .trace_failed
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    eprintln!("jielong: warning: {e}");
+                }
             }
         }
     }

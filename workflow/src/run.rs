@@ -12,10 +12,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use jielong_core::agent::AgentEvent;
+use jielong_core::agent::{AgentEvent, AgentSettings};
 use jielong_core::tool::ToolRegistry;
 use jielong_core::{Agent, LanguageModel, ModelSession, SamplingParams};
 use jielong_retrieval::{Index, IngestOptions};
@@ -35,8 +35,9 @@ use crate::workflow::Workflow;
 
 /// Steps running at once when the workflow does not say.
 pub const DEFAULT_CONCURRENCY: usize = 2;
-/// Model calls per agent run when the agent does not say.
-pub const DEFAULT_MAX_STEPS: usize = 8;
+/// Model calls per agent run when the agent does not say: the library's default
+/// ([`AgentSettings::DEFAULT_MAX_STEPS`]).
+pub const DEFAULT_MAX_STEPS: usize = AgentSettings::DEFAULT_MAX_STEPS;
 /// Tokens per model call when the agent does not say.
 pub const DEFAULT_MAX_TOKENS: usize = 512;
 
@@ -212,7 +213,9 @@ impl Workflow {
         for key in keys {
             let (reference, mut session_options, sampling) = match self.spec().models.get(&key) {
                 Some(spec) => {
-                    let reference = model_reference(self, &spec.model.value);
+                    let reference = spec
+                        .served_reference()
+                        .unwrap_or_else(|| model_reference(self, &spec.model.value));
                     let mut options = provider.session_options();
                     if spec.ctx_size.is_some() {
                         options.context_size = spec.ctx_size;
@@ -398,16 +401,10 @@ struct Events {
 }
 
 impl Events {
-    /// Appends a trace line, with the time (milliseconds since the epoch) added. A
-    /// trace that cannot be written is warned about, never fatal to the run.
+    /// Appends a trace line (the writer adds the time, `ts_ms`). A trace that cannot
+    /// be written is warned about, never fatal to the run.
     fn record(&self, value: Option<Value>) {
-        let Some(mut value) = value else { return };
-        if let Value::Object(map) = &mut value {
-            let ms = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            map.insert("ts_ms".to_string(), Value::from(ms));
-        }
+        let Some(value) = value else { return };
         if let Err(e) = self.trace.write(&value) {
             tracing::warn!("cannot write the run's trace: {e}");
         }
@@ -808,8 +805,7 @@ impl Executor<'_> {
             .max_steps(spec.max_steps.unwrap_or(DEFAULT_MAX_STEPS))
             .max_tokens_per_step(spec.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS))
             .sampling(loaded.sampling.clone())
-            .plan(spec.plan)
-            .reflect(spec.reflect)
+            .strategy(spec.strategy())
             .on_event(move |event| events.agent(&event_step, item, event));
         if let Some(tokens) = spec.max_total_tokens {
             builder = builder.max_total_tokens(tokens);

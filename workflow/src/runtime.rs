@@ -18,8 +18,10 @@ use crate::store::{RunStore, StepStatus};
 /// models.
 pub trait ModelProvider: Send + Sync {
     /// Loads `reference` (a catalog name, a `.gguf` path or an `hf:` reference; a
-    /// relative path is already anchored at the workflow's folder). The error is one
-    /// line saying what failed.
+    /// relative path is already anchored at the workflow's folder; a model served by
+    /// an OpenAI-compatible server, a `models` entry with `base_url`, is
+    /// `openai:<base_url>#<model>`, plus `;api_key_env=<VAR>` when it names a key). The
+    /// error is one line saying what failed.
     fn load<'a>(
         &'a self,
         reference: &'a str,
@@ -114,7 +116,8 @@ pub trait RunObserver: Send + Sync {
 /// by `type`: `run_started`, `index_updated`, `workflow_step_started`,
 /// `workflow_item_finished`, `workflow_step_finished`, `workflow_step_failed`,
 /// `run_finished`), between the agents' own events (the format of `jielong run
-/// --trace`), which carry the workflow step's id in `step` (and `item`).
+/// --trace`, their own `step` number kept), which carry the workflow step's id in
+/// `workflow_step` (and the `for_each` element in `item`). Every line also has `ts_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkflowEvent {
@@ -191,12 +194,19 @@ pub enum WorkflowEvent {
     },
 }
 
-/// An agent's event as a trace line: its `jielong run --trace` JSON object with the
-/// workflow step's id in `step` (and the `for_each` element in `item`).
+/// The field of an agent's trace line that holds the workflow step's id.
+pub const WORKFLOW_STEP_FIELD: &str = "workflow_step";
+
+/// An agent's event as a trace line: its `jielong run --trace` JSON object (with the
+/// agent's own `step` number, when the event has one) plus the workflow step's id in
+/// [`WORKFLOW_STEP_FIELD`] and the `for_each` element in `item`.
 pub fn agent_trace_line(step: &str, item: Option<usize>, event: &AgentEvent) -> Option<Value> {
     let mut value = serde_json::to_value(event).ok()?;
     if let Value::Object(map) = &mut value {
-        map.insert("step".to_string(), Value::String(step.to_string()));
+        map.insert(
+            WORKFLOW_STEP_FIELD.to_string(),
+            Value::String(step.to_string()),
+        );
         if let Some(item) = item {
             map.insert("item".to_string(), Value::from(item));
         }

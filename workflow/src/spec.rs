@@ -10,7 +10,7 @@
 //! inputs:
 //!   question: {type: string, default: "What is 12345 * 6789?"}
 //! agents:
-//!   solver: {tools: [python], max_steps: 6}
+//!   solver: {tools: [python], max_steps: 6, strategy: reflect}
 //! steps:
 //!   - id: solve
 //!     agent: solver
@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use jielong_core::agent::Strategy;
 use jielong_tools::web::{duration_serde, FetchConfig, WebSearchConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -40,8 +41,11 @@ pub struct WorkflowSpec {
     #[serde(default)]
     pub description: Option<String>,
     /// Models by key. Agents name one of these keys; with no `models` section, agents
-    /// use the default model (`qwen2.5-coder-0.5b`, or the CLI's `--model`).
-    #[serde(default)]
+    /// use the default model (`qwen2.5-coder-0.5b`, or the CLI's `--model`). An entry is
+    /// a model reference (`small: qwen2.5-coder-0.5b`) or a mapping (see
+    /// [`ModelSpec`]); with `base_url` it is a model on an OpenAI-compatible server.
+    #[serde(default, deserialize_with = "model_entries")]
+    #[schemars(with = "IndexMap<String, ModelEntrySchema>")]
     pub models: IndexMap<String, ModelSpec>,
     /// Configuration of the built-in tools. A tool needs an entry here only to change
     /// its defaults (`rag_search` needs one: its index).
@@ -72,14 +76,28 @@ pub struct WorkflowSpec {
     pub source_map: crate::parse::SourceMap,
 }
 
-/// A model: which file, and how to sample from it.
+/// A model: which one, where it is served, and how to sample from it.
+///
+/// Written as a mapping, or as just the reference (`small: qwen2.5-coder-0.5b`, the
+/// same as `small: {model: qwen2.5-coder-0.5b}`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// A catalog name (`qwen2.5-coder-0.5b`), a path to a `.gguf` file (relative to
-    /// the workflow file), or `hf:OWNER/REPO/FILE.gguf`.
+    /// the workflow file), or `hf:OWNER/REPO/FILE.gguf`; with `base_url`, the model's
+    /// name on that server.
     #[schemars(with = "String")]
     pub model: Spanned<String>,
+    /// The base URL of an OpenAI-compatible server (`http://127.0.0.1:8080/v1`) serving
+    /// `model`; without it the model runs in-process.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub base_url: Option<Spanned<String>>,
+    /// The environment variable holding the server's API key (with `base_url`; default:
+    /// no key).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub api_key_env: Option<Spanned<String>>,
     /// Sampling temperature; 0 (the default) is greedy and deterministic.
     #[serde(default)]
     pub temperature: Option<f32>,
@@ -101,6 +119,112 @@ pub struct ModelSpec {
     /// llama.cpp threads (default: the physical cores).
     #[serde(default)]
     pub threads: Option<usize>,
+}
+
+impl ModelSpec {
+    /// The entry that is only a reference.
+    pub fn reference(model: Spanned<String>) -> Self {
+        ModelSpec {
+            model,
+            base_url: None,
+            api_key_env: None,
+            temperature: None,
+            top_k: None,
+            top_p: None,
+            min_p: None,
+            seed: None,
+            ctx_size: None,
+            threads: None,
+        }
+    }
+
+    /// The reference of a served model (`base_url` set):
+    /// `openai:<base_url>#<model>`, plus `;api_key_env=<VAR>` when a key is named.
+    /// `None` for a model that runs in-process (its reference is `model`).
+    pub fn served_reference(&self) -> Option<String> {
+        let base_url = self.base_url.as_ref()?;
+        let mut reference = format!("openai:{}#{}", base_url.value, self.model.value);
+        if let Some(var) = &self.api_key_env {
+            reference.push_str(";api_key_env=");
+            reference.push_str(&var.value);
+        }
+        Some(reference)
+    }
+}
+
+/// A `models` entry as written: a reference, or the mapping.
+enum ModelEntry {
+    Reference(String),
+    Full(Box<ModelSpec>),
+}
+
+impl<'de> Deserialize<'de> for ModelEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = ModelEntry;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a model reference or a mapping with `model`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ModelEntry, E> {
+                Ok(ModelEntry::Reference(v.to_string()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ModelEntry, E> {
+                Ok(ModelEntry::Reference(v))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ModelEntry, A::Error> {
+                let spec =
+                    ModelSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ModelEntry::Full(Box::new(spec)))
+            }
+        }
+
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+/// `models`: each entry a reference or a mapping, kept with where it was written.
+fn model_entries<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<IndexMap<String, ModelSpec>, D::Error> {
+    let entries = IndexMap::<String, Spanned<ModelEntry>>::deserialize(deserializer)?;
+    Ok(entries
+        .into_iter()
+        .map(|(key, entry)| {
+            let spec = match entry.value {
+                ModelEntry::Reference(text) => {
+                    ModelSpec::reference(Spanned::new(text, entry.referenced, entry.defined))
+                }
+                ModelEntry::Full(spec) => *spec,
+            };
+            (key, spec)
+        })
+        .collect())
+}
+
+/// The JSON Schema of a `models` entry: a reference, or a [`ModelSpec`] mapping.
+struct ModelEntrySchema;
+
+impl JsonSchema for ModelEntrySchema {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ModelEntry".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let spec = generator.subschema_for::<ModelSpec>();
+        schemars::json_schema!({
+            "description": "A model reference (catalog name, .gguf path, hf: reference), or a mapping.",
+            "anyOf": [{"type": "string"}, spec]
+        })
+    }
 }
 
 /// The built-in tools' configuration; a key per tool.
@@ -173,13 +297,20 @@ pub struct AgentSpec {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub tools: Vec<Spanned<String>>,
-    /// Decompose the task first (plan, subtasks, synthesis).
+    /// How the agent works its task: `direct` (the default), `plan` (subtasks, then a
+    /// synthesis), `reflect` (critique the draft and revise it when the critique finds
+    /// a fault), `plan+reflect`.
+    #[serde(default)]
+    #[schemars(with = "Option<Strategy>")]
+    pub strategy: Option<Spanned<Strategy>>,
+    /// The old switch for `strategy: plan` (`plan: true` with `reflect: true` is
+    /// `plan+reflect`); not together with `strategy`.
     #[serde(default)]
     pub plan: bool,
-    /// Critique the draft and revise it when the critique finds a fault.
+    /// The old switch for `strategy: reflect`; not together with `strategy`.
     #[serde(default)]
     pub reflect: bool,
-    /// Most model calls per run of the agent (default 8).
+    /// Most model calls per run of the agent (default 12, the library's).
     #[serde(default)]
     pub max_steps: Option<usize>,
     /// Most tokens generated per model call (default 512).
@@ -192,6 +323,17 @@ pub struct AgentSpec {
     #[serde(default, with = "opt_duration")]
     #[schemars(with = "Option<DurationSchema>")]
     pub max_time: Option<Duration>,
+}
+
+impl AgentSpec {
+    /// The strategy the agent runs: `strategy`, else the one `plan` and `reflect`
+    /// describe.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy.as_ref().map_or_else(
+            || Strategy::from_switches(self.plan, self.reflect),
+            |s| s.value,
+        )
+    }
 }
 
 /// The type of an input.

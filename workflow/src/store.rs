@@ -27,7 +27,8 @@
 //! re-running a step can repeat its side effects; deleting the file re-runs the step.
 //!
 //! The trace is appended one event per `write` (a single `write_all` of `json\n`, no
-//! user-space buffering), so a killed process loses at most the event being written,
+//! user-space buffering; each event stamped with `ts_ms`, milliseconds since the UNIX
+//! epoch, by the shared [`TraceWriter`]), so a killed process loses at most the event being written,
 //! as a torn last line. Readers skip a torn last line; the next writer
 //! ([`RunDir::trace`]) cuts it off before appending. The trace is not synced per
 //! event: a power loss may lose its tail ([`TraceWriter::sync`] forces it).
@@ -55,7 +56,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -833,7 +834,7 @@ impl RunDir {
         if let Some(writer) = slot.as_ref() {
             return Ok(writer.clone());
         }
-        let writer = TraceWriter::open(self.files.dir.join(TRACE_FILE))?;
+        let writer = open_trace(self.files.dir.join(TRACE_FILE))?;
         *slot = Some(writer.clone());
         Ok(writer)
     }
@@ -846,60 +847,20 @@ impl RunDir {
     }
 }
 
-/// Appends events to a run's `trace.jsonl`. Clones share the file; every `write` is one
-/// whole line, so writers on several threads never interleave.
-#[derive(Debug, Clone)]
-pub struct TraceWriter {
-    path: Arc<PathBuf>,
-    file: Arc<Mutex<File>>,
-}
+/// Appends events to a run's `trace.jsonl`: the one trace writer of Jielong (each line
+/// stamped with `ts_ms`; see [`jielong_core::agent::TraceWriter`]).
+pub use jielong_core::agent::TraceWriter;
 
-impl TraceWriter {
-    /// Opens `path` for appending, after repairing a torn last line.
-    fn open(path: PathBuf) -> Result<Self, StoreError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        repair_torn_tail(&mut file, &path)?;
-        Ok(TraceWriter {
-            path: Arc::new(path),
-            file: Arc::new(Mutex::new(file)),
-        })
-    }
-
-    /// Appends `event` as one line of compact JSON, with a single write of the whole
-    /// line; nothing stays buffered in the process. If the write fails part-way, the
-    /// partial line is cut off again (best effort).
-    pub fn write<T: Serialize + ?Sized>(&self, event: &T) -> Result<(), StoreError> {
-        let mut line = serde_json::to_vec(event).map_err(|source| StoreError::Encode {
-            path: self.path.to_path_buf(),
-            source,
-        })?;
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = file.metadata().map(|m| m.len());
-        if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
-            if let Ok(len) = before {
-                let _ = file.set_len(len);
-            }
-            return Err(io_err("append to", &self.path)(e));
-        }
-        Ok(())
-    }
-
-    /// Forces the events written so far to disk.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        file.sync_data().map_err(io_err("sync", &self.path))
-    }
-
-    /// The trace file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
+/// Opens a run's trace for appending, after repairing a torn last line.
+fn open_trace(path: PathBuf) -> Result<TraceWriter, StoreError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    repair_torn_tail(&mut file, &path)?;
+    Ok(TraceWriter::from_file(path, file))
 }
 
 /// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T10:15:02.123Z`:

@@ -182,6 +182,7 @@ impl<'a> Checker<'a> {
                     "the model is empty",
                 );
             }
+            self.check_served(&path, model);
             if let Some(t) = model.temperature {
                 if !t.is_finite() || t < 0.0 {
                     self.push(
@@ -208,6 +209,70 @@ impl<'a> Checker<'a> {
                         format!("`min_p` must be between 0 and 1, not {p}"),
                     );
                 }
+            }
+        }
+    }
+
+    /// `base_url` and `api_key_env`: a served model's reference must be one the
+    /// backend can read back (`openai:<base_url>#<model>;api_key_env=<VAR>`).
+    fn check_served(&mut self, path: &str, model: &crate::spec::ModelSpec) {
+        match &model.base_url {
+            Some(url) => {
+                let text = url.value.trim();
+                let field = format!("{path}.base_url");
+                if !(text.starts_with("http://") || text.starts_with("https://")) {
+                    self.push(
+                        at(url),
+                        field,
+                        format!(
+                            "`base_url` must be an http:// or https:// URL, not `{}`",
+                            url.value
+                        ),
+                    );
+                } else if text != url.value
+                    || text.contains(['#', ';'])
+                    || text.contains(char::is_whitespace)
+                {
+                    self.push(at(url), field, "`base_url` may not hold spaces, `#` or `;`");
+                }
+                if model.model.value.contains(['#', ';']) {
+                    self.push(
+                        at(&model.model),
+                        format!("{path}.model"),
+                        "a served model's name may not hold `#` or `;`",
+                    );
+                }
+            }
+            None => {
+                if let Some(var) = &model.api_key_env {
+                    self.push(
+                        at(var),
+                        format!("{path}.api_key_env"),
+                        "`api_key_env` is for a served model: give `base_url` too",
+                    );
+                }
+            }
+        }
+        if let Some(var) = &model.api_key_env {
+            let valid = var
+                .value
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && var
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.push(
+                    at(var),
+                    format!("{path}.api_key_env"),
+                    format!(
+                        "`api_key_env` names an environment variable (letters, digits and \
+                         `_`), not `{}`",
+                        var.value
+                    ),
+                );
             }
         }
     }
@@ -305,6 +370,29 @@ impl<'a> Checker<'a> {
             }
             for (i, tool) in agent.tools.iter().enumerate() {
                 self.check_tool_name(tool, &format!("{path}.tools[{i}]"));
+            }
+            if let Some(strategy) = &agent.strategy {
+                let switches: Vec<&str> = [("plan", agent.plan), ("reflect", agent.reflect)]
+                    .into_iter()
+                    .filter_map(|(name, on)| on.then_some(name))
+                    .collect();
+                if !switches.is_empty() {
+                    let both = match switches.as_slice() {
+                        [one] => format!("`strategy` and `{one}` both say"),
+                        _ => format!("`strategy`, `{}` all say", switches.join("` and `")),
+                    };
+                    self.push(
+                        at(strategy),
+                        format!("{path}.strategy"),
+                        format!(
+                            "{both} how the agent works: write only `strategy: {}`",
+                            jielong_core::agent::Strategy::from_switches(
+                                agent.plan || strategy.value.plans(),
+                                agent.reflect || strategy.value.reflects()
+                            )
+                        ),
+                    );
+                }
             }
             if agent.max_steps == Some(0) {
                 let field = format!("{path}.max_steps");

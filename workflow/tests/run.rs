@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use jielong_core::{
     Capabilities, Chat, ChatRequest, ChatTemplate, Completion, FinishReason, GenerateRequest,
-    Generation, LanguageModel, ModelInfo, ModelSession, PromptFormat, RuntimeError,
-    SessionOptions, ToolCallFormat, Usage,
+    Generation, LanguageModel, ModelInfo, ModelSession, PromptFormat, RuntimeError, SessionOptions,
+    ToolCallFormat, Usage,
 };
 use jielong_workflow::store::{RunStore, StepStatus};
 use jielong_workflow::{ModelProvider, RunOptions, RunReport, Workflow, WorkflowError};
@@ -28,6 +28,8 @@ struct Log {
     max_in_flight: AtomicUsize,
     /// When set, a task containing "FAIL" makes the model fail.
     broken: AtomicBool,
+    /// When set, every reply is cut by the token limit (never an answer).
+    truncating: AtomicBool,
 }
 
 /// A model that answers `echo: <task>` after a short pause.
@@ -83,6 +85,11 @@ impl ModelSession for EchoSession {
         let text = format!("echo: {task}");
         let (sender, generation) = Generation::channel();
         let log = self.log.clone();
+        let finish = if self.log.truncating.load(Ordering::SeqCst) {
+            FinishReason::MaxTokens
+        } else {
+            FinishReason::EndOfText
+        };
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             log.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -91,7 +98,7 @@ impl ModelSession for EchoSession {
                 generated_tokens: text.len(),
                 ..Usage::default()
             };
-            sender.done(Ok(Completion::new(text, FinishReason::EndOfText, usage)));
+            sender.done(Ok(Completion::new(text, finish, usage)));
         });
         Ok(generation)
     }
@@ -440,4 +447,250 @@ async fn a_missing_model_fails_before_any_step_runs() {
         .unwrap_err();
     assert_eq!(err.to_string(), "model `big`: no such model in the catalog");
     assert!(provider.tasks().is_empty());
+}
+
+/// The run's `trace.jsonl`, one value per line.
+fn trace_of(report: &RunReport) -> Vec<Value> {
+    std::fs::read_to_string(report.dir.join("trace.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The agent events of `step` in a trace (they carry `workflow_step`).
+fn agent_events<'t>(trace: &'t [Value], step: &str) -> Vec<&'t Value> {
+    trace
+        .iter()
+        .filter(|e| e["workflow_step"] == step)
+        .collect()
+}
+
+#[tokio::test]
+async fn trace_lines_keep_the_agents_step_and_name_the_workflow_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = workflow(PIPELINE, dir.path());
+    let provider = Provider::new();
+    let report = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap();
+    let trace = trace_of(&report);
+    // Every line, workflow event or agent event, has the time it was written.
+    for line in &trace {
+        assert!(
+            line["ts_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms > 1_600_000_000_000),
+            "no ts_ms: {line}"
+        );
+    }
+    assert!(trace.iter().any(|e| e["type"] == "run_started"));
+    // Workflow events name the step in `step`, agent events keep their own number.
+    assert!(trace
+        .iter()
+        .any(|e| e["type"] == "workflow_step_started" && e["step"] == "first"));
+    let first = agent_events(&trace, "first");
+    let started: Vec<&Value> = first
+        .iter()
+        .copied()
+        .filter(|e| e["type"] == "step_started")
+        .collect();
+    assert_eq!(started.len(), 1, "{first:?}");
+    assert_eq!(started[0]["step"], 1);
+    assert_eq!(started[0]["phase"], "task");
+    assert!(first
+        .iter()
+        .any(|e| e["type"] == "step_finished" && e["step"] == 1));
+    assert!(first.iter().any(|e| e["type"] == "final"));
+    assert!(first.iter().all(|e| e.get("item").is_none()));
+    // `for_each` elements: the element in `item`, each agent counting from step 1.
+    let each = agent_events(&trace, "each");
+    for item in 0..3 {
+        assert!(
+            each.iter()
+                .any(|e| e["type"] == "step_started" && e["step"] == 1 && e["item"] == item),
+            "element {item}: {each:?}"
+        );
+    }
+    // No agent event lost its number to the workflow's id.
+    for event in trace.iter().filter(|e| e.get("workflow_step").is_some()) {
+        if let Some(step) = event.get("step") {
+            assert!(step.is_u64(), "{event}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn agents_run_the_strategy_their_yaml_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+name: strategies
+agents:
+  direct: {}
+  planner: {strategy: plan}
+  critic: {strategy: reflect}
+  both: {strategy: plan+reflect}
+  old_plan: {plan: true}
+  old_both: {plan: true, reflect: true}
+steps:
+  - {id: d, agent: direct, input: one}
+  - {id: p, agent: planner, input: two}
+  - {id: r, agent: critic, input: three}
+  - {id: pr, agent: both, input: four}
+  - {id: op, agent: old_plan, input: five}
+  - {id: ob, agent: old_both, input: six}
+"#;
+    let flow = workflow(yaml, dir.path());
+    use jielong_core::agent::Strategy;
+    let strategies: Vec<(String, Strategy)> = flow
+        .spec()
+        .agents
+        .iter()
+        .map(|(name, agent)| (name.clone(), agent.strategy()))
+        .collect();
+    assert_eq!(
+        strategies,
+        [
+            ("direct".to_string(), Strategy::Direct),
+            ("planner".to_string(), Strategy::Plan),
+            ("critic".to_string(), Strategy::Reflect),
+            ("both".to_string(), Strategy::PlanReflect),
+            ("old_plan".to_string(), Strategy::Plan),
+            ("old_both".to_string(), Strategy::PlanReflect),
+        ]
+    );
+    let provider = Provider::new();
+    let report = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap();
+    let trace = trace_of(&report);
+    // What each agent's run did: a plan first, a critique after the draft.
+    for (step, plans, reflects) in [
+        ("d", false, false),
+        ("p", true, false),
+        ("r", false, true),
+        ("pr", true, true),
+        ("op", true, false),
+        ("ob", true, true),
+    ] {
+        let events = agent_events(&trace, step);
+        let phases: Vec<&str> = events
+            .iter()
+            .filter(|e| e["type"] == "step_started")
+            .filter_map(|e| e["phase"].as_str())
+            .collect();
+        assert_eq!(phases.first() == Some(&"plan"), plans, "{step}: {phases:?}");
+        assert_eq!(phases.contains(&"critique"), reflects, "{step}: {phases:?}");
+        assert_eq!(
+            events.iter().any(|e| e["type"] == "plan"),
+            plans,
+            "{step}: {events:?}"
+        );
+        assert_eq!(
+            events.iter().any(|e| e["type"] == "critique"),
+            reflects,
+            "{step}: {events:?}"
+        );
+        assert!(events.iter().any(|e| e["type"] == "final"), "{step}");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_without_max_steps_gets_the_library_default() {
+    use jielong_core::agent::AgentSettings;
+    assert_eq!(
+        jielong_workflow::run::DEFAULT_MAX_STEPS,
+        AgentSettings::DEFAULT_MAX_STEPS
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: budget\nagents: {a: {}, b: {max_steps: 3}}\nsteps:\n  - {id: s, agent: a, input: go}\n  - {id: t, agent: b, input: go}\n";
+    let flow = workflow(yaml, dir.path());
+    let provider = Provider::new();
+    // A model whose every reply is cut by the token limit never answers: the run
+    // takes every step it is allowed.
+    provider.log.truncating.store(true, Ordering::SeqCst);
+    let err = check(
+        &flow,
+        &provider,
+        dir.path(),
+        RunOptions::new().concurrency(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("step budget"), "{err}");
+    let run = match &err {
+        WorkflowError::StepFailed { run, .. } => run.clone(),
+        other => panic!("{other}"),
+    };
+    let trace = RunStore::new(dir.path().join("runs"))
+        .inspect(&run)
+        .unwrap()
+        .read_trace()
+        .unwrap();
+    let steps_of = |id: &str| {
+        trace
+            .iter()
+            .filter(|e| e["workflow_step"] == id && e["type"] == "step_started")
+            .count()
+    };
+    assert_eq!(steps_of("s"), AgentSettings::DEFAULT_MAX_STEPS);
+    assert_eq!(
+        AgentSettings::default().max_steps,
+        AgentSettings::DEFAULT_MAX_STEPS
+    );
+    // Both steps were ready at once: the second ran too, within its own budget.
+    assert_eq!(steps_of("t"), 3);
+}
+
+#[tokio::test]
+async fn models_entries_resolve_to_the_references_the_provider_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"
+name: models
+models:
+  small: qwen2.5-coder-0.5b
+  local: {model: tiny.gguf, temperature: 0}
+  served: {base_url: "http://127.0.0.1:8080/v1", model: qwen2.5-7b-instruct}
+  keyed:
+    base_url: https://llm.example.invalid/v1
+    model: big-model
+    api_key_env: LLM_API_KEY
+agents:
+  a: {model: small}
+  b: {model: local}
+  c: {model: served}
+  d: {model: keyed}
+steps:
+  - {id: s1, agent: a, input: one}
+  - {id: s2, agent: b, input: two}
+  - {id: s3, agent: c, input: three}
+  - {id: s4, agent: d, input: four}
+"#;
+    let flow = workflow(yaml, dir.path());
+    let served = &flow.spec().models["served"];
+    assert_eq!(
+        served.served_reference().as_deref(),
+        Some("openai:http://127.0.0.1:8080/v1#qwen2.5-7b-instruct")
+    );
+    assert_eq!(flow.spec().models["small"].served_reference(), None);
+    assert_eq!(
+        flow.spec().models["small"].model.value,
+        "qwen2.5-coder-0.5b"
+    );
+    let provider = Provider::new();
+    let report = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(report.executed.len(), 4);
+    let mut loads = provider.loads.lock().unwrap().clone();
+    loads.sort();
+    let local = dir.path().join("tiny.gguf").display().to_string();
+    let mut expected = vec![
+        "openai:http://127.0.0.1:8080/v1#qwen2.5-7b-instruct".to_string(),
+        "openai:https://llm.example.invalid/v1#big-model;api_key_env=LLM_API_KEY".to_string(),
+        "qwen2.5-coder-0.5b".to_string(),
+        local,
+    ];
+    expected.sort();
+    assert_eq!(loads, expected);
 }

@@ -53,6 +53,20 @@ fn item(index: usize) -> ItemRecord {
     }
 }
 
+/// Trace events without the time the writer stamps on each (`ts_ms`), which lines
+/// written by hand lack.
+fn untimed(events: Vec<Value>) -> Vec<Value> {
+    events
+        .into_iter()
+        .map(|mut event| {
+            if let Value::Object(map) = &mut event {
+                map.remove("ts_ms");
+            }
+            event
+        })
+        .collect()
+}
+
 /// Every file and directory under `dir`, relative, sorted.
 fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -384,21 +398,27 @@ fn a_torn_last_trace_line_is_skipped_then_cut_off_by_the_next_writer() {
 
     let expected: Vec<Value> = (0..3).map(|i| json!({ "type": "step", "n": i })).collect();
     assert_eq!(
-        store.inspect(id.as_str()).unwrap().read_trace().unwrap(),
+        untimed(store.inspect(id.as_str()).unwrap().read_trace().unwrap()),
         expected
     );
 
     let run = store.open(id.as_str()).unwrap();
-    assert_eq!(run.read_trace().unwrap(), expected);
+    assert_eq!(untimed(run.read_trace().unwrap()), expected);
     let trace = run.trace().unwrap();
     trace.write(&json!({ "type": "resume" })).unwrap();
     trace.sync().unwrap();
     let mut expected = expected;
     expected.push(json!({ "type": "resume" }));
-    assert_eq!(run.read_trace().unwrap(), expected);
+    assert_eq!(untimed(run.read_trace().unwrap()), expected);
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().count(), 4);
-    assert!(text.ends_with("{\"type\":\"resume\"}\n"), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("{\"type\":\"resume\",\"ts_ms\":")),
+        "{text}"
+    );
+    assert!(text.ends_with("}\n"), "{text}");
     drop(trace);
     drop(run);
 
@@ -411,13 +431,13 @@ fn a_torn_last_trace_line_is_skipped_then_cut_off_by_the_next_writer() {
     drop(file);
     let run = store.open(id.as_str()).unwrap();
     expected.push(json!({ "type": "whole" }));
-    assert_eq!(run.read_trace().unwrap(), expected);
+    assert_eq!(untimed(run.read_trace().unwrap()), expected);
     run.trace()
         .unwrap()
         .write(&json!({ "type": "after" }))
         .unwrap();
     expected.push(json!({ "type": "after" }));
-    assert_eq!(run.read_trace().unwrap(), expected);
+    assert_eq!(untimed(run.read_trace().unwrap()), expected);
 }
 
 #[test]
@@ -463,6 +483,11 @@ fn trace_writers_on_many_threads_write_whole_lines() {
     run.trace().unwrap().write(&json!({ "t": "end" })).unwrap();
     let events = run.read_trace().unwrap();
     assert_eq!(events.len(), 401);
+    // The writer stamps every line with the time it was written.
+    assert!(events
+        .iter()
+        .all(|e| e["ts_ms"].as_u64().is_some_and(|ms| ms > 0)));
+    let events = untimed(events);
     assert_eq!(events[400], json!({ "t": "end" }));
     for t in 0..8 {
         let ns: Vec<u64> = events
@@ -771,7 +796,10 @@ fn a_holder_killed_with_sigkill_leaves_an_interrupted_run_that_reopens() {
     assert_eq!(listed[0].steps_done, 1);
     let mut run = store.open(id.as_str()).unwrap();
     assert_eq!(run.record().status, RunStatus::Running);
-    assert_eq!(run.read_trace().unwrap(), [json!({ "type": "child" })]);
+    assert_eq!(
+        untimed(run.read_trace().unwrap()),
+        [json!({ "type": "child" })]
+    );
     run.begin_attempt().unwrap();
     assert_eq!(run.record().attempts, 3);
 }

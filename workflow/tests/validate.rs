@@ -444,3 +444,52 @@ fn valid_workflows_conform_to_the_schema() {
     let instance = serde_json::json!({"name": "x", "stepz": []});
     assert!(!validator.is_valid(&instance));
 }
+
+#[test]
+fn models_entries_and_strategies_in_the_schema() {
+    use jielong_core::agent::Strategy;
+    let (spec, _) = valid("served.yaml");
+    assert_eq!(spec.models["small"].model.value, "qwen2.5-coder-0.5b");
+    assert_eq!(
+        spec.models["served"].served_reference().as_deref(),
+        Some("openai:http://127.0.0.1:8080/v1#qwen2.5-7b-instruct;api_key_env=LLM_API_KEY")
+    );
+    assert_eq!(spec.agents["planner"].strategy(), Strategy::PlanReflect);
+    assert_eq!(spec.agents["solver"].strategy(), Strategy::Reflect);
+    assert_eq!(spec.agents["legacy"].strategy(), Strategy::Plan);
+    // A bare string entry points at its value, for diagnostics.
+    let small = &spec.models["small"].model;
+    assert_eq!(
+        (small.referenced.line(), small.referenced.column()),
+        (4, 10)
+    );
+
+    let schema = schema();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let flow = |agent: serde_json::Value, model: serde_json::Value| {
+        serde_json::json!({
+            "name": "x",
+            "models": {"m": model},
+            "agents": {"a": agent},
+            "steps": [{"id": "s", "agent": "a", "input": "hi"}],
+        })
+    };
+    for strategy in Strategy::ALL {
+        let instance = flow(
+            serde_json::json!({"strategy": strategy.name()}),
+            serde_json::json!("qwen2.5-coder-0.5b"),
+        );
+        assert!(validator.is_valid(&instance), "{strategy}");
+    }
+    let served = serde_json::json!({"base_url": "http://h/v1", "model": "m"});
+    assert!(validator.is_valid(&flow(serde_json::json!({}), served)));
+    assert!(!validator.is_valid(&flow(
+        serde_json::json!({"strategy": "bogus"}),
+        serde_json::json!("m")
+    )));
+    assert!(!validator.is_valid(&flow(serde_json::json!({}), serde_json::json!(3))));
+    assert!(!validator.is_valid(&flow(
+        serde_json::json!({}),
+        serde_json::json!({"base_url": "http://h/v1"})
+    )));
+}

@@ -13,13 +13,16 @@
 //! Tool errors go back to the model as the tool's result, so it can adapt; malformed
 //! call blocks are reported back to it as well.
 //!
-//! Optional stages, all under the same budgets (steps, tokens, wall time):
-//! - **plan** ([`AgentSettings::plan`]): the model first lists at most five subtasks
-//!   through a `submit_plan` call (grammar-constrained), works through them one by one
-//!   in the same conversation, then writes the answer ([`PromptKind::Synthesize`]);
-//! - **reflect** ([`AgentSettings::reflect`]): the model criticises its draft through a
+//! How the agent works a task is a [`Strategy`] ([`AgentSettings::strategy`]), all
+//! under the same budgets (steps, tokens, wall time):
+//! - **direct** (the default): the task, then steps with tools until the answer;
+//! - **plan**: the model first lists at most five subtasks through a `submit_plan`
+//!   call (grammar-constrained), works through them one by one in the same
+//!   conversation, then writes the answer ([`PromptKind::Synthesize`]);
+//! - **reflect**: after the direct draft, the model criticises it through a
 //!   `submit_critique` call (`{"ok", "problem"}`) and revises it when it is not ok, for
-//!   up to [`AgentSettings::max_reflection_rounds`] rounds.
+//!   up to [`AgentSettings::max_reflection_rounds`] rounds;
+//! - **plan+reflect**: the plan's answer is the draft that is criticised.
 //!
 //! `submit_plan` and `submit_critique` are only ever offered in the constraint of their
 //! own step, never listed in the chat template's tools, so the rendered prefix (and the
@@ -50,6 +53,7 @@ mod events;
 mod intent;
 mod prompts;
 mod run;
+mod trace;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -65,6 +69,7 @@ use crate::tool_format::ToolCallFormat;
 pub use code::CODE_TOOL;
 pub use events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 pub use prompts::{fill, PromptKind, Prompts};
+pub use trace::{now_ms, TraceError, TraceWriter, TIMESTAMP_FIELD};
 
 /// The name of the run-time tool the plan is submitted through.
 pub const SUBMIT_PLAN: &str = "submit_plan";
@@ -125,6 +130,107 @@ pub enum Grounding {
     Off,
 }
 
+/// How an agent works a task: a value the run dispatches on, so a new way of working
+/// (self-consistency, best-of-N, tree of thoughts, debate, …) is a new variant, not
+/// another switch.
+///
+/// Written as `direct`, `plan`, `reflect` and `plan+reflect` (CLI `--strategy`, the
+/// YAML `strategy:` of an agent, [`FromStr`](std::str::FromStr), serde).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// The task, then steps with tools until the model answers (the default).
+    #[default]
+    #[serde(rename = "direct")]
+    Direct,
+    /// Plan first: subtasks through `submit_plan`, each worked in turn, then a
+    /// synthesis (at most [`AgentSettings::max_subtasks`] subtasks).
+    #[serde(rename = "plan")]
+    Plan,
+    /// Answer directly, then criticise the draft through `submit_critique` and revise
+    /// it (at most [`AgentSettings::max_reflection_rounds`] rounds).
+    #[serde(rename = "reflect")]
+    Reflect,
+    /// Plan, then criticise and revise the plan's answer.
+    #[serde(rename = "plan+reflect")]
+    PlanReflect,
+}
+
+impl Strategy {
+    /// Every strategy, in the order help texts list them.
+    pub const ALL: &'static [Strategy] = &[
+        Strategy::Direct,
+        Strategy::Plan,
+        Strategy::Reflect,
+        Strategy::PlanReflect,
+    ];
+
+    /// The name it is written as (`plan+reflect`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Direct => "direct",
+            Strategy::Plan => "plan",
+            Strategy::Reflect => "reflect",
+            Strategy::PlanReflect => "plan+reflect",
+        }
+    }
+
+    /// The strategy the old `plan` and `reflect` switches described.
+    pub fn from_switches(plan: bool, reflect: bool) -> Self {
+        match (plan, reflect) {
+            (false, false) => Strategy::Direct,
+            (true, false) => Strategy::Plan,
+            (false, true) => Strategy::Reflect,
+            (true, true) => Strategy::PlanReflect,
+        }
+    }
+
+    /// Whether the run starts with a plan.
+    pub fn plans(self) -> bool {
+        matches!(self, Strategy::Plan | Strategy::PlanReflect)
+    }
+
+    /// Whether the draft answer is criticised and revised.
+    pub fn reflects(self) -> bool {
+        matches!(self, Strategy::Reflect | Strategy::PlanReflect)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Text that names no [`Strategy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect")]
+pub struct UnknownStrategy(pub String);
+
+impl std::str::FromStr for Strategy {
+    type Err = UnknownStrategy;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        Strategy::ALL
+            .iter()
+            .copied()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| UnknownStrategy(text.to_string()))
+    }
+}
+
 /// Receives every [`AgentEvent`] of a run, in order.
 pub type EventHandler = Arc<dyn Fn(&AgentEvent) + Send + Sync>;
 
@@ -136,7 +242,8 @@ pub struct AgentSettings {
     /// How tokens are chosen (default greedy).
     pub sampling: SamplingParams,
     /// The most model steps (calls) in a run, planning, subtasks, synthesis and
-    /// reflection included; a constrained retry belongs to its step (default 12).
+    /// reflection included; a constrained retry belongs to its step (default
+    /// [`AgentSettings::DEFAULT_MAX_STEPS`], 12).
     pub max_steps: usize,
     /// The most tokens (generated + evaluated) in a run (default 32768).
     pub max_total_tokens: usize,
@@ -161,13 +268,12 @@ pub struct AgentSettings {
     /// Longest tool result given to the model, in characters; longer ones are cut
     /// (default 4000).
     pub max_result_chars: usize,
-    /// Plan first: subtasks, then a synthesis (default false).
-    pub plan: bool,
+    /// How the task is worked: directly, planned, reflected on (default
+    /// [`Strategy::Direct`]).
+    pub strategy: Strategy,
     /// The most subtasks of a plan, 1 to 5 (default 5).
     pub max_subtasks: usize,
-    /// Criticise and revise the draft answer (default false).
-    pub reflect: bool,
-    /// The most critique rounds (default 1).
+    /// The most critique rounds of a reflecting strategy (default 1).
     pub max_reflection_rounds: usize,
     /// Calls the agent makes itself before the first model step, right after the task
     /// (in plan mode, after the plan request), recorded as an assistant call and its
@@ -190,7 +296,7 @@ impl Default for AgentSettings {
         Self {
             max_tokens_per_step: 512,
             sampling: SamplingParams::default(),
-            max_steps: 12,
+            max_steps: Self::DEFAULT_MAX_STEPS,
             max_total_tokens: 32_768,
             max_wall_time: None,
             max_identical_calls: 2,
@@ -200,9 +306,8 @@ impl Default for AgentSettings {
             max_calls_per_step: 4,
             parallel_calls: true,
             max_result_chars: 4000,
-            plan: false,
+            strategy: Strategy::Direct,
             max_subtasks: 5,
-            reflect: false,
             max_reflection_rounds: 1,
             initial_calls: Vec::new(),
             code_actions: CodeActions::default(),
@@ -213,6 +318,10 @@ impl Default for AgentSettings {
 }
 
 impl AgentSettings {
+    /// The default of [`AgentSettings::max_steps`]: the one default of every entry
+    /// point (the library, `jielong run --max-steps`, a workflow agent's `max_steps`).
+    pub const DEFAULT_MAX_STEPS: usize = 12;
+
     /// Checks that every value is in its range.
     pub fn validate(&self) -> Result<(), AgentError> {
         let at_least_one = [
@@ -455,9 +564,18 @@ impl AgentBuilder {
         self
     }
 
-    /// See [`AgentSettings::plan`].
+    /// See [`AgentSettings::strategy`].
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.settings.strategy = strategy;
+        self
+    }
+
+    /// An alias kept for the old switch: turns planning on or off in the strategy
+    /// (`plan(true)` on [`Strategy::Reflect`] gives [`Strategy::PlanReflect`]). Prefer
+    /// [`AgentBuilder::strategy`].
     pub fn plan(mut self, plan: bool) -> Self {
-        self.settings.plan = plan;
+        let reflect = self.settings.strategy.reflects();
+        self.settings.strategy = Strategy::from_switches(plan, reflect);
         self
     }
 
@@ -467,9 +585,12 @@ impl AgentBuilder {
         self
     }
 
-    /// See [`AgentSettings::reflect`].
+    /// An alias kept for the old switch: turns reflection on or off in the strategy
+    /// (`reflect(true)` on [`Strategy::Plan`] gives [`Strategy::PlanReflect`]). Prefer
+    /// [`AgentBuilder::strategy`].
     pub fn reflect(mut self, reflect: bool) -> Self {
-        self.settings.reflect = reflect;
+        let plan = self.settings.strategy.plans();
+        self.settings.strategy = Strategy::from_switches(plan, reflect);
         self
     }
 

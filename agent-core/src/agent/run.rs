@@ -13,7 +13,7 @@ use super::intent::{
     bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
 };
 use super::prompts::fill;
-use super::{Agent, CodeActions, Grounding, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN};
+use super::{Agent, CodeActions, Grounding, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
@@ -179,36 +179,56 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// The whole run; `best` holds the latest complete draft.
+    /// The whole run, as the agent's [`Strategy`] says; `best` holds the latest
+    /// complete draft.
     async fn drive(&mut self, task: &str, best: &mut Option<String>) -> Flow<String> {
-        let settings = &self.agent.settings;
-        let mut draft = if settings.plan {
-            self.planned(task).await?
-        } else {
-            let message = self.task_message(task.to_string());
-            self.messages.push(Message::user(message));
-            self.initial_calls().await?;
-            self.tool_loop(Phase::Task, task).await?
-        };
-        *best = Some(draft.clone());
-        if settings.reflect {
-            for round in 1..=settings.max_reflection_rounds {
-                let verdict = self.critique(task, &draft, round).await?;
-                if verdict.ok {
-                    break;
-                }
-                let prompt = fill(
-                    &self.agent.prompts.revise,
-                    &[
-                        ("task", task),
-                        ("draft", &draft),
-                        ("problem", &verdict.problem),
-                    ],
-                );
-                self.messages.push(Message::user(prompt));
-                draft = self.tool_loop(Phase::Revision, task).await?;
-                *best = Some(draft.clone());
+        match self.agent.settings.strategy {
+            Strategy::Direct => self.direct(task).await,
+            Strategy::Plan => self.planned(task).await,
+            Strategy::Reflect => {
+                let draft = self.direct(task).await?;
+                self.reflected(task, draft, best).await
             }
+            Strategy::PlanReflect => {
+                let draft = self.planned(task).await?;
+                self.reflected(task, draft, best).await
+            }
+        }
+    }
+
+    /// The task, then steps with tools until the answer.
+    async fn direct(&mut self, task: &str) -> Flow<String> {
+        let message = self.task_message(task.to_string());
+        self.messages.push(Message::user(message));
+        self.initial_calls().await?;
+        self.tool_loop(Phase::Task, task).await
+    }
+
+    /// Critique rounds over `draft`, each revising it when the critique finds a fault;
+    /// `best` holds the latest complete draft.
+    async fn reflected(
+        &mut self,
+        task: &str,
+        mut draft: String,
+        best: &mut Option<String>,
+    ) -> Flow<String> {
+        *best = Some(draft.clone());
+        for round in 1..=self.agent.settings.max_reflection_rounds {
+            let verdict = self.critique(task, &draft, round).await?;
+            if verdict.ok {
+                break;
+            }
+            let prompt = fill(
+                &self.agent.prompts.revise,
+                &[
+                    ("task", task),
+                    ("draft", &draft),
+                    ("problem", &verdict.problem),
+                ],
+            );
+            self.messages.push(Message::user(prompt));
+            draft = self.tool_loop(Phase::Revision, task).await?;
+            *best = Some(draft.clone());
         }
         Ok(draft)
     }
@@ -668,12 +688,7 @@ impl<'a> Runner<'a> {
 
     /// Checks the budgets and generates one step on the conversation (and `turn`, the
     /// assistant's reply so far).
-    async fn model_step(
-        &mut self,
-        phase: Phase,
-        calls: Calls,
-        turn: &str,
-    ) -> Flow<(Chat, Reply)> {
+    async fn model_step(&mut self, phase: Phase, calls: Calls, turn: &str) -> Flow<(Chat, Reply)> {
         if self.expired() {
             return Err(StopReason::WallTime);
         }
@@ -750,7 +765,13 @@ impl<'a> Runner<'a> {
         }
         let max_tokens = settings.max_tokens_per_step.min(remaining);
         let sampling = self.next_sampling(step);
-        let has_tools = calls.tools.as_ref().unwrap_or(&chat.tools).iter().next().is_some();
+        let has_tools = calls
+            .tools
+            .as_ref()
+            .unwrap_or(&chat.tools)
+            .iter()
+            .next()
+            .is_some();
         let choice = calls.choice;
         let request = ChatRequest {
             max_tokens,
@@ -817,12 +838,12 @@ impl<'a> Runner<'a> {
                         cut = true;
                     }
                 }
+                Some(GenerationEvent::Done(Ok(completion))) => break completion,
+                Some(GenerationEvent::Done(Err(error))) => return Err(stop_for(error)),
                 Some(_) if cut => {}
                 Some(GenerationEvent::Call(call)) => reply.calls.push(call),
                 Some(GenerationEvent::Malformed(bad)) => reply.malformed.push((bad.raw, bad.error)),
                 Some(GenerationEvent::CallStarted | GenerationEvent::Logprob(_)) => {}
-                Some(GenerationEvent::Done(Ok(completion))) => break completion,
-                Some(GenerationEvent::Done(Err(error))) => return Err(stop_for(error)),
                 None => {
                     return Err(StopReason::ModelError(
                         "the generation ended without a result".into(),

@@ -94,9 +94,7 @@ impl Branch {
                 let mut all = ctx.token_data_array_ith(index);
                 all.apply_sampler(grammar);
                 all.apply_sampler(&mut self.sampler);
-                all.selected_token()
-                    .or(drawn)
-                    .unwrap_or_else(|| LlamaToken(0))
+                all.selected_token().or(drawn).unwrap_or(LlamaToken(0))
             }
         };
         self.sampler.accept(token);
@@ -198,10 +196,7 @@ pub(crate) fn token_logprob(
         .map_or(f32::NEG_INFINITY, |l| l - norm);
     TokenLogprob {
         chosen: prob(token.0, chosen),
-        top: top
-            .into_iter()
-            .map(|(i, lp)| prob(i as i32, lp))
-            .collect(),
+        top: top.into_iter().map(|(i, lp)| prob(i as i32, lp)).collect(),
     }
 }
 

@@ -70,9 +70,71 @@ pub(crate) fn tool_call_gbnf(constraint: &ToolConstraint) -> Result<String, Runt
 }
 
 /// The grammar of a reply that is not a call ([`ToolChoice::None`]): up to two blank
-/// characters, then text that does not open with a JSON array or code fence and holds
-/// no `{` or `<` at all (so neither a call marker nor a JSON call can start anywhere).
-const PROSE_GBNF: &str = "root ::= [ \\t\\n]{0,2} [^{\\[<` \\t\\n\\r] [^{<]*\n";
+/// characters, then text that does not open with a JSON object or array or a code
+/// fence (a bare call) and never contains the call marker `open`. Any other
+/// character — `<`, `{`, brackets — is free, so an answer can say `x < 3` or show a
+/// dict.
+///
+/// The marker is excluded character by character: after a prefix of it, the next
+/// character either continues the prefix, restarts it (the first character again)
+/// or leaves it. This needs the marker's first character not to recur inside it
+/// (true of every call marker); otherwise that character is refused outright.
+pub(crate) fn prose_gbnf(open: &str) -> String {
+    let chars: Vec<char> = open.chars().collect();
+    let class = |c: &[char]| -> String {
+        c.iter()
+            .map(|&c| match c {
+                '\\' | ']' | '[' | '^' | '-' => format!("\\{c}"),
+                '\n' => "\\n".into(),
+                '\t' => "\\t".into(),
+                '\r' => "\\r".into(),
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let lit = |c: char| gbnf_literal(&c.to_string());
+    let Some(&first) = chars.first() else {
+        return "root ::= [ \\t\\n]{0,2} [^{\\[` \\t\\n\\r] [^\\x00]*\n".into();
+    };
+    let recurs = chars[1..].contains(&first);
+    let mut g = format!(
+        "root ::= [ \\t\\n]{{0,2}} jielong-first jielong-text\n\
+         jielong-first ::= [^{{\\[` \\t\\n\\r{}]{}\n\
+         jielong-text ::= ( [^{}]{} )*\n",
+        class(&[first]),
+        if recurs {
+            String::new()
+        } else {
+            " | jielong-m1".into()
+        },
+        class(&[first]),
+        if recurs {
+            String::new()
+        } else {
+            " | jielong-m1".into()
+        },
+    );
+    if !recurs {
+        // jielong-m<i>: the first i characters of the marker were just written.
+        let n = chars.len();
+        for (i, &next) in chars.iter().enumerate().skip(1) {
+            let leave = format!("[^{}]", class(&[next, first]));
+            let mut alternatives = vec![leave, format!("{} jielong-m1", lit(first))];
+            if i + 1 < n {
+                alternatives.push(format!("{} jielong-m{}", lit(next), i + 1));
+            }
+            g.push_str(&format!("jielong-m{i} ::= {}\n", alternatives.join(" | ")));
+        }
+        if n == 1 {
+            // A one-character marker: that character never appears.
+            g = format!(
+                "root ::= [ \\t\\n]{{0,2}} [^{{\\[` \\t\\n\\r{0}] [^{0}]*\n",
+                class(&[first])
+            );
+        }
+    }
+    g
+}
 
 /// The sampler that enforces `constraint`: lazy (triggered by the opening marker, as a
 /// token when it is one, else as text) for [`ToolChoice::Auto`], from the first token
@@ -85,7 +147,10 @@ pub(crate) fn tool_call_sampler(
         RuntimeError::InvalidRequest(format!("llama.cpp refused the tool-call grammar: {e}"))
     };
     match constraint.choice {
-        ToolChoice::None => LlamaSampler::grammar(model, PROSE_GBNF, "root").map_err(refused),
+        ToolChoice::None => {
+            LlamaSampler::grammar(model, &prose_gbnf(constraint.format.open_marker()), "root")
+                .map_err(refused)
+        }
         ToolChoice::Required => {
             LlamaSampler::grammar(model, &tool_call_gbnf(constraint)?, "root").map_err(refused)
         }
@@ -195,5 +260,19 @@ mod tests {
             "jielong-call ::= \"{\" space root-x \"root\" jielong-call\nspace ::= \" \"?\n"
         );
         assert_eq!(gbnf_literal("a\"b\\"), "\"a\\\"b\\\\\"");
+    }
+
+    #[test]
+    fn prose_grammar_excludes_the_marker_only() {
+        let g = prose_gbnf("<tool_call>");
+        assert!(
+            g.contains("jielong-m1 ::= [^t<] | \"<\" jielong-m1 | \"t\" jielong-m2"),
+            "{g}"
+        );
+        assert!(
+            g.contains("jielong-m10 ::= [^><] | \"<\" jielong-m1\n"),
+            "{g}"
+        );
+        assert!(g.contains("jielong-text ::= ( [^<] | jielong-m1 )*"), "{g}");
     }
 }

@@ -23,8 +23,7 @@ use super::kv::tokenize;
 use super::{backend, context_size, nonzero, Loaded};
 use crate::error::RuntimeError;
 use crate::generate::{
-    Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, GenerationSender,
-    Usage,
+    Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, GenerationSender, Usage,
 };
 use crate::logprob::{Score, MAX_TOP_LOGPROBS};
 use crate::model::{
@@ -35,14 +34,32 @@ use crate::respond::{Chat, ChatRequest};
 /// A conversation state on a [`super::LlamaModel`], with KV-cache prefix reuse and
 /// branches.
 ///
-/// Each call queues a request on the session's worker thread; requests run one at a
-/// time, in order. Dropping the session stops the worker.
+/// Each call queues a request on the session's worker thread. Clones are handles on
+/// the same session (one KV cache, one worker): replies on different branches from
+/// several handles are decoded together. Dropping the last handle stops the worker.
+#[derive(Clone)]
 pub struct LlamaSession {
-    jobs: Option<mpsc::Sender<Job>>,
-    worker: Option<thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
     loaded: Arc<Loaded>,
     n_ctx: u32,
     n_seq: u32,
+}
+
+/// The worker behind every handle of a session.
+struct Shared {
+    jobs: Option<mpsc::Sender<Job>>,
+    worker: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker's loop once its current job is done (a
+        // running generation sees its Generation dropped and stops at the next token).
+        self.jobs.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for LlamaSession {
@@ -136,6 +153,8 @@ impl LlamaSession {
                 let _ = ready_tx.send(Ok(()));
                 let mut worker = Worker {
                     loaded: &worker_loaded,
+                    jobs: job_rx,
+                    pending: Default::default(),
                     ctx,
                     batch: LlamaBatch::new(n_batch as usize, n_seq as i32),
                     n_batch: n_batch as usize,
@@ -143,15 +162,17 @@ impl LlamaSession {
                     n_seq,
                     cells: Cells::default(),
                 };
-                while let Ok(job) = job_rx.recv() {
+                while let Some(job) = worker.next_job() {
                     worker.serve(job);
                 }
             })
             .map_err(|e| RuntimeError::Backend(format!("cannot start a worker thread: {e}")))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
-                jobs: Some(jobs),
-                worker: Some(worker),
+                shared: Arc::new(Shared {
+                    jobs: Some(jobs),
+                    worker: Some(worker),
+                }),
                 loaded,
                 n_ctx,
                 n_seq,
@@ -313,7 +334,12 @@ impl LlamaSession {
 
     /// The log-probability of `continuation` after `context` (raw text), token by
     /// token, with `top` alternatives each. Runs on the main branch, reusing its cache.
-    pub fn score(&self, context: &str, continuation: &str, top: u32) -> Result<Score, RuntimeError> {
+    pub fn score(
+        &self,
+        context: &str,
+        continuation: &str,
+        top: u32,
+    ) -> Result<Score, RuntimeError> {
         if top > MAX_TOP_LOGPROBS {
             return Err(RuntimeError::InvalidRequest(format!(
                 "{top} alternatives asked; at most {MAX_TOP_LOGPROBS} are reported"
@@ -361,22 +387,12 @@ impl LlamaSession {
     }
 
     fn send(&self, job: Job) -> Result<(), RuntimeError> {
-        self.jobs
+        self.shared
+            .jobs
             .as_ref()
             .ok_or(RuntimeError::WorkerGone)?
             .send(job)
             .map_err(|_| RuntimeError::WorkerGone)
-    }
-}
-
-impl Drop for LlamaSession {
-    fn drop(&mut self) {
-        // Closing the channel ends the worker's loop once its current job is done (a
-        // running generation sees its Generation dropped and stops at the next token).
-        self.jobs.take();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
     }
 }
 
@@ -404,7 +420,12 @@ impl ModelSession for LlamaSession {
         LlamaSession::generate(self, prompt, request)
     }
 
-    fn score(&mut self, context: &str, continuation: &str, top: u32) -> Result<Score, RuntimeError> {
+    fn score(
+        &mut self,
+        context: &str,
+        continuation: &str,
+        top: u32,
+    ) -> Result<Score, RuntimeError> {
         LlamaSession::score(self, context, continuation, top)
     }
 
@@ -418,6 +439,10 @@ impl ModelSession for LlamaSession {
 
     fn kv_usage(&mut self) -> Result<KvUsage, RuntimeError> {
         LlamaSession::kv_usage(self)
+    }
+
+    fn share(&self) -> Result<Box<dyn ModelSession>, RuntimeError> {
+        Ok(Box::new(self.clone()))
     }
 
     fn reset(&mut self) -> Result<(), RuntimeError> {
@@ -559,6 +584,11 @@ fn release(refs: &mut std::collections::HashMap<u64, u32>, cell: u64) {
 /// The worker thread's state.
 struct Worker<'m> {
     loaded: &'m Loaded,
+    /// Where requests come from; read between decode steps too.
+    jobs: mpsc::Receiver<Job>,
+    /// Requests taken off the channel during a decode loop that could not join it,
+    /// in order.
+    pending: std::collections::VecDeque<Job>,
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
@@ -566,6 +596,10 @@ struct Worker<'m> {
     n_seq: u32,
     cells: Cells,
 }
+
+/// One generating request of the decode loop: its branch, prompt, request and
+/// where the result goes.
+type LaneSpec = (BranchId, String, GenerateRequest, Option<GenerationSender>);
 
 /// One generating branch in the decode loop.
 struct Lane {
@@ -576,34 +610,79 @@ struct Lane {
     out: Option<GenerationSender>,
     finish: Option<FinishReason>,
     usage: Usage,
+    /// Its place among the loop's results (lanes without a sender).
+    slot: usize,
+    /// When its generation started.
+    generating: Instant,
+}
+
+impl Lane {
+    /// Finishes the lane: the completion goes to its sender, or to its result slot.
+    fn end(&mut self, finish: FinishReason, results: &mut [Option<Completion>]) {
+        self.finish = Some(finish.clone());
+        let mut usage = self.usage.clone();
+        usage.generated_tokens = self.branch.generated;
+        usage.generation_time = self.generating.elapsed();
+        let completion = Completion {
+            text: std::mem::take(&mut self.branch.text),
+            logprobs: std::mem::take(&mut self.branch.logprob_log),
+            finish,
+            usage,
+            ..Completion::default()
+        };
+        match &self.out {
+            Some(out) => out.done(Ok(completion)),
+            None => {
+                if let Some(slot) = results.get_mut(self.slot) {
+                    *slot = Some(completion);
+                }
+            }
+        }
+    }
+}
+
+/// Lanes prepared for the loop, with what remains to evaluate of their prompts.
+#[derive(Default)]
+struct Admitted {
+    lanes: Vec<Lane>,
+    /// Prompt tokens before each lane's last one.
+    tails: Vec<(BranchId, LlamaToken)>,
+    /// Each lane's last prompt token, in lane order.
+    lasts: Vec<(BranchId, LlamaToken)>,
+}
+
+/// Ends every unfinished lane with `error` (on its sender); the error for the caller.
+fn fail_lanes(lanes: &mut [Lane], waiting: &mut Vec<Lane>, error: RuntimeError) -> RuntimeError {
+    let message = error.to_string();
+    for lane in lanes.iter_mut().chain(waiting.iter_mut()) {
+        if lane.finish.is_none() {
+            lane.finish = Some(FinishReason::Cancelled);
+            if let Some(out) = &lane.out {
+                out.done(Err(RuntimeError::Decode(message.clone())));
+            }
+        }
+    }
+    waiting.clear();
+    error
 }
 
 impl Worker<'_> {
+    /// The next request: one kept back during a decode loop, else the channel's.
+    fn next_job(&mut self) -> Option<Job> {
+        self.pending.pop_front().or_else(|| self.jobs.recv().ok())
+    }
+
     fn serve(&mut self, job: Job) {
         match job {
             Job::Run(lanes) => {
-                let outs: Vec<GenerationSender> = lanes.iter().map(|l| l.out.clone()).collect();
                 let jobs = lanes
                     .into_iter()
                     .map(|l| (l.branch, l.prompt, l.request, Some(l.out)))
                     .collect();
-                match self.run(jobs) {
-                    Ok(completions) => {
-                        for (out, completion) in outs.iter().zip(completions) {
-                            out.done(Ok(completion));
-                        }
-                    }
-                    Err(error) => {
-                        // After a failed evaluation the cache contents are uncertain.
-                        self.clear();
-                        let message = error.to_string();
-                        let mut error = Some(error);
-                        for out in &outs {
-                            out.done(Err(error
-                                .take()
-                                .unwrap_or_else(|| RuntimeError::Decode(message.clone()))));
-                        }
-                    }
+                if self.run(jobs).is_err() {
+                    // After a failed evaluation the cache contents are uncertain (every
+                    // lane has had its error).
+                    self.clear();
                 }
             }
             Job::Parallel {
@@ -704,10 +783,15 @@ impl Worker<'_> {
     ) -> Result<Vec<Completion>, RuntimeError> {
         let started = Instant::now();
         let tokens = self.tokenize_prompt(prompt)?;
-        let reused = self.evaluate(BranchId::MAIN, &tokens, Logits::None)?;
+        let reused = self.keep_prefix(BranchId::MAIN, &tokens, tokens.len());
+        let entries: Vec<_> = tokens[reused..]
+            .iter()
+            .map(|&t| (BranchId::MAIN, t))
+            .collect();
+        self.feed(&entries, &|_| false, &mut |_, _, _| {})?;
         let prompt_time = started.elapsed();
         let forks = self.fork(BranchId::MAIN, requests.len())?;
-        let jobs = forks
+        let jobs: Vec<LaneSpec> = forks
             .iter()
             .zip(requests)
             .map(|(&branch, request)| (branch, prompt.to_owned(), request, None))
@@ -721,8 +805,10 @@ impl Worker<'_> {
             let usage = &mut completion.usage;
             usage.prompt_tokens = tokens.len();
             if i == 0 {
-                usage.cached_tokens = reused;
-                usage.evaluated_tokens = tokens.len() - reused;
+                // The last prompt token is always evaluated (for its logits).
+                let cached = reused.min(tokens.len() - 1);
+                usage.cached_tokens = cached;
+                usage.evaluated_tokens = tokens.len() - cached;
                 usage.prompt_time = prompt_time;
             } else {
                 usage.cached_tokens = tokens.len();
@@ -733,129 +819,211 @@ impl Worker<'_> {
         Ok(completions)
     }
 
-    /// The one decode loop: brings every lane's branch to its prompt (evaluating
-    /// only what follows each branch's common prefix, the lanes' last prompt tokens
-    /// in one batch), then samples every active lane and decodes their tokens
-    /// together, one batch per step, until all have finished.
-    fn run(
-        &mut self,
-        jobs: Vec<(BranchId, String, GenerateRequest, Option<GenerationSender>)>,
-    ) -> Result<Vec<Completion>, RuntimeError> {
-        let started = Instant::now();
-        let mut lanes = Vec::with_capacity(jobs.len());
-        let mut lasts = Vec::with_capacity(jobs.len());
-        for (seq, prompt, request, out) in jobs {
-            if seq != BranchId::MAIN && !self.cells.seqs.contains_key(&seq.0) {
-                return Err(unknown_branch(seq));
-            }
-            let tokens = self.tokenize_prompt(&prompt)?;
-            // All but the last prompt token now; the last ones go in one shared batch.
-            let reused = self.evaluate(seq, &tokens, Logits::Hold)?;
-            lasts.push((seq, tokens[tokens.len() - 1]));
-            lanes.push(Lane {
-                branch: Branch::new(&self.loaded.model, &request)?,
-                seq,
-                logits: 0,
-                out,
-                finish: None,
-                usage: prompt_usage(tokens.len(), reused, Duration::ZERO),
-            });
-        }
-        self.batch.clear();
-        for (k, (seq, token)) in lasts.iter().enumerate() {
-            let pos = self.cells.tokens(*seq).len() as i32;
-            self.batch
-                .add(*token, pos, &[seq.0 as i32], true)
-                .map_err(decode_error)?;
-            lanes[k].logits = k as i32;
-        }
-        self.decode()?;
-        for (seq, token) in lasts {
-            self.cells.push(seq, token);
-        }
-        let prompt_time = started.elapsed();
-        for lane in &mut lanes {
-            lane.usage.prompt_time = prompt_time;
-        }
-        let generating = Instant::now();
+    /// The one decode loop. Every lane's branch is brought to its prompt (only what
+    /// follows each branch's common prefix is evaluated; the lanes' last prompt
+    /// tokens land in the final batch), then every active lane samples and all their
+    /// tokens decode together, one batch per step, until all have finished.
+    ///
+    /// `Run` jobs that arrive meanwhile join the loop (continuous batching): their
+    /// prompts are evaluated in the same batches as the active lanes' next tokens, so
+    /// concurrent requests on different branches — several agents sharing one model,
+    /// parallel samples — share every decode step. A job that touches a branch being
+    /// generated on (and every job after it) waits until the loop ends.
+    ///
+    /// Lanes with a sender get their result as soon as they finish; the completions
+    /// of the first jobs without one are returned in order.
+    fn run(&mut self, jobs: Vec<LaneSpec>) -> Result<Vec<Completion>, RuntimeError> {
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut results: Vec<Option<Completion>> = vec![None; jobs.len()];
+        let mut admitted = self.admit(jobs, 0, &lanes)?;
         let loaded = self.loaded;
         let model = &loaded.model;
         loop {
             let active = lanes.iter().filter(|l| l.finish.is_none()).count();
-            if active == 0 {
+            if active == 0 && admitted.lanes.is_empty() {
                 break;
             }
-            let room = self.cells.used() + active < self.n_ctx as usize;
+            let incoming = admitted.tails.len() + admitted.lasts.len();
+            let room = self.cells.used() + active + incoming < self.n_ctx as usize;
             let mut next = Vec::with_capacity(active);
             for (i, lane) in lanes.iter_mut().enumerate() {
                 if lane.finish.is_some() {
                     continue;
                 }
-                if lane.out.as_ref().is_some_and(GenerationSender::is_cancelled) {
+                if lane
+                    .out
+                    .as_ref()
+                    .is_some_and(GenerationSender::is_cancelled)
+                {
                     lane.branch.flush();
-                    lane.finish = Some(FinishReason::Cancelled);
+                    lane.end(FinishReason::Cancelled, &mut results);
                     continue;
                 }
                 let token = lane.branch.sample(&self.ctx, lane.logits);
                 let logprob = lane
                     .branch
                     .record_logprob(model, &self.ctx, lane.logits, token);
-                let step = lane.branch.accept(model, token, room);
-                let (text, finish) = match step {
+                let (text, finish) = match lane.branch.accept(model, token, room) {
                     Step::Finish(text, reason) => (text, Some(reason)),
                     Step::Continue(text) => (text, None),
                 };
+                let mut gone = false;
                 if let Some(out) = &lane.out {
-                    let mut gone = false;
                     if let Some(logprob) = logprob {
                         gone |= !out.send(GenerationEvent::Logprob(logprob));
                     }
                     if !text.is_empty() {
                         gone |= !out.text(text);
                     }
-                    if gone && finish.is_none() {
-                        lane.finish = Some(FinishReason::Cancelled);
-                        continue;
-                    }
                 }
                 match finish {
-                    Some(reason) => lane.finish = Some(reason),
+                    Some(reason) => lane.end(reason, &mut results),
+                    None if gone => lane.end(FinishReason::Cancelled, &mut results),
                     None => next.push((i, token)),
                 }
             }
-            if next.is_empty() {
+            // New prompts' tails, the active lanes' tokens, then the new last tokens:
+            // everything whose logits are read is in the final batch.
+            let mut entries = std::mem::take(&mut admitted.tails);
+            let first_wanted = entries.len();
+            entries.extend(next.iter().map(|&(i, token)| (lanes[i].seq, token)));
+            entries.extend(admitted.lasts.iter().copied());
+            if entries.is_empty() {
                 continue;
             }
-            self.batch.clear();
-            for (k, &(i, token)) in next.iter().enumerate() {
-                let lane = &mut lanes[i];
-                let pos = self.cells.tokens(lane.seq).len() as i32;
-                self.batch
-                    .add(token, pos, &[lane.seq.0 as i32], true)
-                    .map_err(decode_error)?;
-                lane.logits = k as i32;
+            if entries.len() - first_wanted > self.n_batch {
+                let error = RuntimeError::InvalidRequest(format!(
+                    "{} branches decoding at once need a batch size of at least that (this session has {})",
+                    entries.len() - first_wanted,
+                    self.n_batch
+                ));
+                return Err(fail_lanes(&mut lanes, &mut admitted.lanes, error));
             }
-            self.decode()?;
-            for &(i, token) in &next {
-                self.cells.push(lanes[i].seq, token);
+            let started = Instant::now();
+            let mut indices = vec![0; entries.len() - first_wanted];
+            let fed = self.feed(&entries, &|i| i >= first_wanted, &mut |i, index, _| {
+                indices[i - first_wanted] = index;
+            });
+            if let Err(error) = fed {
+                return Err(fail_lanes(&mut lanes, &mut admitted.lanes, error));
+            }
+            let prompt_time = started.elapsed();
+            for (k, &(i, _)) in next.iter().enumerate() {
+                lanes[i].logits = indices[k];
+            }
+            for (k, mut lane) in admitted.lanes.drain(..).enumerate() {
+                lane.logits = indices[next.len() + k];
+                lane.usage.prompt_time = prompt_time;
+                lane.generating = Instant::now();
+                lanes.push(lane);
+            }
+            admitted.lasts.clear();
+            // Requests that came in meanwhile join at the next step.
+            let offset = results.len();
+            let incoming = self.incoming(&lanes);
+            if !incoming.is_empty() {
+                results.extend(incoming.iter().map(|_| None));
+                match self.admit(incoming, offset, &lanes) {
+                    Ok(more) => admitted = more,
+                    Err(error) => return Err(fail_lanes(&mut lanes, &mut Vec::new(), error)),
+                }
             }
         }
-        let generation_time = generating.elapsed();
-        Ok(lanes
-            .into_iter()
-            .map(|lane| {
-                let mut usage = lane.usage;
-                usage.generated_tokens = lane.branch.generated;
-                usage.generation_time = generation_time;
-                Completion {
-                    text: lane.branch.text,
-                    logprobs: lane.branch.logprob_log,
-                    finish: lane.finish.unwrap_or(FinishReason::MaxTokens),
-                    usage,
-                    ..Completion::default()
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Prepares lanes for `jobs` (numbered from `offset` for the results): their
+    /// branches are cut to the common prefix, and what remains to evaluate is listed.
+    /// A job whose prompt is refused fails on its own sender (a job without one fails
+    /// the call).
+    fn admit(
+        &mut self,
+        jobs: Vec<LaneSpec>,
+        offset: usize,
+        active: &[Lane],
+    ) -> Result<Admitted, RuntimeError> {
+        let mut admitted = Admitted::default();
+        for (k, (seq, prompt, request, out)) in jobs.into_iter().enumerate() {
+            let prepared = self.prepare(seq, &prompt, &request, active);
+            match prepared {
+                Ok((tokens, reused)) => {
+                    let last = tokens.len() - 1;
+                    admitted
+                        .tails
+                        .extend(tokens[reused..last].iter().map(|&t| (seq, t)));
+                    admitted.lasts.push((seq, tokens[last]));
+                    admitted.lanes.push(Lane {
+                        branch: Branch::new(&self.loaded.model, &request)?,
+                        seq,
+                        logits: 0,
+                        out,
+                        finish: None,
+                        usage: prompt_usage(tokens.len(), reused, Duration::ZERO),
+                        slot: offset + k,
+                        generating: Instant::now(),
+                    });
                 }
-            })
-            .collect())
+                Err(error) => match out {
+                    Some(out) => out.done(Err(error)),
+                    None => return Err(error),
+                },
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Checks and tokenizes one lane's prompt and cuts its branch to the common
+    /// prefix; the tokens and how many are reused.
+    fn prepare(
+        &mut self,
+        seq: BranchId,
+        prompt: &str,
+        request: &GenerateRequest,
+        active: &[Lane],
+    ) -> Result<(Vec<LlamaToken>, usize), RuntimeError> {
+        if seq != BranchId::MAIN && !self.cells.seqs.contains_key(&seq.0) {
+            return Err(unknown_branch(seq));
+        }
+        if active.iter().any(|l| l.seq == seq && l.finish.is_none()) {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "branch {seq} is already generating"
+            )));
+        }
+        request.validate()?;
+        let tokens = self.tokenize_prompt(prompt)?;
+        // At least the last prompt token is evaluated again (its logits are needed).
+        let reused = self.keep_prefix(seq, &tokens, tokens.len() - 1);
+        Ok((tokens, reused))
+    }
+
+    /// `Run` jobs waiting on the channel that can join the loop now; anything else
+    /// (and everything after it) is kept for later, in order.
+    fn incoming(&mut self, lanes: &[Lane]) -> Vec<LaneSpec> {
+        let mut joining = Vec::new();
+        if !self.pending.is_empty() {
+            return joining;
+        }
+        while let Ok(job) = self.jobs.try_recv() {
+            let busy =
+                |branch: BranchId| lanes.iter().any(|l| l.seq == branch && l.finish.is_none());
+            match job {
+                Job::Run(specs)
+                    if self.pending.is_empty() && !specs.iter().any(|l| busy(l.branch)) && {
+                        let mut seen: Vec<BranchId> = specs.iter().map(|l| l.branch).collect();
+                        seen.sort();
+                        seen.windows(2).all(|w| w[0] != w[1])
+                    } =>
+                {
+                    joining.extend(
+                        specs
+                            .into_iter()
+                            .map(|l| (l.branch, l.prompt, l.request, Some(l.out))),
+                    );
+                }
+                other => self.pending.push_back(other),
+            }
+        }
+        joining
     }
 
     /// Teacher-forced log-probabilities of `continuation` after `context` on the main
@@ -888,17 +1056,17 @@ impl Worker<'_> {
         let mut scored = Vec::with_capacity(continuation_tokens.len());
         let loaded = self.loaded;
         let model = &loaded.model;
-        let mut at_logits = |logits: &[f32], position: usize| {
-            if let Some(&next) = all.get(position + 1) {
+        let inputs = &all[..all.len() - 1];
+        let keep = self.keep_prefix(BranchId::MAIN, inputs, first);
+        let entries: Vec<_> = inputs[keep..]
+            .iter()
+            .map(|&t| (BranchId::MAIN, t))
+            .collect();
+        self.feed(&entries, &|i| keep + i >= first, &mut |i, _, logits| {
+            if let Some(&next) = all.get(keep + i + 1) {
                 scored.push(token_logprob(model, logits, next, top));
             }
-        };
-        self.evaluate_with(
-            BranchId::MAIN,
-            &all[..all.len() - 1],
-            first,
-            &mut at_logits,
-        )?;
+        })?;
         Ok(Score {
             tokens: scored,
             context_tokens: context_tokens.len(),
@@ -919,72 +1087,67 @@ impl Worker<'_> {
         Ok(tokens)
     }
 
-    /// Brings `branch` to hold `tokens` (or, with [`Logits::Hold`], all of them but
-    /// the last), evaluating only what follows the common prefix; returns how many
-    /// tokens were reused.
-    fn evaluate(
-        &mut self,
-        branch: BranchId,
-        tokens: &[LlamaToken],
-        logits: Logits,
-    ) -> Result<usize, RuntimeError> {
-        let target = match logits {
-            Logits::Hold => &tokens[..tokens.len() - 1],
-            Logits::None => tokens,
-        };
-        let reused = super::kv::common_prefix_len(self.cells.tokens(branch), target);
-        self.evaluate_with(branch, target, usize::MAX, &mut |_, _| {})?;
-        Ok(reused)
+    /// Drops what `branch` holds after its common prefix with `tokens` (at most
+    /// `limit` tokens are kept); returns how many were kept.
+    fn keep_prefix(&mut self, branch: BranchId, tokens: &[LlamaToken], limit: usize) -> usize {
+        let held = self.cells.tokens(branch);
+        let keep = super::kv::common_prefix_len(held, tokens).min(limit);
+        if keep == held.len() {
+            return keep;
+        }
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(branch.0), Some(keep as u32), None)
+            .unwrap_or(false);
+        if removed {
+            self.cells.truncate(branch, keep);
+            keep
+        } else {
+            // Some memory kinds (recurrent models) cannot drop a tail: start over.
+            let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
+            self.cells.truncate(branch, 0);
+            0
+        }
     }
 
-    /// Brings `branch` to hold exactly `tokens`, evaluating only what follows the
-    /// common prefix; `visit` gets the logits of every position from `logits_from` on
-    /// that was evaluated.
-    fn evaluate_with(
+    /// Evaluates `entries` (each appended to its branch) in batches of at most
+    /// `n_batch`, aligned to the end so the last batch holds the last `n_batch`
+    /// entries. `visit(i, index, logits)` gets the logits of every entry `i` that
+    /// `want`s them, right after its batch (`index`: its place in that batch).
+    fn feed(
         &mut self,
-        branch: BranchId,
-        tokens: &[LlamaToken],
-        logits_from: usize,
-        visit: &mut dyn FnMut(&[f32], usize),
+        entries: &[(BranchId, LlamaToken)],
+        want: &dyn Fn(usize) -> bool,
+        visit: &mut dyn FnMut(usize, i32, &[f32]),
     ) -> Result<(), RuntimeError> {
-        let held = self.cells.tokens(branch);
-        let mut keep = super::kv::common_prefix_len(held, tokens).min(logits_from);
-        if keep < held.len() {
-            let removed = self
-                .ctx
-                .clear_kv_cache_seq(Some(branch.0), Some(keep as u32), None)
-                .unwrap_or(false);
-            if removed {
-                self.cells.truncate(branch, keep);
+        let mut start = 0;
+        let first = entries.len() % self.n_batch;
+        while start < entries.len() {
+            let size = if start == 0 && first > 0 {
+                first
             } else {
-                // Some memory kinds (recurrent models) cannot drop a tail: start over.
-                let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
-                self.cells.truncate(branch, 0);
-                keep = 0;
-            }
-        }
-        let mut start = keep;
-        for chunk in tokens[keep..].chunks(self.n_batch) {
+                self.n_batch
+            };
+            let chunk = &entries[start..start + size];
             self.batch.clear();
             let mut wanted = Vec::new();
-            for (i, token) in chunk.iter().enumerate() {
-                let pos = start + i;
-                let want = pos >= logits_from;
-                if want {
-                    wanted.push((self.batch.n_tokens(), pos));
+            for (k, &(branch, token)) in chunk.iter().enumerate() {
+                let i = start + k;
+                let logits = want(i);
+                if logits {
+                    wanted.push((i, k as i32));
                 }
+                let pos = self.cells.tokens(branch).len() as i32;
                 self.batch
-                    .add(*token, pos as i32, &[branch.0 as i32], want)
+                    .add(token, pos, &[branch.0 as i32], logits)
                     .map_err(decode_error)?;
+                self.cells.push(branch, token);
             }
             self.decode()?;
-            for &(index, pos) in &wanted {
-                visit(self.ctx.get_logits_ith(index), pos);
+            for (i, index) in wanted {
+                visit(i, index, self.ctx.get_logits_ith(index));
             }
-            for token in chunk {
-                self.cells.push(branch, *token);
-            }
-            start += chunk.len();
+            start += size;
         }
         Ok(())
     }
@@ -994,21 +1157,14 @@ impl Worker<'_> {
     }
 }
 
-/// What [`Worker::evaluate`] leaves for the caller.
-#[derive(Clone, Copy)]
-enum Logits {
-    /// Evaluate the whole prompt (no logits are read).
-    None,
-    /// Leave the last prompt token to the caller's batch, which reads its logits.
-    Hold,
-}
-
 fn decode_error(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Decode(e.to_string())
 }
 
 fn unknown_branch(branch: BranchId) -> RuntimeError {
-    RuntimeError::InvalidRequest(format!("branch {branch} does not exist (dropped or never forked)"))
+    RuntimeError::InvalidRequest(format!(
+        "branch {branch} does not exist (dropped or never forked)"
+    ))
 }
 
 /// Usage of a call whose prompt had `prompt` tokens, `reused` of them from the cache.
