@@ -195,7 +195,7 @@ pub struct EvalRunArgs {
     #[arg(long)]
     pub system: Option<String>,
     /// The most model calls per example (agent).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = AgentSettings::DEFAULT_MAX_STEPS)]
     pub max_steps: usize,
     /// How the agent writes code for `python` (see `jielong run --help`).
     #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
@@ -358,7 +358,7 @@ pub struct AskArgs {
     #[arg(short = 'k', long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub k: u8,
     /// The most model calls.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = AgentSettings::DEFAULT_MAX_STEPS)]
     pub max_steps: usize,
     /// Write every event of the run to this file as JSON lines.
     #[arg(long)]
@@ -564,9 +564,20 @@ mod tests {
     }
 
     #[test]
-    fn run_takes_the_librarys_step_budget_by_default() {
+    fn every_agent_command_takes_the_librarys_step_budget_by_default() {
         let args = run_args(&[]).unwrap();
         assert_eq!(args.max_steps, AgentSettings::DEFAULT_MAX_STEPS);
         assert_eq!(args.max_steps, AgentSettings::default().max_steps);
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().command;
+        match parse(&["jielong", "ask", "Q"]) {
+            Command::Ask(args) => assert_eq!(args.max_steps, AgentSettings::DEFAULT_MAX_STEPS),
+            other => panic!("not `ask`: {other:?}"),
+        }
+        match parse(&["jielong", "eval", "data.jsonl"]) {
+            Command::Eval(args) => {
+                assert_eq!(args.run.max_steps, AgentSettings::DEFAULT_MAX_STEPS)
+            }
+            other => panic!("not `eval`: {other:?}"),
+        }
     }
 }

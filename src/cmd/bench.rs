@@ -61,6 +61,10 @@ struct BranchReport {
     sequential_over_one: f64,
     /// Decode speed with 5 log-probability alternatives per token / without.
     logprobs_decode_ratio: f64,
+    /// The same measurement on the bare llama-cpp-2 loop: the time of a step that
+    /// decodes `branches` sequences in one batch over a one-sequence step (the floor
+    /// this machine sets for `batched_over_one`).
+    bare_batched_over_one: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,7 +215,14 @@ fn measure(
     }
     let jielong = median_speed(&ours);
     let bare_llama_cpp = median_speed(&bare);
-    let branches = branch_bench(&session, &prompt, args)?;
+    let mut branches = branch_bench(&session, &prompt, args)?;
+    let bare_steps = |lanes| -> anyhow::Result<f64> {
+        let speeds = (0..args.rounds)
+            .map(|_| bare_lanes(&raw, threads, n_ctx, options.batch_size, &prompt, 64, lanes))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(median(speeds.iter().map(|s| s.decode_tokens_per_s).collect()))
+    };
+    branches.bare_batched_over_one = bare_steps(1)? / bare_steps(branches.branches)?;
     drop(session);
     let chat = chat_reuse(model, options, global, args.turns)?;
     Ok(Report {
@@ -305,6 +316,7 @@ fn branch_bench(
         batched_over_one: batched / one,
         sequential_over_one: sequential / one,
         logprobs_decode_ratio: median(logprob_ratio),
+        bare_batched_over_one: 0.0,
     })
 }
 
@@ -338,6 +350,20 @@ fn bare_loop(
     prompt: &str,
     n_gen: usize,
 ) -> anyhow::Result<Speed> {
+    bare_lanes(raw, threads, n_ctx, n_batch, prompt, n_gen, 1)
+}
+
+/// The bare loop with `lanes` sequences forked from the prompt, each decoding its
+/// own greedy token, all in one batch per step (decode speed counts steps).
+fn bare_lanes(
+    raw: &RawModel,
+    threads: usize,
+    n_ctx: u32,
+    n_batch: u32,
+    prompt: &str,
+    n_gen: usize,
+    lanes: usize,
+) -> anyhow::Result<Speed> {
     let threads = i32::try_from(threads).unwrap_or(i32::MAX);
     let n_batch = n_batch.min(n_ctx);
     let params = LlamaContextParams::default()
@@ -345,9 +371,11 @@ fn bare_loop(
         .with_n_batch(n_batch)
         .with_n_ubatch(n_batch)
         .with_n_threads(threads)
-        .with_n_threads_batch(threads);
+        .with_n_threads_batch(threads)
+        .with_n_seq_max(lanes.max(1) as u32)
+        .with_kv_unified(true);
     let mut ctx = raw.new_context(backend()?, params)?;
-    let mut batch = LlamaBatch::new(n_batch as usize, 1);
+    let mut batch = LlamaBatch::new(n_batch as usize, lanes.max(1) as i32);
 
     let started = Instant::now();
     let tokens = raw.vocab().tokenize(prompt.as_bytes(), false, true);
@@ -362,15 +390,26 @@ fn bare_loop(
     }
     let prefill = started.elapsed();
 
-    let mut sampler = LlamaSampler::greedy();
+    for seq in 1..lanes {
+        ctx.copy_kv_cache_seq(0, seq as i32, None, None)?;
+    }
+    let mut samplers: Vec<LlamaSampler> = (0..lanes.max(1)).map(|_| LlamaSampler::greedy()).collect();
+    let mut logits: Vec<i32> = vec![batch.n_tokens() - 1; lanes.max(1)];
     let started = Instant::now();
     for i in 0..n_gen {
-        let token = sampler.sample(&ctx, batch.n_tokens() - 1);
+        let tokens: Vec<_> = samplers
+            .iter_mut()
+            .zip(&logits)
+            .map(|(sampler, &index)| sampler.sample(&ctx, index))
+            .collect();
         if i + 1 == n_gen {
             break;
         }
         batch.clear();
-        batch.add(token, pos, &[0], true)?;
+        for (seq, token) in tokens.into_iter().enumerate() {
+            batch.add(token, pos, &[seq as i32], true)?;
+            logits[seq] = seq as i32;
+        }
         pos += 1;
         ctx.decode(&mut batch)?;
     }
@@ -500,6 +539,10 @@ fn print_report(r: &Report) {
     println!(
         "  {} branches, one batch      {:>8.2} s  ({:.2}x one; target <= 1.6x)",
         b.branches, b.batched_s, b.batched_over_one
+    );
+    println!(
+        "  bare llama-cpp-2: a {}-sequence step takes {:.2}x a 1-sequence step",
+        b.branches, b.bare_batched_over_one
     );
     println!(
         "  log-probabilities (top 5)  {:>8.3}x decode speed (target >= 0.9x)",
@@ -820,7 +863,7 @@ async fn needle_bench(
             },
             // The defaults of `jielong ask`.
             k: 3,
-            max_steps: 6,
+            max_steps: jielong::core::AgentSettings::DEFAULT_MAX_STEPS,
             trace: None,
         };
         let started = Instant::now();
