@@ -97,6 +97,33 @@ pub enum Command {
     /// Evaluate the model or the agent on a JSONL dataset (accuracy with a 95%
     /// interval, latency, tokens, stop reasons); `eval compare A B` compares two runs.
     Eval(Box<EvalArgs>),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat and text
+    /// completions, tools, streaming, log-probabilities, `n`, JSON output).
+    Serve(ServeArgs),
+}
+
+/// `jielong serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (a host other than loopback needs an API key).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// The port to listen on.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests generating at once, each on its own branch of the KV cache (they
+    /// decode together, one batch per step).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
+    /// Requests waiting for a free slot; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// The largest `n` (choices per chat request).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub max_n: u32,
+    /// The key clients must send as `Authorization: Bearer KEY`.
+    #[arg(long, env = "JIELONG_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// `jielong generate`.
@@ -200,6 +227,12 @@ pub struct EvalRunArgs {
     /// How the agent writes code for `python` (see `jielong run --help`).
     #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
     pub code_actions: CodeActionsArg,
+    /// How the agent works each example (see `jielong run --help`).
+    #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
+    pub strategy: Option<Strategy>,
+    /// Samples per example with `--strategy self-consistency`.
+    #[arg(long, default_value_t = AgentSettings::default().samples)]
+    pub samples: usize,
     /// A folder of prompt files replacing the built-in prompts of the same name.
     #[arg(long, value_name = "DIR")]
     pub prompts: Option<PathBuf>,
@@ -382,7 +415,8 @@ pub struct RunArgs {
     pub tool_options: ToolOptions,
     /// How the agent works the task: `direct` (the default), `plan` (subtasks first,
     /// then a synthesis), `reflect` (critique the draft answer and revise it when the
-    /// critique finds a fault), `plan+reflect`.
+    /// critique finds a fault), `plan+reflect`, `self-consistency` (`--samples`
+    /// independent runs at once on forked branches, answers voted).
     #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
     pub strategy: Option<Strategy>,
     /// The same as `--strategy plan` (with `--reflect`: `plan+reflect`).
@@ -402,6 +436,10 @@ pub struct RunArgs {
     /// `tool-call` (JSON in the model's call tokens).
     #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
     pub code_actions: CodeActionsArg,
+    /// Samples with `--strategy self-consistency`: independent runs whose answers
+    /// are voted (1 to 16).
+    #[arg(long, default_value_t = AgentSettings::default().samples)]
+    pub samples: usize,
     /// A folder of prompt files (`agent_system.md`, `code_task.md`, … as in
     /// `prompts/`) replacing the built-in prompts of the same name.
     #[arg(long, value_name = "DIR")]

@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             Command::Runs(command) => cmd::runs::runs(command),
             Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
             Command::Eval(args) => cmd::eval::eval(&cli.global, *args).await,
+            Command::Serve(args) => cmd::serve::serve(&cli.global, args).await,
         }
     });
     match result {

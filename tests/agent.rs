@@ -231,3 +231,47 @@ fn every_failure_ends_with_its_typed_stop_reason() {
     assert_eq!(last.role, Role::Tool);
     assert_eq!(last.content, "2,102,650 (2023)");
 }
+
+/// Self-consistency on the embedded model: the samples run at once on branches forked
+/// from the main one, each with a Python session of its own; the branches are gone
+/// afterwards and the vote is in the events.
+#[test]
+fn self_consistency_samples_on_branches_and_votes() {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut session = m.session(&SessionOptions::default()).unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let agent = Agent::for_model(&m)
+        .tools(builtin_registry(&["python".into()]).unwrap())
+        .strategy(jielong::core::agent::Strategy::SelfConsistency)
+        .samples(3)
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let run = runtime.block_on(agent.run(&mut session, "What is 12345 * 6789?"));
+    assert_eq!(run.stop, StopReason::Answered, "{run:?}");
+    assert!(
+        run.answer.as_deref().unwrap_or("").contains("83810205"),
+        "{:?}",
+        run.answer
+    );
+    let events = events.lock().unwrap().clone();
+    let samples: std::collections::BTreeSet<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Sample { sample, .. } => Some(*sample),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(samples.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+    let tally = events.iter().find_map(|e| match e {
+        AgentEvent::Tally { votes, .. } => Some(votes.clone()),
+        _ => None,
+    });
+    let votes = tally.expect("a tally");
+    assert_eq!(votes[0].0, "83810205", "{votes:?}");
+    // Only the main branch is left.
+    assert_eq!(session.kv_usage().unwrap().branches.len(), 1);
+}

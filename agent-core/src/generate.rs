@@ -117,6 +117,39 @@ pub struct ToolConstraint {
     /// The most calls in one reply (formats that allow several); at least 1.
     #[serde(default = "default_max_calls")]
     pub max_calls: u32,
+    /// The shape a reply that is not a call must have (JSON, a JSON Schema), enforced
+    /// from the first token; `None`: free prose. With a reply format `tools` may be
+    /// empty (a structured answer without tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyFormat>,
+}
+
+/// The shape of a reply's text (an OpenAI-style `response_format`): the embedded
+/// backend holds the reply to it with a grammar from the first token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "schema")]
+pub enum ReplyFormat {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching this JSON Schema (converted to a grammar with llama.cpp's
+    /// converter; a schema it cannot convert makes the request invalid).
+    JsonSchema(serde_json::Value),
+}
+
+impl ReplyFormat {
+    /// The JSON Schema a reply must match.
+    pub fn schema(&self) -> serde_json::Value {
+        match self {
+            ReplyFormat::JsonObject => serde_json::json!({"type": "object"}),
+            ReplyFormat::JsonSchema(schema) => {
+                let mut schema = schema.clone();
+                if let Some(map) = schema.as_object_mut() {
+                    map.remove("$schema");
+                }
+                schema
+            }
+        }
+    }
 }
 
 fn default_max_calls() -> u32 {
@@ -138,6 +171,7 @@ impl ToolConstraint {
             tools,
             choice,
             max_calls: Self::DEFAULT_MAX_CALLS,
+            reply: None,
         }
     }
 }
@@ -178,7 +212,7 @@ impl GenerateRequest {
             ));
         }
         if let Some(tools) = &self.tools {
-            if tools.tools.is_empty() {
+            if tools.tools.is_empty() && tools.reply.is_none() {
                 return Err(RuntimeError::InvalidRequest(
                     "a tool constraint needs at least one tool".into(),
                 ));

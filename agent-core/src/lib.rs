@@ -41,7 +41,8 @@ pub use chat::{Message, Role, ToolCall, ToolSpec};
 pub use error::{RemoteFault, RuntimeError};
 pub use generate::{
     CallCheck, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
-    GenerationSender, MalformedCall, SamplingParams, ToolChoice, ToolConstraint, Usage,
+    GenerationSender, MalformedCall, ReplyFormat, SamplingParams, ToolChoice, ToolConstraint,
+    Usage,
 };
 #[cfg(feature = "llama")]
 pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};

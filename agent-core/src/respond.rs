@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::chat::{Message, Role, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{
-    CallCheck, GenerateRequest, Generation, SamplingParams, ToolChoice, ToolConstraint,
+    CallCheck, GenerateRequest, Generation, ReplyFormat, SamplingParams, ToolChoice, ToolConstraint,
 };
 use crate::model::BranchId;
 use crate::template::ChatTemplate;
@@ -85,6 +85,11 @@ pub struct ChatRequest {
     /// [`GenerateRequest::logprobs`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+    /// The shape a reply that is not a call must have (JSON, a JSON Schema); `None`:
+    /// free prose. The embedded backend enforces it with a grammar from the first
+    /// token; backends without grammars ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<ReplyFormat>,
 }
 
 impl Default for ChatRequest {
@@ -98,6 +103,7 @@ impl Default for ChatRequest {
             max_calls: ToolConstraint::DEFAULT_MAX_CALLS,
             calls: CallMode::default(),
             logprobs: None,
+            format: None,
         }
     }
 }
@@ -234,11 +240,16 @@ impl PromptFormat {
     /// tools in this format.
     pub fn request(&self, chat: &Chat, request: &ChatRequest) -> GenerateRequest {
         let tools = request.callable(chat);
-        let constraint =
-            (!tools.is_empty() && request.calls == CallMode::Constrained).then(|| ToolConstraint {
-                max_calls: request.max_calls.max(1),
-                ..ToolConstraint::new(self.calls, tools.to_vec(), request.tool_choice)
-            });
+        let calls = !tools.is_empty() && request.calls == CallMode::Constrained;
+        let constraint = (calls || request.format.is_some()).then(|| ToolConstraint {
+            max_calls: request.max_calls.max(1),
+            reply: request.format.clone(),
+            ..ToolConstraint::new(
+                self.calls,
+                if calls { tools.to_vec() } else { Vec::new() },
+                request.tool_choice,
+            )
+        });
         request.text_request(constraint)
     }
 

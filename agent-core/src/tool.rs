@@ -181,6 +181,16 @@ pub trait Tool: Send + Sync + 'static {
     fn timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// A copy of the tool with state of its own, for independent runs that must not
+    /// see each other's state (the samples of self-consistency each get a Python
+    /// session of their own). `None` (the default): the tool is stateless and shared.
+    fn isolated(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// The object-safe form of a tool, with JSON in and out. Every [`Tool`] is one.
@@ -194,9 +204,19 @@ pub trait DynTool: Send + Sync {
 
     /// The longest a call may take (`None`: the registry's default).
     fn timeout(&self) -> Option<Duration>;
+
+    /// A copy with state of its own (see [`Tool::isolated`]); `None`: share this one.
+    fn isolated_dyn(&self) -> Option<Arc<dyn DynTool>> {
+        None
+    }
 }
 
 impl<T: Tool> DynTool for T {
+    fn isolated_dyn(&self) -> Option<Arc<dyn DynTool>> {
+        self.isolated()
+            .map(|tool| Arc::new(tool) as Arc<dyn DynTool>)
+    }
+
     fn spec(&self) -> ToolSpec {
         ToolSpec {
             name: self.name().to_string(),
@@ -387,6 +407,24 @@ impl ToolRegistry {
     pub fn with_default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = timeout;
         self
+    }
+
+    /// The same tools, each stateful one replaced by a copy with state of its own
+    /// ([`Tool::isolated`]): for runs that must not share, say, a Python session.
+    pub fn isolated(&self) -> ToolRegistry {
+        Self {
+            tools: self
+                .tools
+                .iter()
+                .map(|(name, tool)| {
+                    (
+                        name.clone(),
+                        tool.isolated_dyn().unwrap_or_else(|| tool.clone()),
+                    )
+                })
+                .collect(),
+            default_timeout: self.default_timeout,
+        }
     }
 
     /// Adds a tool: a typed [`Tool`] or any other [`DynTool`] such as a [`SchemaTool`].

@@ -1723,3 +1723,109 @@ async fn the_trace_writer_stamps_every_event_line() {
         .any(|l| l["type"] == "step_started" && l["step"] == 2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Self-consistency on a backend without branches: the samples run one after another
+/// on the session, each sampling with its own seed; answers are voted by their
+/// normalised form and the tally is an event.
+#[tokio::test]
+async fn self_consistency_votes_over_independent_samples() {
+    use jielong_core::agent::Strategy;
+    let run_with = |script: Vec<Script>, samples: usize| async move {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let agent = agent()
+            .strategy(Strategy::SelfConsistency)
+            .samples(samples)
+            .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let mut session = Scripted {
+            script: script.into(),
+            format: scripted_format(ToolCallFormat::Hermes),
+            requests: requests.clone(),
+            resets: Arc::default(),
+            cache: String::new(),
+        };
+        let run = agent.run(&mut session, "What is 3 * 6?").await;
+        let events = events.lock().unwrap().clone();
+        let requests = requests.lock().unwrap().clone();
+        (run, events, requests)
+    };
+    let tally = |events: &[AgentEvent]| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                AgentEvent::Tally {
+                    votes,
+                    abstained,
+                    winner,
+                    tie,
+                } => Some((votes.clone(), *abstained, winner.clone(), *tie)),
+                _ => None,
+            })
+            .expect("a tally")
+    };
+
+    // Two of three agree once normalised; the first answer with that key wins.
+    let (run, events, requests) = run_with(
+        vec![reply("The answer is 18."), reply("17"), reply("$18")],
+        3,
+    )
+    .await;
+    assert_eq!(run.stop, StopReason::Answered);
+    assert_eq!(run.answer.as_deref(), Some("The answer is 18."));
+    assert_eq!(
+        tally(&events),
+        (
+            vec![("18".to_string(), 2), ("17".to_string(), 1)],
+            0,
+            Some("The answer is 18.".to_string()),
+            false
+        )
+    );
+    assert_eq!(run.steps, 3);
+    // Every sample samples (the agent is greedy), each with a seed of its own.
+    assert!(requests.iter().all(|r| r.temperature > 0.0), "{requests:?}");
+    let sample_events: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Sample { sample, .. } => Some(*sample),
+            _ => None,
+        })
+        .collect();
+    assert!(sample_events.contains(&1) && sample_events.contains(&3));
+    assert!(matches!(events.last(), Some(AgentEvent::Stopped { .. })));
+
+    // A tie goes to the answer that appeared first, and says so.
+    let (run, events, _) = run_with(vec![reply("2"), reply("1")], 2).await;
+    assert_eq!(run.answer.as_deref(), Some("2"));
+    assert!(tally(&events).3, "a tie");
+
+    // A sample without an answer abstains; no answer at all is a stop.
+    let (run, events, _) = run_with(
+        vec![
+            reply("5"),
+            Script::Fail(RuntimeError::InvalidRequest("down".into())),
+        ],
+        2,
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("5"));
+    assert_eq!(tally(&events).1, 1);
+    let (run, _, _) = run_with(
+        vec![Script::Fail(RuntimeError::InvalidRequest("down".into()))],
+        1,
+    )
+    .await;
+    assert!(run.answer.is_none());
+    assert!(
+        matches!(run.stop, StopReason::ModelError(_)),
+        "{}",
+        run.stop
+    );
+
+    // The number of samples is checked.
+    assert!(agent().samples(0).build().is_err());
+    assert!(agent().samples(17).build().is_err());
+}

@@ -64,8 +64,8 @@ pub(crate) async fn answer(
     let mut session = model.open_session(&super::session_options(global))?;
     let options = AgentOptions {
         system: Some(ASK_SYSTEM.trim().to_string()),
-        plan: false,
-        reflect: false,
+        strategy: Default::default(),
+        samples: jielong::core::AgentSettings::default().samples,
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         // Small models often answer from memory: the first search is made for them.

@@ -220,7 +220,9 @@ fn measure(
         let speeds = (0..args.rounds)
             .map(|_| bare_lanes(&raw, threads, n_ctx, options.batch_size, &prompt, 64, lanes))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(median(speeds.iter().map(|s| s.decode_tokens_per_s).collect()))
+        Ok(median(
+            speeds.iter().map(|s| s.decode_tokens_per_s).collect(),
+        ))
     };
     branches.bare_batched_over_one = bare_steps(1)? / bare_steps(branches.branches)?;
     drop(session);
@@ -393,7 +395,8 @@ fn bare_lanes(
     for seq in 1..lanes {
         ctx.copy_kv_cache_seq(0, seq as i32, None, None)?;
     }
-    let mut samplers: Vec<LlamaSampler> = (0..lanes.max(1)).map(|_| LlamaSampler::greedy()).collect();
+    let mut samplers: Vec<LlamaSampler> =
+        (0..lanes.max(1)).map(|_| LlamaSampler::greedy()).collect();
     let mut logits: Vec<i32> = vec![batch.n_tokens() - 1; lanes.max(1)];
     let started = Instant::now();
     for i in 0..n_gen {

@@ -126,8 +126,8 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
             config,
             options: AgentOptions {
                 system: args.system.clone(),
-                plan: false,
-                reflect: false,
+                strategy: args.strategy.unwrap_or_default(),
+                samples: args.samples,
                 max_steps: args.max_steps,
                 trace: None,
                 initial_calls: Vec::new(),
@@ -330,6 +330,8 @@ impl System for AgentSystem {
             "system": self.options.system,
             "max_steps": self.options.max_steps,
             "code_actions": self.options.code_actions,
+            "strategy": self.options.strategy,
+            "samples": self.options.samples,
             "prompts": prompt_texts(self.options.prompts.as_deref()),
         })
     }

@@ -9,6 +9,7 @@ pub mod index;
 pub mod models;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod tools;
 pub mod workflow;
 

@@ -37,8 +37,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
 
     let settings = AgentOptions {
         system: args.system.clone(),
-        plan: strategy.plans(),
-        reflect: strategy.reflects(),
+        strategy,
+        samples: args.samples,
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         initial_calls: Vec::new(),
@@ -61,11 +61,10 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
 pub struct AgentOptions {
     /// Replaces the system prompt.
     pub system: Option<String>,
-    /// Plan first ([`Strategy::Plan`]; with `reflect`, [`Strategy::PlanReflect`]).
-    /// (The strategy as its two switches: `eval` builds this struct field by field.)
-    pub plan: bool,
-    /// Critique and revise ([`Strategy::Reflect`]).
-    pub reflect: bool,
+    /// How the agent works the task.
+    pub strategy: Strategy,
+    /// Samples of [`Strategy::SelfConsistency`].
+    pub samples: usize,
     /// The most model calls.
     pub max_steps: usize,
     /// Where to write the JSONL trace.
@@ -76,13 +75,6 @@ pub struct AgentOptions {
     pub code_actions: jielong::core::agent::CodeActions,
     /// A folder of prompt files replacing the built-in ones of the same name.
     pub prompts: Option<std::path::PathBuf>,
-}
-
-impl AgentOptions {
-    /// The strategy the agent runs.
-    pub fn strategy(&self) -> Strategy {
-        Strategy::from_switches(self.plan, self.reflect)
-    }
 }
 
 /// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
@@ -100,7 +92,8 @@ pub fn build_agent(
         .max_steps(options.max_steps)
         .max_tokens_per_step(global.max_tokens)
         .sampling(request.sampling.clone())
-        .strategy(options.strategy())
+        .strategy(options.strategy)
+        .samples(options.samples)
         .code_actions(options.code_actions)
         .on_event(on_event);
     for call in &options.initial_calls {
@@ -248,6 +241,42 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
                 "[critique {round}] fault: {}",
                 one_line(&verdict.problem, 160)
             )
+        }
+        // A sample's own progress only with -v (samples interleave).
+        AgentEvent::Sample { event, .. } if verbose => show_progress(event, verbose),
+        AgentEvent::SampleAnswer {
+            sample,
+            answer,
+            vote,
+            stop,
+        } => match (answer, vote) {
+            (Some(answer), Some(vote)) => eprintln!(
+                "[sample {sample}] {} (votes for {vote})",
+                one_line(answer, 100)
+            ),
+            _ => eprintln!("[sample {sample}] no answer ({stop})"),
+        },
+        AgentEvent::Tally {
+            votes,
+            abstained,
+            tie,
+            ..
+        } => {
+            let votes: Vec<String> = votes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+            eprintln!(
+                "[vote] {}{}{}",
+                votes.join(", "),
+                if *abstained > 0 {
+                    format!("; {abstained} without an answer")
+                } else {
+                    String::new()
+                },
+                if *tie {
+                    " (a tie: the first to appear wins)"
+                } else {
+                    ""
+                }
+            );
         }
         _ => {}
     }

@@ -153,6 +153,11 @@ impl Tool for PythonTool {
         "Run Python code and return what it prints (and the value of the last expression). Use it for arithmetic and any computation."
     }
 
+    /// A tool with a Python session of its own (same sandbox settings).
+    fn isolated(&self) -> Option<Self> {
+        Some(Self::new(self.sandbox.clone()))
+    }
+
     async fn call(&self, args: PythonArgs) -> Result<String, ToolError> {
         let mut slot = self.session.lock().await;
         if slot.is_none() {

@@ -806,6 +806,7 @@ impl Executor<'_> {
             .max_tokens_per_step(spec.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS))
             .sampling(loaded.sampling.clone())
             .strategy(spec.strategy())
+            .samples(spec.samples.unwrap_or(AgentSettings::default().samples))
             .on_event(move |event| events.agent(&event_step, item, event));
         if let Some(tokens) = spec.max_total_tokens {
             builder = builder.max_total_tokens(tokens);

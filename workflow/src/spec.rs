@@ -299,7 +299,8 @@ pub struct AgentSpec {
     pub tools: Vec<Spanned<String>>,
     /// How the agent works its task: `direct` (the default), `plan` (subtasks, then a
     /// synthesis), `reflect` (critique the draft and revise it when the critique finds
-    /// a fault), `plan+reflect`.
+    /// a fault), `plan+reflect`, `self-consistency` (`samples` independent runs,
+    /// answers voted).
     #[serde(default)]
     #[schemars(with = "Option<Strategy>")]
     pub strategy: Option<Spanned<Strategy>>,
@@ -310,6 +311,9 @@ pub struct AgentSpec {
     /// The old switch for `strategy: reflect`; not together with `strategy`.
     #[serde(default)]
     pub reflect: bool,
+    /// Samples of `strategy: self-consistency` (1 to 16, default 5).
+    #[serde(default)]
+    pub samples: Option<usize>,
     /// Most model calls per run of the agent (default 12, the library's).
     #[serde(default)]
     pub max_steps: Option<usize>,

@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use indexmap::IndexMap;
+use jielong_core::agent::AgentSettings;
 use jielong_tools::builtin::BUILTIN_TOOLS;
 use serde_json::Value;
 use serde_saphyr::Location;
@@ -390,6 +391,19 @@ impl<'a> Checker<'a> {
                                 agent.plan || strategy.value.plans(),
                                 agent.reflect || strategy.value.reflects()
                             )
+                        ),
+                    );
+                }
+            }
+            if let Some(samples) = agent.samples {
+                if !(1..=AgentSettings::MAX_SAMPLES).contains(&samples) {
+                    let field = format!("{path}.samples");
+                    self.push(
+                        self.value_at(&field),
+                        field,
+                        format!(
+                            "`samples` must be between 1 and {}",
+                            AgentSettings::MAX_SAMPLES
                         ),
                     );
                 }

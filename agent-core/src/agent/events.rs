@@ -138,6 +138,39 @@ pub enum AgentEvent {
         /// The step.
         step: usize,
     },
+    /// An event of one sample of a self-consistency run (samples run at once, so
+    /// their events interleave; `sample` tells them apart).
+    Sample {
+        /// The sample, from 1.
+        sample: usize,
+        /// Its event.
+        event: Box<AgentEvent>,
+    },
+    /// A self-consistency sample ended: its answer and the voting key it counts as
+    /// (`None`: no answer, not counted).
+    SampleAnswer {
+        /// The sample, from 1.
+        sample: usize,
+        /// Its answer, if any.
+        answer: Option<String>,
+        /// The normalised answer it votes for.
+        vote: Option<String>,
+        /// Why the sample's run ended.
+        stop: StopReason,
+    },
+    /// The votes of a self-consistency run, most votes first (ties in the order the
+    /// answers first appeared).
+    Tally {
+        /// Each normalised answer and its votes.
+        votes: Vec<(String, usize)>,
+        /// Samples without an answer.
+        abstained: usize,
+        /// The answer chosen (the first sample's answer with the winning key).
+        winner: Option<String>,
+        /// Whether the winner shared the most votes with another answer (the first to
+        /// appear wins).
+        tie: bool,
+    },
     /// A model call ended (a step generated again has two or three).
     StepFinished {
         /// The step.

@@ -49,6 +49,7 @@
 //! ```
 
 mod code;
+mod consistency;
 mod events;
 mod intent;
 mod prompts;
@@ -67,6 +68,7 @@ use crate::tool::ToolRegistry;
 use crate::tool_format::ToolCallFormat;
 
 pub use code::CODE_TOOL;
+pub use consistency::{vote_key, SAMPLE_TEMPERATURE};
 pub use events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 pub use prompts::{fill, PromptKind, Prompts};
 pub use trace::{now_ms, TraceError, TraceWriter, TIMESTAMP_FIELD};
@@ -165,6 +167,12 @@ pub enum Strategy {
     /// Plan, then criticise and revise the plan's answer.
     #[serde(rename = "plan+reflect")]
     PlanReflect,
+    /// Self-consistency: [`AgentSettings::samples`] independent direct runs (sampled
+    /// at [`SAMPLE_TEMPERATURE`] unless the agent samples already, each with a seed
+    /// and tool state of its own; at once, on branches, where the backend has them),
+    /// their answers normalised ([`vote_key`]) and voted.
+    #[serde(rename = "self-consistency")]
+    SelfConsistency,
 }
 
 impl Strategy {
@@ -174,6 +182,7 @@ impl Strategy {
         Strategy::Plan,
         Strategy::Reflect,
         Strategy::PlanReflect,
+        Strategy::SelfConsistency,
     ];
 
     /// The name it is written as (`plan+reflect`).
@@ -183,6 +192,7 @@ impl Strategy {
             Strategy::Plan => "plan",
             Strategy::Reflect => "reflect",
             Strategy::PlanReflect => "plan+reflect",
+            Strategy::SelfConsistency => "self-consistency",
         }
     }
 
@@ -215,7 +225,9 @@ impl fmt::Display for Strategy {
 
 /// Text that names no [`Strategy`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect")]
+#[error(
+    "unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect, self-consistency"
+)]
 pub struct UnknownStrategy(pub String);
 
 impl std::str::FromStr for Strategy {
@@ -275,6 +287,9 @@ pub struct AgentSettings {
     pub max_subtasks: usize,
     /// The most critique rounds of a reflecting strategy (default 1).
     pub max_reflection_rounds: usize,
+    /// Samples of [`Strategy::SelfConsistency`], 1 to [`AgentSettings::MAX_SAMPLES`]
+    /// (default 5); each has the step and token budgets of a whole run.
+    pub samples: usize,
     /// Calls the agent makes itself before the first model step, right after the task
     /// (in plan mode, after the plan request), recorded as an assistant call and its
     /// result as if the model had made them (default none). For agents that should
@@ -309,6 +324,7 @@ impl Default for AgentSettings {
             strategy: Strategy::Direct,
             max_subtasks: 5,
             max_reflection_rounds: 1,
+            samples: 5,
             initial_calls: Vec::new(),
             code_actions: CodeActions::default(),
             grounding: Grounding::default(),
@@ -321,6 +337,8 @@ impl AgentSettings {
     /// The default of [`AgentSettings::max_steps`]: the one default of every entry
     /// point (the library, `jielong run --max-steps`, a workflow agent's `max_steps`).
     pub const DEFAULT_MAX_STEPS: usize = 12;
+    /// The most samples of [`Strategy::SelfConsistency`].
+    pub const MAX_SAMPLES: usize = 16;
 
     /// Checks that every value is in its range.
     pub fn validate(&self) -> Result<(), AgentError> {
@@ -339,6 +357,13 @@ impl AgentSettings {
                     "{name} must be at least 1"
                 )));
             }
+        }
+        if !(1..=Self::MAX_SAMPLES).contains(&self.samples) {
+            return Err(AgentError::InvalidSetting(format!(
+                "samples = {} is out of range (1 to {})",
+                self.samples,
+                Self::MAX_SAMPLES
+            )));
         }
         if !(1..=5).contains(&self.max_subtasks) {
             return Err(AgentError::InvalidSetting(format!(
@@ -423,7 +448,12 @@ impl Agent {
     ///
     /// Needs a Tokio runtime with timers (tool time limits, the wall-time budget).
     pub async fn run(&self, session: &mut dyn ModelSession, task: &str) -> AgentRun {
-        run::Runner::new(self, session).run(task).await
+        match self.settings.strategy {
+            Strategy::SelfConsistency => {
+                Box::pin(consistency::run(self, session, task, self.settings.samples)).await
+            }
+            _ => run::Runner::new(self, session).run(task).await,
+        }
     }
 
     fn emit(&self, event: AgentEvent) {
@@ -576,6 +606,12 @@ impl AgentBuilder {
     pub fn plan(mut self, plan: bool) -> Self {
         let reflect = self.settings.strategy.reflects();
         self.settings.strategy = Strategy::from_switches(plan, reflect);
+        self
+    }
+
+    /// See [`AgentSettings::samples`].
+    pub fn samples(mut self, samples: usize) -> Self {
+        self.settings.samples = samples;
         self
     }
 

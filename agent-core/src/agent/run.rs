@@ -193,6 +193,8 @@ impl<'a> Runner<'a> {
                 let draft = self.planned(task).await?;
                 self.reflected(task, draft, best).await
             }
+            // `Agent::run` runs the samples; each of them is direct.
+            Strategy::SelfConsistency => self.direct(task).await,
         }
     }
 

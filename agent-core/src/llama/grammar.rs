@@ -7,7 +7,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use serde_json::{json, Value};
 
 use crate::error::RuntimeError;
-use crate::generate::{ToolChoice, ToolConstraint};
+use crate::generate::{ReplyFormat, ToolChoice, ToolConstraint};
 use crate::tool_format::ToolCallFormat;
 
 /// The rule the converted schema's `root` is renamed to.
@@ -139,6 +139,10 @@ pub(crate) fn prose_gbnf(open: &str) -> String {
 /// The sampler that enforces `constraint`: lazy (triggered by the opening marker, as a
 /// token when it is one, else as text) for [`ToolChoice::Auto`], from the first token
 /// for [`ToolChoice::Required`] and [`ToolChoice::None`].
+///
+/// With a reply format ([`ToolConstraint::reply`]) the grammar applies from the first
+/// token: the reply is JSON of that shape, or (for [`ToolChoice::Auto`] with tools)
+/// the reply is that or calls; [`ToolChoice::Required`] still means calls only.
 pub(crate) fn tool_call_sampler(
     model: &RawModel,
     constraint: &ToolConstraint,
@@ -146,6 +150,20 @@ pub(crate) fn tool_call_sampler(
     let refused = |e: llama_cpp_2::GrammarError| {
         RuntimeError::InvalidRequest(format!("llama.cpp refused the tool-call grammar: {e}"))
     };
+    if let Some(reply) = &constraint.reply {
+        let reply_rules = reply_gbnf(reply)?;
+        let gbnf = match constraint.choice {
+            ToolChoice::Required if !constraint.tools.is_empty() => tool_call_gbnf(constraint)?,
+            ToolChoice::Auto if !constraint.tools.is_empty() => {
+                // The calls' grammar has the root; the reply's rules are prefixed.
+                let calls =
+                    tool_call_gbnf(constraint)?.replacen("root ::= ", "jielong-calls ::= ", 1);
+                format!("root ::= {REPLY_RULE} | jielong-calls\n{calls}{reply_rules}")
+            }
+            _ => format!("root ::= {REPLY_RULE}\n{reply_rules}"),
+        };
+        return LlamaSampler::grammar(model, &gbnf, "root").map_err(refused);
+    }
     match constraint.choice {
         ToolChoice::None => {
             LlamaSampler::grammar(model, &prose_gbnf(constraint.format.open_marker()), "root")
@@ -172,6 +190,75 @@ pub(crate) fn tool_call_sampler(
                 .map_err(refused)
         }
     }
+}
+
+/// The rule a reply format's converted schema starts with.
+const REPLY_RULE: &str = "jr-root";
+
+/// The GBNF rules of a reply in `format` (llama.cpp's schema converter), every rule
+/// name prefixed with `jr-` so they can sit beside the calls' rules; the start rule
+/// is [`REPLY_RULE`].
+pub(crate) fn reply_gbnf(format: &ReplyFormat) -> Result<String, RuntimeError> {
+    let schema = format.schema();
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(RuntimeError::InvalidRequest(
+            "the response format's JSON Schema must be an object".into(),
+        ));
+    }
+    let converted = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+        RuntimeError::InvalidRequest(format!(
+            "cannot build a grammar from the response format's JSON Schema: {e}"
+        ))
+    })?;
+    Ok(prefix_rules(&converted, "jr-"))
+}
+
+/// Prefixes every rule name in `grammar` (outside string literals, character
+/// classes and `{m,n}` repetitions) with `prefix`.
+fn prefix_rules(grammar: &str, prefix: &str) -> String {
+    let mut out = String::with_capacity(grammar.len() * 2);
+    let mut chars = grammar.chars();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if !word.is_empty() {
+            out.push_str(prefix);
+            out.push_str(word);
+            word.clear();
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '[' | '{' => {
+                flush(&mut word, &mut out);
+                let close = match c {
+                    '"' => '"',
+                    '[' => ']',
+                    _ => '}',
+                };
+                out.push(c);
+                while let Some(d) = chars.next() {
+                    out.push(d);
+                    if d == '\\' {
+                        if let Some(e) = chars.next() {
+                            out.push(e);
+                        }
+                    } else if d == close {
+                        break;
+                    }
+                }
+            }
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => word.push(c),
+            c => {
+                flush(&mut word, &mut out);
+                out.push(c);
+            }
+        }
+    }
+    flush(&mut word, &mut out);
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
 }
 
 /// A tool's parameter schema as the converter wants it: an object schema (an empty or
@@ -274,5 +361,20 @@ mod tests {
             "{g}"
         );
         assert!(g.contains("jielong-text ::= ( [^<] | jielong-m1 )*"), "{g}");
+    }
+
+    #[test]
+    fn reply_rules_are_prefixed_outside_literals_and_classes() {
+        let g = "root ::= \"{\" space [a-z\\]] x-y{1,15} \"root\"\nspace ::= \" \"?";
+        assert_eq!(
+            prefix_rules(g, "jr-"),
+            "jr-root ::= \"{\" jr-space [a-z\\]] jr-x-y{1,15} \"root\"\njr-space ::= \" \"?\n"
+        );
+        let rules = reply_gbnf(&ReplyFormat::JsonObject).expect("converts");
+        assert!(
+            rules.starts_with("jr-") || rules.contains("jr-root ::="),
+            "{rules}"
+        );
+        assert!(reply_gbnf(&ReplyFormat::JsonSchema(serde_json::json!("nope"))).is_err());
     }
 }

@@ -1,0 +1,243 @@
+//! Self-consistency: the task solved by several independent samples, their answers
+//! normalised and voted.
+//!
+//! Each sample is a full agent run (tools included, each with state of its own — its
+//! own Python session) at the sampling temperature with a seed of its own. On a
+//! backend with branches the samples run at once, each on a branch forked from the
+//! session's main one, so their prompts share the cached prefix and their tokens are
+//! decoded in the same batches; elsewhere they run one after another on the session.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+
+use super::code::numbers;
+use super::events::{AgentEvent, AgentRun, StopReason};
+use super::{Agent, Strategy};
+use crate::generate::{SamplingParams, Usage};
+use crate::model::{BranchId, ModelSession, OnBranch};
+
+/// The temperature samples are drawn at when the agent's own sampling is greedy.
+pub const SAMPLE_TEMPERATURE: f32 = 0.7;
+
+/// Runs `agent`'s task as `samples` independent samples and votes.
+pub(super) async fn run(
+    agent: &Agent,
+    session: &mut dyn ModelSession,
+    task: &str,
+    samples: usize,
+) -> AgentRun {
+    let started = Instant::now();
+    let samples = samples.max(1);
+    let agents: Vec<Agent> = (0..samples).map(|i| sample_agent(agent, i)).collect();
+    let forked = session.capabilities().forks() && samples > 1;
+    let runs = match forked.then(|| on_branches(session, samples)).transpose() {
+        Ok(Some(mut handles)) => {
+            let runs = join_all(
+                agents
+                    .iter()
+                    .zip(handles.iter_mut())
+                    .map(|(agent, handle)| agent.run(handle, task)),
+            )
+            .await;
+            for handle in &handles {
+                let _ = session.drop_branch(handle.branch());
+            }
+            runs
+        }
+        // No branches (or no room for them): one sample after another.
+        _ => {
+            let mut runs = Vec::with_capacity(samples);
+            for agent in &agents {
+                runs.push(agent.run(session, task).await);
+            }
+            runs
+        }
+    };
+    combine(agent, runs, started)
+}
+
+/// One handle per sample, each on a fresh branch of the main one.
+fn on_branches(
+    session: &mut dyn ModelSession,
+    samples: usize,
+) -> Result<Vec<OnBranch>, crate::error::RuntimeError> {
+    let branches = session.fork(BranchId::MAIN, samples)?;
+    let mut handles = Vec::with_capacity(samples);
+    for &branch in &branches {
+        match session.share() {
+            Ok(handle) => handles.push(OnBranch::new(handle, branch)),
+            Err(error) => {
+                for &branch in &branches {
+                    let _ = session.drop_branch(branch);
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(handles)
+}
+
+/// The agent of sample `i`: the direct strategy, sampling with a seed of its own,
+/// tools with state of their own, events tagged with the sample.
+fn sample_agent(agent: &Agent, i: usize) -> Agent {
+    let mut settings = agent.settings.clone();
+    settings.strategy = Strategy::Direct;
+    let base = &agent.settings.sampling;
+    settings.sampling = SamplingParams {
+        temperature: if base.is_greedy() {
+            SAMPLE_TEMPERATURE
+        } else {
+            base.temperature
+        },
+        seed: base.seed.wrapping_add(1 + i as u32),
+        ..base.clone()
+    };
+    let events = agent.events.clone().map(|handler| {
+        let sample = i + 1;
+        Arc::new(move |event: &AgentEvent| {
+            handler(&AgentEvent::Sample {
+                sample,
+                event: Box::new(event.clone()),
+            })
+        }) as super::EventHandler
+    });
+    Agent {
+        prompts: agent.prompts.clone(),
+        tools: agent.tools.isolated(),
+        format: agent.format,
+        settings,
+        events,
+    }
+}
+
+/// Votes over the samples' answers and folds their runs into one.
+fn combine(agent: &Agent, runs: Vec<AgentRun>, started: Instant) -> AgentRun {
+    let mut votes: Vec<(String, usize, usize)> = Vec::new(); // key, count, first sample
+    let mut abstained = 0;
+    for (i, run) in runs.iter().enumerate() {
+        let answer = run.answer.clone().filter(|_| run.stop.is_answered());
+        let vote = answer.as_deref().and_then(vote_key);
+        match &vote {
+            Some(key) => match votes.iter_mut().find(|(k, _, _)| k == key) {
+                Some(entry) => entry.1 += 1,
+                None => votes.push((key.clone(), 1, i)),
+            },
+            None => abstained += 1,
+        }
+        agent.emit(AgentEvent::SampleAnswer {
+            sample: i + 1,
+            answer,
+            vote,
+            stop: run.stop.clone(),
+        });
+    }
+    // Most votes first; among equals, the answer that appeared first.
+    votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+    let tie = votes.len() > 1 && votes[0].1 == votes[1].1;
+    let chosen = votes.first().map(|(_, _, first)| *first);
+    let winner = chosen.and_then(|i| runs[i].answer.clone());
+    agent.emit(AgentEvent::Tally {
+        votes: votes.iter().map(|(k, n, _)| (k.clone(), *n)).collect(),
+        abstained,
+        winner: winner.clone(),
+        tie,
+    });
+    let mut usage = Usage::default();
+    for run in &runs {
+        usage.accumulate(&run.usage);
+    }
+    let steps = runs.iter().map(|r| r.steps).sum();
+    let tool_calls = runs.iter().map(|r| r.tool_calls).sum();
+    let distinct = runs
+        .iter()
+        .map(|r| r.distinct_prompt_tokens)
+        .max()
+        .unwrap_or(0);
+    // The run of the winning sample, or (no sample answered) the first one's.
+    let mut runs = runs;
+    let pick = chosen.unwrap_or(0).min(runs.len().saturating_sub(1));
+    let base = if runs.is_empty() {
+        None
+    } else {
+        Some(runs.swap_remove(pick))
+    };
+    let (answer, stop, transcript) = match base {
+        Some(run) if winner.is_some() => (winner, StopReason::Answered, run.transcript),
+        Some(run) => (None, run.stop, run.transcript),
+        None => (None, StopReason::MaxSteps, Vec::new()),
+    };
+    if let Some(answer) = &answer {
+        agent.emit(AgentEvent::Final {
+            answer: answer.clone(),
+        });
+    }
+    agent.emit(AgentEvent::Stopped {
+        reason: stop.clone(),
+    });
+    AgentRun {
+        answer,
+        stop,
+        transcript,
+        usage,
+        distinct_prompt_tokens: distinct,
+        steps,
+        tool_calls,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// What an answer votes for: its last number (so "18", "$18.00" and "The answer is
+/// 18." agree), else its text lowercased with punctuation and extra spaces removed.
+/// `None` for an empty answer.
+pub fn vote_key(answer: &str) -> Option<String> {
+    if let Some(&last) = numbers(answer).last() {
+        return Some(number_key(last));
+    }
+    let text: String = answer
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
+/// A number as a voting key: integers without a decimal point, others rounded to six
+/// places without trailing zeros.
+fn number_key(value: f64) -> String {
+    if (value - value.round()).abs() < 1e-9 && value.abs() < 1e15 {
+        return format!("{}", value.round() as i64);
+    }
+    let text = format!("{value:.6}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_vote_by_their_last_number_or_their_words() {
+        let check = |answer: &str, key: Option<&str>| {
+            assert_eq!(vote_key(answer).as_deref(), key, "{answer:?}");
+        };
+        check("18", Some("18"));
+        check("$18.00", Some("18"));
+        check("The answer is 18.", Some("18"));
+        check("She pays 3 * 6 = 18 dollars", Some("18"));
+        check("1,234 apples", Some("1234"));
+        check("0.5", Some("0.5"));
+        check("-4", Some("-4"));
+        check("  Paris. ", Some("paris"));
+        check("PARIS", Some("paris"));
+        check("", None);
+        check("  ...  ", None);
+    }
+}

@@ -1,0 +1,445 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use jielong_core::{Completion, GenerationEvent, ToolCall, ToolChoice, ToolSpec};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::calls::{may_be_call, written_call};
+use crate::error::ApiError;
+use crate::run::{
+    chat_logprob, check_prompt, data, finish_reason, parse, sse, unique_id, Running, Start,
+};
+use crate::state::{now, ServeState};
+use crate::wire::ChatCompletionRequest;
+
+/// The handler.
+pub(crate) async fn chat_completions(
+    State(state): State<ServeState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match chat(state, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// What a reply needs to know about the request's tools.
+#[derive(Clone)]
+struct CallRules {
+    /// The tools a call may use.
+    callable: Vec<ToolSpec>,
+    /// Whether a call written as JSON in the text is taken as a call.
+    recover: bool,
+}
+
+impl CallRules {
+    /// A call the text is, when the model wrote one as JSON instead of its syntax.
+    fn written(&self, text: &str) -> Option<ToolCall> {
+        self.recover.then(|| written_call(text, &self.callable))?
+    }
+}
+
+async fn chat(
+    state: ServeState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let inner = &state.inner;
+    let wire: ChatCompletionRequest = parse(body)?;
+    let mut t = wire.translate(inner.config.max_n)?;
+    let format = inner.model.prompt_format();
+    let prompt = format.render(&t.chat)?;
+    let tokens = inner.model.tokenize(&prompt);
+    let room = check_prompt(&tokens, inner.session.context_size())?;
+    t.request.max_tokens = t
+        .max_tokens
+        .unwrap_or(inner.config.default_max_tokens)
+        .min(room)
+        .max(1);
+    t.request.validate(&t.chat)?;
+    if t.request.tool_choice != ToolChoice::None {
+        crate::grammar::check_tools(format.calls, t.request.callable(&t.chat))?;
+    }
+    if let Some(reply) = &t.request.format {
+        crate::grammar::check_format(reply)?;
+    }
+    let rules = CallRules {
+        callable: t.request.callable(&t.chat).to_vec(),
+        recover: t.request.tool_choice == ToolChoice::Auto && t.request.format.is_none(),
+    };
+    let budget = t.request.max_tokens * t.n;
+    let mut running = Running::start(
+        &state,
+        prompt,
+        &tokens,
+        budget,
+        Start::Chat {
+            chat: &t.chat,
+            request: &t.request,
+            n: t.n,
+        },
+    )
+    .await?;
+    let first = running.first_event().await?;
+    let id = unique_id("chatcmpl-");
+    let model = inner.config.model_id.clone();
+    if t.stream {
+        let (tx, rx) = mpsc::channel(64);
+        let head = Head {
+            id,
+            model,
+            created: now(),
+        };
+        tokio::spawn(stream(
+            running,
+            first,
+            head,
+            rules,
+            t.logprobs,
+            t.include_usage,
+            tx,
+        ));
+        return Ok(sse(rx));
+    }
+    // One reply per choice.
+    let mut replies = Vec::with_capacity(running.generations.len());
+    let mut pending_first = first;
+    let mut failure = None;
+    for generation in running.generations.iter_mut() {
+        let mut prose = String::new();
+        let mut done = None;
+        loop {
+            let event = match pending_first.take() {
+                Some(event) => Some(event),
+                None => generation.next().await,
+            };
+            match event {
+                Some(GenerationEvent::Text(text)) => prose.push_str(&text),
+                Some(GenerationEvent::Done(Ok(completion))) => {
+                    done = Some(completion);
+                    break;
+                }
+                Some(GenerationEvent::Done(Err(error))) => {
+                    failure = Some(error);
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        match done {
+            Some(completion) => replies.push((prose, completion)),
+            None => break,
+        }
+    }
+    if failure.is_some() || replies.len() < running.generations.len() {
+        running.repair();
+        return Err(failure.map_or_else(
+            || ApiError::internal("the generation ended without a result"),
+            ApiError::from,
+        ));
+    }
+    let completions: Vec<&Completion> = replies.iter().map(|(_, c)| c).collect();
+    running.finished(&completions);
+    let usage = running.usage(&completions);
+    let choices: Vec<Value> = replies
+        .iter()
+        .enumerate()
+        .map(|(index, (prose, completion))| {
+            let (content, calls) = split_reply(prose, completion, &rules);
+            let finish = if calls.is_empty() {
+                finish_reason(&completion.finish)
+            } else {
+                "tool_calls"
+            };
+            let mut message = json!({"role": "assistant", "content": content});
+            if !calls.is_empty() {
+                message["tool_calls"] = calls.iter().map(|c| call_json(c, None)).collect();
+            }
+            let logprobs = t.logprobs.then(|| {
+                json!({"content": completion.logprobs.iter().map(chat_logprob).collect::<Vec<_>>(), "refusal": null})
+            });
+            json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
+        })
+        .collect();
+    let body = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": now(),
+        "model": model,
+        "system_fingerprint": fingerprint(),
+        "choices": choices,
+        "usage": usage,
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
+/// The reply's text and calls: the parsed calls, or a call written as JSON.
+fn split_reply(prose: &str, completion: &Completion, rules: &CallRules) -> (Value, Vec<ToolCall>) {
+    if completion.calls.is_empty() {
+        if let Some(call) = rules.written(prose) {
+            return (Value::Null, vec![call]);
+        }
+    }
+    let content = if prose.trim().is_empty() && !completion.calls.is_empty() {
+        Value::Null
+    } else {
+        Value::from(prose.trim_start().to_string())
+    };
+    (content, completion.calls.clone())
+}
+
+/// A call in OpenAI's shape (`index` for stream deltas).
+fn call_json(call: &ToolCall, stream_index: Option<usize>) -> Value {
+    let id = call
+        .id
+        .clone()
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| unique_id("call_"));
+    let mut value = json!({
+        "id": id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments.to_string()},
+    });
+    if let Some(index) = stream_index {
+        value["index"] = index.into();
+    }
+    value
+}
+
+/// A stable `system_fingerprint`: the crate version.
+fn fingerprint() -> String {
+    format!("jielong-{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// What every chunk of one response repeats.
+struct Head {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl Head {
+    fn chunk(&self, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": fingerprint(),
+            "choices": choices,
+        })
+    }
+}
+
+/// One choice's state in a stream.
+#[derive(Default)]
+struct ChoiceStream {
+    /// Text held back because the reply may be a call written as JSON.
+    held: Option<String>,
+    /// Everything streamed as text.
+    prose: String,
+    /// Log-probabilities not yet sent.
+    logprobs: Vec<Value>,
+    /// Calls sent so far.
+    calls: usize,
+    completion: Option<Completion>,
+}
+
+/// Streams the choices' deltas; stops (dropping the generations, which cancels
+/// them) as soon as the client has gone.
+async fn stream(
+    mut running: Running,
+    first: Option<GenerationEvent>,
+    head: Head,
+    rules: CallRules,
+    logprobs: bool,
+    include_usage: bool,
+    tx: mpsc::Sender<axum::response::sse::Event>,
+) {
+    let n = running.generations.len();
+    let hold = rules.recover && !rules.callable.is_empty();
+    let mut choices: Vec<ChoiceStream> = (0..n)
+        .map(|_| ChoiceStream {
+            held: hold.then(String::new),
+            ..ChoiceStream::default()
+        })
+        .collect();
+    let send = |choice: usize, delta: Value, lp: Vec<Value>, finish: Option<&str>| {
+        let logprobs =
+            (logprobs && !lp.is_empty()).then(|| json!({"content": lp, "refusal": null}));
+        data(&head.chunk(json!([{
+            "index": choice,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }])))
+    };
+    let mut gone = false;
+    for i in 0..n {
+        if tx
+            .send(send(
+                i,
+                json!({"role": "assistant", "content": ""}),
+                Vec::new(),
+                None,
+            ))
+            .await
+            .is_err()
+        {
+            gone = true;
+        }
+    }
+    let generations = std::mem::take(&mut running.generations);
+    let streams = generations.into_iter().enumerate().map(|(i, generation)| {
+        futures::stream::unfold(generation, move |mut g| async move {
+            g.next().await.map(|event| ((i, event), g))
+        })
+        .boxed()
+    });
+    let mut merged = futures::stream::select_all(streams);
+    let mut pending = first.map(|event| (0, event));
+    let mut failed = None;
+    while !gone {
+        let next = match pending.take() {
+            Some(item) => Some(item),
+            None => merged.next().await,
+        };
+        let Some((i, event)) = next else { break };
+        let choice = &mut choices[i];
+        let mut out = Vec::new();
+        match event {
+            GenerationEvent::Logprob(entry) => {
+                if logprobs {
+                    choice.logprobs.push(chat_logprob(&entry));
+                }
+            }
+            GenerationEvent::Text(text) => {
+                choice.prose.push_str(&text);
+                match choice.held.as_mut() {
+                    Some(held) => {
+                        held.push_str(&text);
+                        if !may_be_call(held) {
+                            let text = std::mem::take(held);
+                            choice.held = None;
+                            out.push(send(
+                                i,
+                                json!({"content": text}),
+                                std::mem::take(&mut choice.logprobs),
+                                None,
+                            ));
+                        }
+                    }
+                    None => out.push(send(
+                        i,
+                        json!({"content": text}),
+                        std::mem::take(&mut choice.logprobs),
+                        None,
+                    )),
+                }
+            }
+            GenerationEvent::Call(call) => {
+                let delta = json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
+                choice.calls += 1;
+                out.push(send(i, delta, std::mem::take(&mut choice.logprobs), None));
+            }
+            GenerationEvent::Done(Ok(completion)) => {
+                if let Some(held) = choice.held.take() {
+                    match rules.written(&held) {
+                        Some(call) if completion.calls.is_empty() => {
+                            let delta =
+                                json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
+                            choice.calls += 1;
+                            out.push(send(i, delta, std::mem::take(&mut choice.logprobs), None));
+                        }
+                        _ if !held.is_empty() => {
+                            out.push(send(
+                                i,
+                                json!({"content": held}),
+                                std::mem::take(&mut choice.logprobs),
+                                None,
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                let finish = if choice.calls > 0 {
+                    "tool_calls"
+                } else {
+                    finish_reason(&completion.finish)
+                };
+                out.push(send(
+                    i,
+                    json!({}),
+                    std::mem::take(&mut choice.logprobs),
+                    Some(finish),
+                ));
+                choice.completion = Some(completion);
+            }
+            GenerationEvent::Done(Err(error)) => {
+                running.repair();
+                failed = Some(ApiError::from(error));
+            }
+            GenerationEvent::CallStarted | GenerationEvent::Malformed(_) => {}
+        }
+        for event in out {
+            if tx.send(event).await.is_err() {
+                gone = true;
+                break;
+            }
+        }
+        if failed.is_some() {
+            break;
+        }
+    }
+    drop(merged);
+    if gone {
+        running
+            .state
+            .inner
+            .metrics
+            .cancelled
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if let Some(error) = failed {
+        let _ = tx.send(data(&error.body())).await;
+        let _ = tx
+            .send(axum::response::sse::Event::default().data("[DONE]"))
+            .await;
+        return;
+    }
+    let completions: Vec<&Completion> = choices
+        .iter()
+        .filter_map(|c| c.completion.as_ref())
+        .collect();
+    if completions.len() < n {
+        running.repair();
+        let error = ApiError::internal("a generation ended without a result");
+        let _ = tx.send(data(&error.body())).await;
+        let _ = tx
+            .send(axum::response::sse::Event::default().data("[DONE]"))
+            .await;
+        return;
+    }
+    running.finished(&completions);
+    if include_usage {
+        let mut chunk = head.chunk(json!([]));
+        chunk["usage"] = running.usage(&completions);
+        let _ = tx.send(data(&chunk)).await;
+    }
+    let _ = tx
+        .send(axum::response::sse::Event::default().data("[DONE]"))
+        .await;
+}

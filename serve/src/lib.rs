@@ -1,0 +1,211 @@
+//! # jielong-serve
+//!
+//! An OpenAI-compatible HTTP server over Jielong's embedded runtime, as an axum
+//! [`Router`] an application can mount or serve on its own:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use jielong_core::{LlamaModel, SessionOptions};
+//! use jielong_serve::{router, ServeConfig, ServeState};
+//!
+//! let model = LlamaModel::load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")?;
+//! let config = ServeConfig::new("qwen2.5-coder-0.5b");
+//! let state = tokio::task::spawn_blocking(move || {
+//!     ServeState::open(model, &SessionOptions::default(), config)
+//! })
+//! .await??;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, router(state)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Endpoints: `POST /v1/chat/completions` (tools and `tool_choice`, streaming,
+//! log-probabilities, `n`, `response_format`), `POST /v1/completions` (raw text),
+//! `GET /v1/models`, `GET /health` (no key needed), `GET /metrics` (Prometheus).
+//!
+//! One session serves every request. Each request runs on a *slot* — a branch of the
+//! session's KV cache — chosen as the idle one sharing the longest prefix with its
+//! prompt, so a conversation that extends an earlier one only evaluates what is new.
+//! Requests on different slots decode together in one batch per step (the worker's
+//! continuous batching); requests beyond `parallel` wait in a bounded queue, and
+//! beyond that get 503 with `Retry-After`. A client that disconnects from a stream
+//! cancels its generation.
+
+mod calls;
+mod chat;
+mod completions;
+mod error;
+mod grammar;
+mod metrics;
+mod run;
+mod slots;
+mod state;
+mod wire;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+pub use calls::written_call;
+pub use error::{ApiError, ServeError};
+pub use state::{ServeConfig, ServeState};
+
+/// The server's routes over `state`, with its body limit, API-key check and request
+/// counters. Mount it in an app or serve it with `axum::serve`.
+pub fn router(state: ServeState) -> Router {
+    let limit = state.config().body_limit;
+    let api = Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/models", get(models))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes (then stops taking
+/// connections and lets running requests finish).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ServeState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Whether `host` is a loopback address (or `localhost`), where a server without a
+/// key is safe to start.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a non-loopback `host` without an API key.
+pub fn check_exposure(host: &str, api_key: Option<&str>) -> Result<(), ServeError> {
+    if api_key.is_none() && !is_loopback(host) {
+        return Err(ServeError::PublicWithoutKey {
+            host: host.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// 401 unless the request carries the key (when one is set), compared in constant
+/// time.
+async fn authorize(State(state): State<ServeState>, request: Request, next: Next) -> Response {
+    let Some(key) = state.config().api_key.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let equal_length = given.len() == key.len();
+    // Compare against the key itself when the lengths differ, so the time taken
+    // does not depend on how much of a guess is right.
+    let against = if equal_length { given } else { key };
+    let same = bool::from(against.as_bytes().ct_eq(key.as_bytes())) && equal_length;
+    if same {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+/// Counts every answer by endpoint and status.
+async fn count(State(state): State<ServeState>, request: Request, next: Next) -> Response {
+    let endpoint = match request.uri().path() {
+        "/v1/chat/completions" => "chat_completions",
+        "/v1/completions" => "completions",
+        "/v1/models" => "models",
+        "/health" => "health",
+        "/metrics" => "metrics",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    state
+        .inner
+        .metrics
+        .record(endpoint, response.status().as_u16());
+    response
+}
+
+async fn health(State(state): State<ServeState>) -> Response {
+    let (slots, idle) = state.inner.slots.counts();
+    let body = json!({"status": "ok", "slots": slots, "slots_idle": idle});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn models(State(state): State<ServeState>) -> Response {
+    let info = state.inner.model.info();
+    let body = json!({
+        "object": "list",
+        "data": [{
+            "id": state.config().model_id,
+            "object": "model",
+            "created": state.inner.created,
+            "owned_by": "jielong",
+            "meta": {
+                "name": info.name,
+                "architecture": info.architecture,
+                "parameters": info.parameters,
+                "context_length": state.inner.session.context_size(),
+                "context_length_trained": info.context_length,
+            },
+        }],
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<ServeState>) -> Response {
+    let kv = state.kv_usage().await;
+    let (slots, _) = state.inner.slots.counts();
+    let text = state.inner.metrics.render(kv.as_ref(), slots);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ApiError::not_found(uri.path()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_may_go_without_a_key() {
+        assert!(check_exposure("127.0.0.1", None).is_ok());
+        assert!(check_exposure("::1", None).is_ok());
+        assert!(check_exposure("localhost", None).is_ok());
+        assert!(check_exposure("0.0.0.0", None).is_err());
+        assert!(check_exposure("0.0.0.0", Some("k")).is_ok());
+    }
+}

@@ -1,0 +1,349 @@
+//! What chat and text completions share: parsing a body, holding a slot while a
+//! generation runs, the extra branches of `n > 1`, ids, and the OpenAI shapes of
+//! log-probabilities, finish reasons and usage.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use jielong_core::{
+    BranchId, Completion, FinishReason, Generation, GenerationEvent, LlamaSession, RuntimeError,
+    TokenLogprob, Usage,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::error::ApiError;
+use crate::slots::SlotGuard;
+use crate::state::{InFlight, ServeState};
+
+/// Parses a JSON body: a body over the limit is a 413, malformed JSON or a missing
+/// field a 400.
+pub(crate) fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| ApiError {
+        status: rejection.status(),
+        code: (rejection.status().as_u16() == 413).then_some("request_too_large"),
+        ..ApiError::invalid(format!(
+            "cannot read the request body: {}",
+            rejection.body_text()
+        ))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        if e.is_data() {
+            ApiError::invalid(format!("the request does not fit the API: {e}"))
+        } else {
+            ApiError::invalid(format!("the request body is not valid JSON: {e}"))
+        }
+    })
+}
+
+/// A fresh id with `prefix` (`chatcmpl-`, `call_`): 24 hex digits from the clock and
+/// a counter.
+pub(crate) fn unique_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // A splitmix64 step so consecutive ids do not look alike.
+    let mut z = nanos ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    format!("{prefix}{z:016x}{:08x}", count as u32)
+}
+
+/// OpenAI's `finish_reason` for a completion.
+pub(crate) fn finish_reason(finish: &FinishReason) -> &'static str {
+    match finish {
+        FinishReason::MaxTokens | FinishReason::ContextFull => "length",
+        FinishReason::EndOfText | FinishReason::StopString(_) | FinishReason::Cancelled => "stop",
+    }
+}
+
+/// A log-probability as JSON (OpenAI sends -9999 for an impossible token).
+fn logprob_value(logprob: f32) -> f32 {
+    if logprob.is_finite() {
+        logprob
+    } else {
+        -9999.0
+    }
+}
+
+/// One token's entry of a chat `logprobs.content` list.
+pub(crate) fn chat_logprob(entry: &TokenLogprob) -> Value {
+    let token = |text: &str, logprob: f32| json!({"token": text, "logprob": logprob_value(logprob), "bytes": text.as_bytes()});
+    let mut value = token(&entry.chosen.token, entry.chosen.logprob);
+    value["top_logprobs"] = entry
+        .top
+        .iter()
+        .map(|t| token(&t.token, t.logprob))
+        .collect::<Vec<_>>()
+        .into();
+    value
+}
+
+/// The legacy `logprobs` object of a text completion, for `entries` starting at
+/// character `offset` of the text.
+pub(crate) fn text_logprobs(entries: &[TokenLogprob], mut offset: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut logprobs = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    for entry in entries {
+        tokens.push(Value::from(entry.chosen.token.clone()));
+        logprobs.push(Value::from(logprob_value(entry.chosen.logprob)));
+        let top: serde_json::Map<String, Value> = entry
+            .top
+            .iter()
+            .map(|t| (t.token.clone(), Value::from(logprob_value(t.logprob))))
+            .collect();
+        tops.push(Value::Object(top));
+        offsets.push(Value::from(offset));
+        offset += entry.chosen.token.len();
+    }
+    json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
+}
+
+/// OpenAI's `usage`: the prompt once, every choice's generated tokens.
+pub(crate) fn usage_json(prompt_tokens: usize, cached: usize, generated: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": generated,
+        "total_tokens": prompt_tokens + generated,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
+}
+
+/// The extra branches of a request with `n > 1`: dropped (on a blocking thread)
+/// when the request is done or goes away.
+pub(crate) struct Temps {
+    session: LlamaSession,
+    pub(crate) branches: Vec<BranchId>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Temps {
+    fn drop(&mut self) {
+        let session = self.session.clone();
+        let branches = std::mem::take(&mut self.branches);
+        let drop_all = move || {
+            for branch in branches {
+                if let Err(e) = session.drop_branch(branch) {
+                    tracing::warn!("cannot drop branch {branch}: {e}");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(drop_all);
+            }
+            Err(_) => drop_all(),
+        }
+    }
+}
+
+/// A request that holds a slot: its generations (one per choice) and what is
+/// released when it ends.
+pub(crate) struct Running {
+    pub(crate) state: ServeState,
+    pub(crate) generations: Vec<Generation>,
+    pub(crate) guard: SlotGuard,
+    pub(crate) _temps: Option<Temps>,
+    pub(crate) _in_flight: InFlight,
+    /// Prompt tokens reused, when known apart from the completions (`n > 1`).
+    pub(crate) cached: Option<usize>,
+    /// The prompt text (the slot then holds it and the first choice's reply).
+    pub(crate) prompt: String,
+}
+
+/// How to start the generations once a slot is held.
+pub(crate) enum Start<'a> {
+    /// A chat, `n` choices.
+    Chat {
+        chat: &'a jielong_core::Chat,
+        request: &'a jielong_core::ChatRequest,
+        n: usize,
+    },
+    /// A raw prompt.
+    Text(&'a jielong_core::GenerateRequest),
+}
+
+impl Running {
+    /// Waits for a slot for `prompt` (`tokens`), then starts the generations.
+    pub(crate) async fn start(
+        state: &ServeState,
+        prompt: String,
+        tokens: &[i32],
+        budget: usize,
+        start: Start<'_>,
+    ) -> Result<Self, ApiError> {
+        let inner = &state.inner;
+        let mut guard = inner.slots.acquire(&inner.metrics, tokens, budget).await?;
+        let in_flight = InFlight::new(state);
+        let session = &inner.session;
+        guard.evict(session).await?;
+        let branch = guard.branch;
+        tracing::debug!(
+            "slot {branch}: {} prompt tokens, about {} reused",
+            tokens.len(),
+            guard.expected_reuse
+        );
+        let mut temps = None;
+        let mut cached = None;
+        let generations = match start {
+            Start::Text(request) => vec![session.generate_on(branch, &prompt, request)?],
+            Start::Chat { chat, request, n } if n <= 1 => {
+                vec![session.respond(&chat.clone().on(branch), request)?]
+            }
+            Start::Chat { chat, request, n } => {
+                let permit = inner.slots.temps(n - 1).await?;
+                // The prompt is evaluated once on the slot, then forked: the choices
+                // share its cells.
+                let prefill = jielong_core::GenerateRequest {
+                    max_tokens: 1,
+                    ..Default::default()
+                };
+                let done = session
+                    .generate_on(branch, &prompt, &prefill)?
+                    .finish(|_| {})
+                    .await?;
+                cached = Some(done.usage.cached_tokens);
+                let forker = session.clone();
+                let branches = tokio::task::spawn_blocking(move || forker.fork(branch, n - 1))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("fork failed: {e}")))??;
+                let held = Temps {
+                    session: session.clone(),
+                    branches,
+                    _permit: permit,
+                };
+                let mut jobs = vec![(chat.clone().on(branch), request.clone())];
+                for (i, &b) in held.branches.iter().enumerate() {
+                    let mut request = request.clone();
+                    request.sampling.seed = request.sampling.seed.wrapping_add(i as u32 + 1);
+                    jobs.push((chat.clone().on(b), request));
+                }
+                temps = Some(held);
+                session.respond_batch(&jobs)?
+            }
+        };
+        Ok(Self {
+            state: state.clone(),
+            generations,
+            guard,
+            _temps: temps,
+            _in_flight: in_flight,
+            cached,
+            prompt,
+        })
+    }
+
+    /// After a failed generation: re-creates slots whose branches the worker cleared
+    /// (on a blocking thread, in the background).
+    pub(crate) fn repair(&self) {
+        let pool = self.state.inner.slots.clone();
+        let session = self.state.session();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = pool.repair(&session) {
+                tracing::warn!("cannot re-create the slots: {e}");
+            }
+        });
+    }
+
+    /// The first event of the first generation, waited for: an error that ends it
+    /// right away (a schema without a grammar, a prompt refused) becomes the answer
+    /// before any stream starts.
+    pub(crate) async fn first_event(&mut self) -> Result<Option<GenerationEvent>, ApiError> {
+        let Some(generation) = self.generations.first_mut() else {
+            return Ok(None);
+        };
+        match generation.next().await {
+            Some(GenerationEvent::Done(Err(e))) => {
+                self.repair();
+                Err(e.into())
+            }
+            None => {
+                self.repair();
+                Err(ApiError::internal("the generation ended without a result"))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Records the end: the slot holds the prompt and `reply` (the first choice's
+    /// text); the counters get the token counts.
+    pub(crate) fn finished(&self, completions: &[&Completion]) {
+        let mut text = self.prompt.clone();
+        if let Some(first) = completions.first() {
+            text.push_str(&first.text);
+        }
+        self.guard.holds(self.state.inner.model.tokenize(&text));
+        let metrics = &self.state.inner.metrics;
+        for (i, c) in completions.iter().enumerate() {
+            let usage = if i == 0 {
+                Usage {
+                    cached_tokens: self.cached.unwrap_or(c.usage.cached_tokens),
+                    ..c.usage.clone()
+                }
+            } else {
+                // The prompt counts once.
+                Usage {
+                    generated_tokens: c.usage.generated_tokens,
+                    ..Usage::default()
+                }
+            };
+            metrics.tokens(&usage);
+        }
+    }
+
+    /// Prompt tokens, reused ones and generated ones over `completions`.
+    pub(crate) fn usage(&self, completions: &[&Completion]) -> Value {
+        let prompt = completions.first().map_or(0, |c| c.usage.prompt_tokens);
+        let cached = self
+            .cached
+            .or_else(|| completions.first().map(|c| c.usage.cached_tokens))
+            .unwrap_or(0);
+        let generated = completions.iter().map(|c| c.usage.generated_tokens).sum();
+        usage_json(prompt, cached, generated)
+    }
+}
+
+/// A server-sent-events response fed by a channel; the producer sees a send fail
+/// once the client has gone.
+pub(crate) fn sse(rx: mpsc::Receiver<Event>) -> Response {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), rx))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// An SSE `data:` event of `value`.
+pub(crate) fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+/// The prompt's token count checked against the context window.
+pub(crate) fn check_prompt(tokens: &[i32], n_ctx: u32) -> Result<usize, ApiError> {
+    if tokens.is_empty() {
+        return Err(RuntimeError::EmptyPrompt.into());
+    }
+    if tokens.len() >= n_ctx as usize {
+        return Err(RuntimeError::PromptTooLong {
+            prompt_tokens: tokens.len(),
+            n_ctx,
+        }
+        .into());
+    }
+    Ok(n_ctx as usize - tokens.len())
+}

@@ -1,0 +1,336 @@
+//! Slots: the session's branches that requests run on, a bounded queue in front of
+//! them, and the bookkeeping that sends a conversation back to the branch that holds
+//! its beginning.
+//!
+//! The branch contents are mirrored here (the prompt tokens, then the prompt and the
+//! reply) instead of asked from the worker: a question to the worker waits while it
+//! decodes, and would hold up every request joining the running batch.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use jielong_core::llama::common_prefix_len;
+use jielong_core::{BranchId, LlamaSession};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// One slot: a branch and what it is believed to hold.
+#[derive(Debug)]
+struct Slot {
+    branch: BranchId,
+    /// The tokens the branch holds (as far as the server knows).
+    tokens: Vec<i32>,
+    /// Cells the running request may still add (its token budget).
+    reserved: usize,
+    busy: bool,
+    /// When it was last handed out (for least-recently-used choices).
+    used: u64,
+}
+
+/// The slots and the queue.
+#[derive(Debug)]
+pub struct SlotPool {
+    slots: Mutex<Vec<Slot>>,
+    permits: Arc<Semaphore>,
+    /// Extra branches for `n > 1` (forked per request, dropped afterwards).
+    temps: Arc<Semaphore>,
+    queue: usize,
+    clock: AtomicU64,
+    n_ctx: usize,
+    /// Held while slots are re-created ([`SlotPool::repair`]).
+    repairing: Mutex<()>,
+}
+
+/// A slot held by one request; released when dropped.
+#[derive(Debug)]
+pub struct SlotGuard {
+    pool: Arc<SlotPool>,
+    index: usize,
+    /// The branch to run on.
+    pub branch: BranchId,
+    /// Prompt tokens the branch is expected to reuse.
+    pub expected_reuse: usize,
+    evict: Vec<(usize, BranchId)>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Counts a request as queued while it waits.
+struct Queued<'a>(&'a Metrics);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl SlotPool {
+    /// A pool over `branches`, with room for `queue` waiting requests and `temps`
+    /// extra branches for `n > 1`, in a KV cache of `n_ctx` cells.
+    pub fn new(branches: Vec<BranchId>, queue: usize, temps: usize, n_ctx: usize) -> Self {
+        let permits = Arc::new(Semaphore::new(branches.len()));
+        Self {
+            slots: Mutex::new(
+                branches
+                    .into_iter()
+                    .map(|branch| Slot {
+                        branch,
+                        tokens: Vec::new(),
+                        reserved: 0,
+                        busy: false,
+                        used: 0,
+                    })
+                    .collect(),
+            ),
+            permits,
+            temps: Arc::new(Semaphore::new(temps)),
+            queue,
+            clock: AtomicU64::new(1),
+            n_ctx,
+            repairing: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slots in all, and idle now.
+    pub fn counts(&self) -> (usize, usize) {
+        let slots = self.lock();
+        (slots.len(), slots.iter().filter(|s| !s.busy).count())
+    }
+
+    /// Waits for a slot for a prompt of `tokens` that may add `budget` cells: the
+    /// idle slot sharing the longest prefix with it (the least recently used among
+    /// equals). A full queue is a 503. Idle slots whose contents would crowd the KV
+    /// cache are marked for eviction ([`SlotGuard::evict`]).
+    pub async fn acquire(
+        self: &Arc<Self>,
+        metrics: &Metrics,
+        tokens: &[i32],
+        budget: usize,
+    ) -> Result<SlotGuard, ApiError> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if metrics.queued.fetch_add(1, Ordering::Relaxed) >= self.queue {
+                    metrics.queued.fetch_sub(1, Ordering::Relaxed);
+                    metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(ApiError::overloaded(self.queue));
+                }
+                let _queued = Queued(metrics);
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ApiError::internal("the server is shutting down"))?
+            }
+        };
+        let mut slots = self.lock();
+        let index = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.busy)
+            .max_by_key(|(_, s)| (common_prefix_len(&s.tokens, tokens), u64::MAX - s.used))
+            .map(|(i, _)| i)
+            .ok_or_else(|| ApiError::internal("no idle slot behind a free permit"))?;
+        let expected_reuse = common_prefix_len(&slots[index].tokens, tokens);
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        {
+            let slot = &mut slots[index];
+            slot.busy = true;
+            slot.used = now;
+            slot.tokens = tokens.to_vec();
+            slot.reserved = budget;
+        }
+        // Evict idle slots, least recently used first, while the cache would overflow.
+        let mut evict = Vec::new();
+        let total =
+            |slots: &[Slot]| -> usize { slots.iter().map(|s| s.tokens.len() + s.reserved).sum() };
+        while total(&slots) > self.n_ctx {
+            let Some(victim) = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.busy && !s.tokens.is_empty())
+                .min_by_key(|(_, s)| s.used)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let slot = &mut slots[victim];
+            slot.tokens.clear();
+            slot.busy = true;
+            evict.push((victim, slot.branch));
+        }
+        let branch = slots[index].branch;
+        drop(slots);
+        Ok(SlotGuard {
+            pool: self.clone(),
+            index,
+            branch,
+            expected_reuse,
+            evict,
+            _permit: permit,
+        })
+    }
+
+    /// Waits for `n` extra branches' worth of room (for `n > 1`).
+    pub async fn temps(self: &Arc<Self>, n: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let n = u32::try_from(n).map_err(|_| ApiError::invalid_param("n", "n is too large"))?;
+        self.temps
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| ApiError::internal("the server is shutting down"))
+    }
+}
+
+impl SlotPool {
+    /// Re-creates the slots whose branches are gone (the worker clears the whole KV
+    /// cache when an evaluation fails). Blocks: call it on a blocking thread.
+    pub fn repair(&self, session: &LlamaSession) -> Result<(), jielong_core::RuntimeError> {
+        let _one = self.repairing.lock().unwrap_or_else(|p| p.into_inner());
+        let live: Vec<BranchId> = session
+            .kv_usage()?
+            .branches
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        let missing: Vec<usize> = {
+            let mut slots = self.lock();
+            slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| !live.contains(&s.branch))
+                .map(|(i, s)| {
+                    s.tokens.clear();
+                    i
+                })
+                .collect()
+        };
+        if !missing.is_empty() {
+            tracing::warn!(
+                "re-creating {} slots whose branches were cleared",
+                missing.len()
+            );
+        }
+        for index in missing {
+            let ids = session.fork(BranchId::MAIN, 1)?;
+            if let Some(&id) = ids.first() {
+                self.lock()[index].branch = id;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SlotGuard {
+    /// Empties the slots marked for eviction (each branch is dropped and forked anew
+    /// from the empty main branch), on a blocking thread that finishes even if the
+    /// request goes away.
+    pub async fn evict(&mut self, session: &LlamaSession) -> Result<(), ApiError> {
+        let evict = std::mem::take(&mut self.evict);
+        if evict.is_empty() {
+            return Ok(());
+        }
+        let pool = self.pool.clone();
+        let session = session.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut result = Ok(());
+            for (index, branch) in evict {
+                let renewed = session
+                    .drop_branch(branch)
+                    .and_then(|()| session.fork(BranchId::MAIN, 1));
+                let mut slots = pool.lock();
+                match renewed {
+                    Ok(ids) => {
+                        if let Some(&id) = ids.first() {
+                            slots[index].branch = id;
+                        }
+                    }
+                    Err(e) => result = Err(e),
+                }
+                slots[index].busy = false;
+                slots[index].reserved = 0;
+            }
+            result
+        });
+        done.await
+            .map_err(|e| ApiError::internal(format!("eviction failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+
+    /// Records what the branch holds after the request: `tokens`.
+    pub fn holds(&self, tokens: Vec<i32>) {
+        let mut slots = self.pool.lock();
+        let slot = &mut slots[self.index];
+        slot.tokens = tokens;
+        slot.reserved = 0;
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let mut slots = self.pool.lock();
+        if let Some(slot) = slots.get_mut(self.index) {
+            slot.busy = false;
+            slot.reserved = 0;
+        }
+        // Marked for eviction but never evicted (the request went away first): their
+        // contents are still there, only forgotten here.
+        for &(index, _) in &self.evict {
+            if let Some(slot) = slots.get_mut(index) {
+                slot.busy = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_slot_holding_the_conversation_is_chosen() {
+        let pool = Arc::new(SlotPool::new(vec![BranchId(1), BranchId(2)], 1, 0, 1000));
+        let metrics = Metrics::default();
+        let a = pool
+            .acquire(&metrics, &[1, 2, 3], 10)
+            .await
+            .expect("a slot");
+        a.holds(vec![1, 2, 3, 4]);
+        let first = a.branch;
+        drop(a);
+        let b = pool.acquire(&metrics, &[9, 9], 10).await.expect("a slot");
+        assert_ne!(b.branch, first, "a fresh prompt takes the unused slot");
+        drop(b);
+        let c = pool
+            .acquire(&metrics, &[1, 2, 3, 4, 5], 10)
+            .await
+            .expect("a slot");
+        assert_eq!(c.branch, first);
+        assert_eq!(c.expected_reuse, 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused() {
+        let pool = Arc::new(SlotPool::new(vec![BranchId(1)], 0, 0, 1000));
+        let metrics = Metrics::default();
+        let _held = pool.acquire(&metrics, &[1], 1).await.expect("a slot");
+        let refused = pool.acquire(&metrics, &[2], 1).await.expect_err("503");
+        assert_eq!(refused.status.as_u16(), 503);
+    }
+
+    #[tokio::test]
+    async fn idle_slots_are_evicted_when_the_cache_would_overflow() {
+        let pool = Arc::new(SlotPool::new(vec![BranchId(1), BranchId(2)], 1, 0, 100));
+        let metrics = Metrics::default();
+        let a = pool.acquire(&metrics, &[1; 60], 0).await.expect("a slot");
+        a.holds(vec![1; 60]);
+        drop(a);
+        let b = pool.acquire(&metrics, &[2; 50], 10).await.expect("a slot");
+        assert_eq!(b.evict.len(), 1);
+    }
+}

@@ -1,0 +1,210 @@
+//! The server's shared state: the model, its one session, the slots and the counters.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jielong_core::{BranchId, KvUsage, LlamaModel, LlamaSession, SessionOptions};
+
+use crate::error::ServeError;
+use crate::metrics::Metrics;
+use crate::slots::SlotPool;
+
+/// How the server runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Requests generating at once (one slot each).
+    pub parallel: usize,
+    /// Requests waiting for a slot before new ones get 503.
+    pub queue: usize,
+    /// The largest `n` (choices per request).
+    pub max_n: usize,
+    /// The key clients must send as `Authorization: Bearer KEY` (`None`: no key).
+    pub api_key: Option<String>,
+    /// The model id `/v1/models` lists and responses name.
+    pub model_id: String,
+    /// Tokens generated when a request sets no limit.
+    pub default_max_tokens: usize,
+    /// The largest request body in bytes (bigger ones get 413).
+    pub body_limit: usize,
+}
+
+impl ServeConfig {
+    /// Waiting requests unless set otherwise.
+    pub const DEFAULT_QUEUE: usize = 64;
+    /// Request body limit unless set otherwise (4 MiB).
+    pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+
+    /// The defaults for a model called `model_id`.
+    pub fn new(model_id: impl Into<String>) -> Self {
+        Self {
+            parallel: 4,
+            queue: Self::DEFAULT_QUEUE,
+            max_n: 4,
+            api_key: None,
+            model_id: model_id.into(),
+            default_max_tokens: 512,
+            body_limit: Self::DEFAULT_BODY_LIMIT,
+        }
+    }
+
+    /// The session options for these settings: `base` with one branch per slot, the
+    /// (empty) main branch, and `max_n - 1` extra branches for `n`.
+    pub fn session_options(&self, base: &SessionOptions) -> SessionOptions {
+        SessionOptions {
+            max_sequences: u32::try_from(1 + self.parallel + self.max_n.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+            ..base.clone()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ServeError> {
+        if self.parallel == 0 {
+            return Err(ServeError::Config("--parallel must be at least 1".into()));
+        }
+        if self.max_n == 0 {
+            return Err(ServeError::Config(
+                "the largest n must be at least 1".into(),
+            ));
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            return Err(ServeError::Config("the API key must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What every handler reads: cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct ServeState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) model: LlamaModel,
+    pub(crate) session: LlamaSession,
+    pub(crate) config: ServeConfig,
+    pub(crate) slots: Arc<SlotPool>,
+    pub(crate) metrics: Metrics,
+    /// Unix seconds the server started at (`created` of the model).
+    pub(crate) created: u64,
+    /// The KV cache as last seen while nothing was generating.
+    pub(crate) kv: Mutex<Option<KvUsage>>,
+}
+
+impl std::fmt::Debug for ServeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeState")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeState {
+    /// Opens the session (with [`ServeConfig::session_options`] applied to
+    /// `options`) and its slots. Blocks while the context is created: call it from a
+    /// blocking thread in async code.
+    pub fn open(
+        model: LlamaModel,
+        options: &SessionOptions,
+        config: ServeConfig,
+    ) -> Result<Self, ServeError> {
+        config.validate()?;
+        let session = model.session(&config.session_options(options))?;
+        // Slots are branches of their own; the main branch stays empty, so a slot is
+        // renewed by forking it.
+        let branches = session.fork(BranchId::MAIN, config.parallel)?;
+        let slots = Arc::new(SlotPool::new(
+            branches,
+            config.queue,
+            config.max_n.saturating_sub(1),
+            session.context_size() as usize,
+        ));
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kv = session.kv_usage().ok();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                model,
+                session,
+                config,
+                slots,
+                metrics: Metrics::default(),
+                created,
+                kv: Mutex::new(kv),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServeConfig {
+        &self.inner.config
+    }
+
+    /// The session requests run on (another handle on it).
+    pub fn session(&self) -> LlamaSession {
+        self.inner.session.clone()
+    }
+
+    /// The KV cache's state: asked from the worker when nothing is generating (the
+    /// question would otherwise wait for the running batch), else as last seen.
+    pub async fn kv_usage(&self) -> Option<KvUsage> {
+        if self.inner.metrics.in_flight.load(Ordering::Relaxed) == 0 {
+            let session = self.session();
+            if let Ok(Ok(kv)) = tokio::task::spawn_blocking(move || session.kv_usage()).await {
+                *self.inner.kv.lock().unwrap_or_else(|p| p.into_inner()) = Some(kv);
+            }
+        }
+        self.inner
+            .kv
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Counts a request as in flight while it holds a slot; the last one to finish
+/// refreshes the KV-cache figures.
+pub(crate) struct InFlight {
+    state: ServeState,
+}
+
+impl InFlight {
+    pub(crate) fn new(state: &ServeState) -> Self {
+        state
+            .inner
+            .metrics
+            .in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        Self {
+            state: state.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let before = self
+            .state
+            .inner
+            .metrics
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        if before == 1 {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let state = self.state.clone();
+                handle.spawn(async move {
+                    let _ = state.kv_usage().await;
+                });
+            }
+        }
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
