@@ -33,7 +33,3 @@ if [ "${JIELONG_SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --locked --bin jielong
 fi
 
-# llama.cpp's own llama-server, for tests/remote.rs (the remote backend against a real
-# server) and the benchmarks; idempotent, about 10 minutes the first time. Optional:
-# JIELONG_SKIP_LLAMA_SERVER=1 leaves it out, and a failed build only makes those skip.
-[ "${JIELONG_SKIP_LLAMA_SERVER:-0}" = 1 ] || scripts/llama-server.sh >/dev/null || echo "jielong setup: llama-server was not built; tests/remote.rs will skip"

@@ -1653,11 +1653,15 @@ fn strategies_have_names_and_the_old_switches_are_aliases() {
             strategy
         );
     }
-    assert_eq!(Strategy::ALL.len(), 4);
+    assert_eq!(Strategy::ALL.len(), 5);
+    assert_eq!(
+        "self-consistency".parse::<Strategy>(),
+        Ok(Strategy::SelfConsistency)
+    );
     let err = "bogus".parse::<Strategy>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect"
+        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect, self-consistency"
     );
 }
 

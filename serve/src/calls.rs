@@ -30,7 +30,7 @@ fn unfenced(text: &str) -> &str {
 /// (so it is held back until the reply ends).
 pub fn may_be_call(start: &str) -> bool {
     let start = start.trim_start();
-    start.is_empty() || start.starts_with('{') || start.starts_with("```")
+    start.starts_with('{') || start.starts_with("```") || "```".starts_with(start)
 }
 
 /// The call `text` is, when it is exactly one JSON object `{"name": <a tool in
@@ -110,6 +110,7 @@ mod tests {
         .is_none());
         assert!(written_call("{\"city\": \"Paris\"}", &t).is_none());
         assert!(may_be_call("  ```json"));
+        assert!(may_be_call("`") && may_be_call(" ") && may_be_call("{\""));
         assert!(!may_be_call("Sure"));
     }
 }

@@ -1,7 +1,5 @@
 //! `POST /v1/chat/completions`.
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -53,7 +51,7 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
     let wire: ChatCompletionRequest = parse(body)?;
-    let mut t = wire.translate(inner.config.max_n)?;
+    let mut t = wire.translate(inner.config.max_n, &inner.config.sampling)?;
     let format = inner.model.prompt_format();
     let prompt = format.render(&t.chat)?;
     let tokens = inner.model.tokenize(&prompt);
@@ -164,7 +162,9 @@ async fn chat(
                 message["tool_calls"] = calls.iter().map(|c| call_json(c, None)).collect();
             }
             let logprobs = t.logprobs.then(|| {
-                json!({"content": completion.logprobs.iter().map(chat_logprob).collect::<Vec<_>>(), "refusal": null})
+                // The end-of-text token is no part of the reply.
+                let entries = completion.logprobs.iter().take(completion.usage.generated_tokens);
+                json!({"content": entries.map(chat_logprob).collect::<Vec<_>>(), "refusal": null})
             });
             json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
         })
@@ -252,9 +252,20 @@ struct ChoiceStream {
     prose: String,
     /// Log-probabilities not yet sent.
     logprobs: Vec<Value>,
+    /// Log-probabilities sent so far.
+    sent: usize,
     /// Calls sent so far.
     calls: usize,
     completion: Option<Completion>,
+}
+
+impl ChoiceStream {
+    /// The log-probabilities to send with the next chunk.
+    fn take_logprobs(&mut self) -> Vec<Value> {
+        let entries = std::mem::take(&mut self.logprobs);
+        self.sent += entries.len();
+        entries
+    }
 }
 
 /// Streams the choices' deltas; stops (dropping the generations, which cancels
@@ -336,7 +347,7 @@ async fn stream(
                             out.push(send(
                                 i,
                                 json!({"content": text}),
-                                std::mem::take(&mut choice.logprobs),
+                                choice.take_logprobs(),
                                 None,
                             ));
                         }
@@ -344,7 +355,7 @@ async fn stream(
                     None => out.push(send(
                         i,
                         json!({"content": text}),
-                        std::mem::take(&mut choice.logprobs),
+                        choice.take_logprobs(),
                         None,
                     )),
                 }
@@ -352,22 +363,28 @@ async fn stream(
             GenerationEvent::Call(call) => {
                 let delta = json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
                 choice.calls += 1;
-                out.push(send(i, delta, std::mem::take(&mut choice.logprobs), None));
+                out.push(send(i, delta, choice.take_logprobs(), None));
             }
             GenerationEvent::Done(Ok(completion)) => {
+                // The end-of-text token's entry is no part of the reply.
+                let allowed = completion
+                    .usage
+                    .generated_tokens
+                    .saturating_sub(choice.sent);
+                choice.logprobs.truncate(allowed);
                 if let Some(held) = choice.held.take() {
                     match rules.written(&held) {
                         Some(call) if completion.calls.is_empty() => {
                             let delta =
                                 json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
                             choice.calls += 1;
-                            out.push(send(i, delta, std::mem::take(&mut choice.logprobs), None));
+                            out.push(send(i, delta, choice.take_logprobs(), None));
                         }
                         _ if !held.is_empty() => {
                             out.push(send(
                                 i,
                                 json!({"content": held}),
-                                std::mem::take(&mut choice.logprobs),
+                                choice.take_logprobs(),
                                 None,
                             ));
                         }
@@ -379,12 +396,7 @@ async fn stream(
                 } else {
                     finish_reason(&completion.finish)
                 };
-                out.push(send(
-                    i,
-                    json!({}),
-                    std::mem::take(&mut choice.logprobs),
-                    Some(finish),
-                ));
+                out.push(send(i, json!({}), choice.take_logprobs(), Some(finish)));
                 choice.completion = Some(completion);
             }
             GenerationEvent::Done(Err(error)) => {
@@ -405,12 +417,6 @@ async fn stream(
     }
     drop(merged);
     if gone {
-        running
-            .state
-            .inner
-            .metrics
-            .cancelled
-            .fetch_add(1, Ordering::Relaxed);
         return;
     }
     if let Some(error) = failed {

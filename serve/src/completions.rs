@@ -73,6 +73,7 @@ async fn complete(
     let request = GenerateRequest {
         max_tokens,
         sampling: wire::sampling(
+            &inner.config.sampling,
             wire.temperature,
             wire.top_p,
             wire.top_k,
@@ -118,6 +119,7 @@ async fn complete(
             }
             let mut pending = first;
             let mut entries = Vec::new();
+            let mut sent = 0;
             let mut offset = 0;
             let Some(generation) = running.generations.first_mut() else {
                 return;
@@ -134,6 +136,7 @@ async fn complete(
                     }
                     Some(GenerationEvent::Text(text)) => {
                         let lp = if want_logprobs {
+                            sent += entries.len();
                             text_logprobs(&std::mem::take(&mut entries), offset)
                         } else {
                             serde_json::Value::Null
@@ -142,6 +145,8 @@ async fn complete(
                         chunk(&text, lp, None)
                     }
                     Some(GenerationEvent::Done(Ok(completion))) => {
+                        // The end-of-text token's entry is no part of the text.
+                        entries.truncate(completion.usage.generated_tokens.saturating_sub(sent));
                         let lp = if want_logprobs && !entries.is_empty() {
                             text_logprobs(&std::mem::take(&mut entries), offset)
                         } else {
@@ -174,12 +179,6 @@ async fn complete(
                     None => return,
                 };
                 if tx.send(out).await.is_err() {
-                    running
-                        .state
-                        .inner
-                        .metrics
-                        .cancelled
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
             }
@@ -216,8 +215,16 @@ async fn complete(
     } else {
         completion.text.clone()
     };
-    let logprobs = want_logprobs
-        .then(|| text_logprobs(&completion.logprobs, if echo { prompt.len() } else { 0 }));
+    let logprobs = want_logprobs.then(|| {
+        let generated = completion
+            .logprobs
+            .len()
+            .min(completion.usage.generated_tokens);
+        text_logprobs(
+            &completion.logprobs[..generated],
+            if echo { prompt.len() } else { 0 },
+        )
+    });
     let body = json!({
         "id": id,
         "object": "text_completion",

@@ -42,7 +42,7 @@ mod slots;
 mod state;
 mod wire;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,12 +63,14 @@ pub fn router(state: ServeState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*model}", get(model))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .route("/health", get(health))
         .merge(api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -137,6 +139,7 @@ async fn count(State(state): State<ServeState>, request: Request, next: Next) ->
         "/v1/chat/completions" => "chat_completions",
         "/v1/completions" => "completions",
         "/v1/models" => "models",
+        path if path.starts_with("/v1/models/") => "models",
         "/health" => "health",
         "/metrics" => "metrics",
         _ => "other",
@@ -160,11 +163,10 @@ async fn health(State(state): State<ServeState>) -> Response {
         .into_response()
 }
 
-async fn models(State(state): State<ServeState>) -> Response {
+/// The one model, as `/v1/models` lists it.
+fn model_json(state: &ServeState) -> serde_json::Value {
     let info = state.inner.model.info();
-    let body = json!({
-        "object": "list",
-        "data": [{
+    json!({
             "id": state.config().model_id,
             "object": "model",
             "created": state.inner.created,
@@ -176,11 +178,36 @@ async fn models(State(state): State<ServeState>) -> Response {
                 "context_length": state.inner.session.context_size(),
                 "context_length_trained": info.context_length,
             },
-        }],
-    });
+    })
+}
+
+async fn models(State(state): State<ServeState>) -> Response {
+    let body = json!({"object": "list", "data": [model_json(&state)]});
     (
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
+    )
+        .into_response()
+}
+
+async fn model(State(state): State<ServeState>, Path(id): Path<String>) -> Response {
+    if id != state.config().model_id {
+        return ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: Some("model_not_found"),
+            ..ApiError::invalid_param(
+                "model",
+                format!(
+                    "the model {id:?} is not served here (this server serves {:?})",
+                    state.config().model_id
+                ),
+            )
+        }
+        .into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        model_json(&state).to_string(),
     )
         .into_response()
 }
@@ -190,6 +217,15 @@ async fn metrics(State(state): State<ServeState>) -> Response {
     let (slots, _) = state.inner.slots.counts();
     let text = state.inner.metrics.render(kv.as_ref(), slots);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Response {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: Some("method_not_allowed"),
+        ..ApiError::invalid(format!("{method} is not allowed on {}", uri.path()))
+    }
+    .into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

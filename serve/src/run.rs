@@ -161,6 +161,21 @@ pub(crate) struct Running {
     pub(crate) cached: Option<usize>,
     /// The prompt text (the slot then holds it and the first choice's reply).
     pub(crate) prompt: String,
+    /// Whether the request came to an end (finished or failed); a request dropped
+    /// before that was cancelled by its client.
+    ended: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.state
+                .inner
+                .metrics
+                .cancelled
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// How to start the generations once a slot is held.
@@ -242,12 +257,14 @@ impl Running {
             _in_flight: in_flight,
             cached,
             prompt,
+            ended: false,
         })
     }
 
     /// After a failed generation: re-creates slots whose branches the worker cleared
     /// (on a blocking thread, in the background).
-    pub(crate) fn repair(&self) {
+    pub(crate) fn repair(&mut self) {
+        self.ended = true;
         let pool = self.state.inner.slots.clone();
         let session = self.state.session();
         tokio::task::spawn_blocking(move || {
@@ -279,7 +296,8 @@ impl Running {
 
     /// Records the end: the slot holds the prompt and `reply` (the first choice's
     /// text); the counters get the token counts.
-    pub(crate) fn finished(&self, completions: &[&Completion]) {
+    pub(crate) fn finished(&mut self, completions: &[&Completion]) {
+        self.ended = true;
         let mut text = self.prompt.clone();
         if let Some(first) = completions.first() {
             text.push_str(&first.text);

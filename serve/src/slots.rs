@@ -102,9 +102,8 @@ impl SlotPool {
         (slots.len(), slots.iter().filter(|s| !s.busy).count())
     }
 
-    /// Waits for a slot for a prompt of `tokens` that may add `budget` cells: the
-    /// idle slot sharing the longest prefix with it (the least recently used among
-    /// equals). A full queue is a 503. Idle slots whose contents would crowd the KV
+    /// Waits for a slot for a prompt of `tokens` that may add `budget` cells (see
+    /// [`choose`]). A full queue is a 503. Idle slots whose contents would crowd the KV
     /// cache are marked for eviction ([`SlotGuard::evict`]).
     pub async fn acquire(
         self: &Arc<Self>,
@@ -129,12 +128,7 @@ impl SlotPool {
             }
         };
         let mut slots = self.lock();
-        let index = slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.busy)
-            .max_by_key(|(_, s)| (common_prefix_len(&s.tokens, tokens), u64::MAX - s.used))
-            .map(|(i, _)| i)
+        let index = choose(&slots, tokens)
             .ok_or_else(|| ApiError::internal("no idle slot behind a free permit"))?;
         let expected_reuse = common_prefix_len(&slots[index].tokens, tokens);
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
@@ -185,6 +179,22 @@ impl SlotPool {
             .await
             .map_err(|_| ApiError::internal("the server is shutting down"))
     }
+}
+
+/// The idle slot for a prompt of `tokens`: the one sharing the longest prefix with
+/// it among those that keep at least half of what they hold (a conversation coming
+/// back to its slot), else an empty one, else the least recently used. So a new
+/// conversation does not push an earlier one out of its slot for the sake of a
+/// shared system prompt.
+fn choose(slots: &[Slot], tokens: &[i32]) -> Option<usize> {
+    let idle = || slots.iter().enumerate().filter(|(_, s)| !s.busy);
+    let kept = idle()
+        .map(|(i, s)| (i, common_prefix_len(&s.tokens, tokens), s))
+        .filter(|&(_, prefix, s)| prefix > 0 && prefix * 2 >= s.tokens.len())
+        .max_by_key(|&(_, prefix, s)| (prefix, u64::MAX - s.used))
+        .map(|(i, _, _)| i);
+    kept.or_else(|| idle().find(|(_, s)| s.tokens.is_empty()).map(|(i, _)| i))
+        .or_else(|| idle().min_by_key(|(_, s)| s.used).map(|(i, _)| i))
 }
 
 impl SlotPool {
@@ -312,6 +322,42 @@ mod tests {
             .expect("a slot");
         assert_eq!(c.branch, first);
         assert_eq!(c.expected_reuse, 4);
+    }
+
+    #[tokio::test]
+    async fn a_new_conversation_leaves_an_earlier_one_alone() {
+        let pool = Arc::new(SlotPool::new(vec![BranchId(1), BranchId(2)], 1, 0, 1000));
+        let metrics = Metrics::default();
+        // Both start with the same system prompt [7, 7].
+        let a = pool
+            .acquire(&metrics, &[7, 7, 1, 1, 1, 1], 1)
+            .await
+            .expect("a slot");
+        let first = a.branch;
+        drop(a);
+        let b = pool
+            .acquire(&metrics, &[7, 7, 2, 2, 2, 2], 1)
+            .await
+            .expect("a slot");
+        assert_ne!(
+            b.branch, first,
+            "the empty slot, not the other conversation's"
+        );
+        let second = b.branch;
+        drop(b);
+        // A third conversation takes the least recently used slot.
+        let c = pool
+            .acquire(&metrics, &[7, 7, 3, 3, 3, 3], 1)
+            .await
+            .expect("a slot");
+        assert_eq!(c.branch, first);
+        drop(c);
+        let d = pool
+            .acquire(&metrics, &[7, 7, 2, 2, 2, 2, 5], 1)
+            .await
+            .expect("a slot");
+        assert_eq!(d.branch, second);
+        assert_eq!(d.expected_reuse, 6);
     }
 
     #[tokio::test]

@@ -4,14 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jielong_core::{BranchId, KvUsage, LlamaModel, LlamaSession, SessionOptions};
+use jielong_core::{BranchId, KvUsage, LlamaModel, LlamaSession, SamplingParams, SessionOptions};
 
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::slots::SlotPool;
 
 /// How the server runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServeConfig {
     /// Requests generating at once (one slot each).
     pub parallel: usize,
@@ -25,6 +25,9 @@ pub struct ServeConfig {
     pub model_id: String,
     /// Tokens generated when a request sets no limit.
     pub default_max_tokens: usize,
+    /// Sampling settings for what a request leaves out (temperature, top-p, top-k,
+    /// min-p; the seed is fresh per request unless given).
+    pub sampling: SamplingParams,
     /// The largest request body in bytes (bigger ones get 413).
     pub body_limit: usize,
 }
@@ -44,6 +47,13 @@ impl ServeConfig {
             api_key: None,
             model_id: model_id.into(),
             default_max_tokens: 512,
+            // OpenAI's defaults (temperature and top-p 1), with llama.cpp's server's
+            // top-k and min-p.
+            sampling: SamplingParams {
+                temperature: 1.0,
+                top_p: 1.0,
+                ..SamplingParams::greedy()
+            },
             body_limit: Self::DEFAULT_BODY_LIMIT,
         }
     }

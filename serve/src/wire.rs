@@ -251,24 +251,25 @@ pub struct Translated {
     pub logprobs: bool,
 }
 
-/// Sampling settings from OpenAI's fields (temperature and top_p default to 1, as
-/// OpenAI's do; top-k 40 and min-p 0.05 as llama.cpp's server).
+/// Sampling settings from OpenAI's fields; what a request leaves out comes from
+/// `defaults` (the server's, e.g. `jielong serve --temperature`), except the seed:
+/// without one every request draws differently.
 pub fn sampling(
+    defaults: &SamplingParams,
     temperature: Option<f32>,
     top_p: Option<f32>,
     top_k: Option<u32>,
     min_p: Option<f32>,
     seed: Option<i64>,
 ) -> Result<SamplingParams, ApiError> {
-    let defaults = SamplingParams::greedy();
-    let temperature = temperature.unwrap_or(1.0);
+    let temperature = temperature.unwrap_or(defaults.temperature);
     if !temperature.is_finite() || !(0.0..=2.0).contains(&temperature) {
         return Err(ApiError::invalid_param(
             "temperature",
             format!("temperature {temperature} is out of range (0 to 2)"),
         ));
     }
-    let top_p = top_p.unwrap_or(1.0);
+    let top_p = top_p.unwrap_or(defaults.top_p);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(ApiError::invalid_param(
             "top_p",
@@ -287,9 +288,15 @@ pub fn sampling(
         top_k: top_k.unwrap_or(defaults.top_k),
         top_p,
         min_p,
-        // Any 64-bit seed is accepted; llama.cpp's draw takes 32 bits.
-        seed: seed.map_or(defaults.seed, |s| (s as u64 & 0xffff_ffff) as u32),
+        // Any 64-bit seed is accepted (llama.cpp's draw takes 32 bits).
+        seed: seed.map_or_else(fresh_seed, |s| (s as u64 & 0xffff_ffff) as u32),
     })
+}
+
+/// A seed for a request that gives none.
+fn fresh_seed() -> u32 {
+    let id = crate::run::unique_id("");
+    u32::from_str_radix(&id[..8], 16).unwrap_or_default()
 }
 
 /// A token limit from the request, checked.
@@ -319,7 +326,11 @@ pub fn stops(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
 impl ChatCompletionRequest {
     /// Translates the request; a bad role, content part, argument string or option is
     /// a 400 naming the field.
-    pub fn translate(self, max_n: usize) -> Result<Translated, ApiError> {
+    pub fn translate(
+        self,
+        max_n: usize,
+        defaults: &SamplingParams,
+    ) -> Result<Translated, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid_param(
                 "messages",
@@ -394,6 +405,7 @@ impl ChatCompletionRequest {
         let request = ChatRequest {
             max_tokens: max_tokens.unwrap_or(1),
             sampling: sampling(
+                defaults,
                 self.temperature,
                 self.top_p,
                 self.top_k,

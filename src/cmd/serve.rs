@@ -23,6 +23,8 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         max_n: args.max_n as usize,
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         default_max_tokens: global.max_tokens,
+        // The sampling flags are the defaults of requests that leave them out.
+        sampling: super::request(global).sampling,
         ..ServeConfig::new(global.model.clone())
     };
     let options = super::session_options(global);

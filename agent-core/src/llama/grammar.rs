@@ -105,13 +105,15 @@ pub(crate) fn prose_gbnf(open: &str) -> String {
         if recurs {
             String::new()
         } else {
-            " | jielong-m1".into()
+            // The marker's first character, then the state after it.
+            format!(" | {} jielong-m1", lit(first))
         },
         class(&[first]),
         if recurs {
             String::new()
         } else {
-            " | jielong-m1".into()
+            // The marker's first character, then the state after it.
+            format!(" | {} jielong-m1", lit(first))
         },
     );
     if !recurs {
@@ -360,7 +362,14 @@ mod tests {
             g.contains("jielong-m10 ::= [^><] | \"<\" jielong-m1\n"),
             "{g}"
         );
-        assert!(g.contains("jielong-text ::= ( [^<] | jielong-m1 )*"), "{g}");
+        assert!(
+            g.contains("jielong-text ::= ( [^<] | \"<\" jielong-m1 )*"),
+            "{g}"
+        );
+        assert!(
+            g.contains("jielong-first ::= [^{\\[` \\t\\n\\r<] | \"<\" jielong-m1\n"),
+            "{g}"
+        );
     }
 
     #[test]
