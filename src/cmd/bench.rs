@@ -181,13 +181,14 @@ fn measure(
         // Alternate which path goes first, so neither always runs on a warmer machine.
         let bare_first = round % 2 == 1;
         if bare_first {
-            bare.push(bare_loop(
+            bare.push(bare_lanes(
                 &raw,
                 threads,
                 n_ctx,
                 options.batch_size,
                 &prompt,
                 generated,
+                1,
             )?);
         }
         session.reset()?;
@@ -195,13 +196,14 @@ fn measure(
         generated = done.usage.generated_tokens.max(2);
         ours.push(speed(&done.usage));
         if !bare_first {
-            bare.push(bare_loop(
+            bare.push(bare_lanes(
                 &raw,
                 threads,
                 n_ctx,
                 options.batch_size,
                 &prompt,
                 generated,
+                1,
             )?);
         }
         eprintln!(
@@ -344,19 +346,8 @@ fn median_speed(speeds: &[Speed]) -> Speed {
 /// The reference: llama-cpp-2 driven directly, the way its own examples do, with the
 /// same context settings and the same amount of work as Jielong's path (tokenize and
 /// evaluate the prompt; then sample `n_gen` tokens greedily, evaluating all but the last).
-fn bare_loop(
-    raw: &RawModel,
-    threads: usize,
-    n_ctx: u32,
-    n_batch: u32,
-    prompt: &str,
-    n_gen: usize,
-) -> anyhow::Result<Speed> {
-    bare_lanes(raw, threads, n_ctx, n_batch, prompt, n_gen, 1)
-}
-
-/// The bare loop with `lanes` sequences forked from the prompt, each decoding its
-/// own greedy token, all in one batch per step (decode speed counts steps).
+/// With `lanes` > 1 the prompt is forked into that many sequences, each decoding its
+/// own greedy token, all in one batch per step (decode speed then counts steps).
 fn bare_lanes(
     raw: &RawModel,
     threads: usize,

@@ -2,7 +2,8 @@
 //! normalised and voted.
 //!
 //! Each sample is a full agent run (tools included, each with state of its own — its
-//! own Python session) at the sampling temperature with a seed of its own. On a
+//! own Python session) with a seed of its own; with a greedy agent the first sample
+//! is the greedy run and the others sample. On a
 //! backend with branches the samples run at once, each on a branch forked from the
 //! session's main one, so their prompts share the cached prefix and their tokens are
 //! decoded in the same batches; elsewhere they run one after another on the session.
@@ -79,21 +80,26 @@ fn on_branches(
     Ok(handles)
 }
 
-/// The agent of sample `i`: the direct strategy, sampling with a seed of its own,
-/// tools with state of their own, events tagged with the sample.
+/// The agent of sample `i`: the direct strategy, tools with state of their own,
+/// events tagged with the sample. When the agent decodes greedily, the first sample
+/// does too (it is the direct run's answer, and wins ties) and the others sample at
+/// [`SAMPLE_TEMPERATURE`]; an agent that samples already gives each sample a seed of
+/// its own.
 fn sample_agent(agent: &Agent, i: usize) -> Agent {
     let mut settings = agent.settings.clone();
     settings.strategy = Strategy::Direct;
     let base = &agent.settings.sampling;
-    settings.sampling = SamplingParams {
-        temperature: if base.is_greedy() {
-            SAMPLE_TEMPERATURE
-        } else {
-            base.temperature
-        },
-        seed: base.seed.wrapping_add(1 + i as u32),
-        ..base.clone()
-    };
+    if !(base.is_greedy() && i == 0) {
+        settings.sampling = SamplingParams {
+            temperature: if base.is_greedy() {
+                SAMPLE_TEMPERATURE
+            } else {
+                base.temperature
+            },
+            seed: base.seed.wrapping_add(1 + i as u32),
+            ..base.clone()
+        };
+    }
     let events = agent.events.clone().map(|handler| {
         let sample = i + 1;
         Arc::new(move |event: &AgentEvent| {
