@@ -22,7 +22,9 @@
 //! The crates behind it: [`core`] (chat types, templates, the model runtime, tools,
 //! the agent loop), [`models`] (the catalog and the model cache), [`tools`] (the
 //! built-in tools), [`retrieval`] (the local search index), [`workflow`] (YAML
-//! workflows; [`LocalModels`] gives them models).
+//! workflows; [`LocalModels`] gives them models), [`remote`] (OpenAI-compatible
+//! servers as models), [`serve`] (the embedded model as an OpenAI-compatible server),
+//! [`eval`] (the evaluation harness).
 //!
 //! A YAML workflow from a program runs the same way as `jielong workflow run`:
 //!
@@ -48,6 +50,7 @@ pub use jielong_eval as eval;
 pub use jielong_models as models;
 pub use jielong_remote as remote;
 pub use jielong_retrieval as retrieval;
+pub use jielong_serve as serve;
 pub use jielong_tools as tools;
 pub use jielong_workflow as workflow;
 

@@ -300,3 +300,36 @@ fn handles_of_one_session_decode_together_and_agree_with_one_at_a_time() {
     assert_eq!(first.wait(|_| {}).unwrap().text, alone[0]);
     assert_eq!(second.wait(|_| {}).unwrap().text, alone[1]);
 }
+
+#[test]
+fn a_request_whose_grammar_fails_fails_alone() {
+    let _lock = model_lock();
+    let session = session(3);
+    let question = vec![Message::user("Name a colour. One word.")];
+    let first = collect(&session, &Chat::new(question.clone()), &ChatRequest::new(6)).1;
+    let branch = session.fork(BranchId::MAIN, 1).unwrap()[0];
+    let held = session.branch_tokens(branch).unwrap();
+    // A tool whose schema llama.cpp cannot turn into a grammar.
+    let broken = ToolSpec::new(
+        "f",
+        "A tool.",
+        json!({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}),
+    );
+    let bad = Chat::new(question.clone())
+        .with_tools(vec![broken])
+        .on(branch);
+    let good = session
+        .respond(&Chat::new(question.clone()), &ChatRequest::new(6))
+        .unwrap();
+    let refused = session
+        .respond(&bad, &ChatRequest::new(6))
+        .unwrap()
+        .wait(|_| {});
+    assert!(
+        matches!(refused, Err(RuntimeError::InvalidRequest(_))),
+        "{refused:?}"
+    );
+    // The other request and the other branches are untouched.
+    assert_eq!(good.wait(|_| {}).unwrap().text, first.text);
+    assert_eq!(session.branch_tokens(branch).unwrap(), held);
+}

@@ -1791,7 +1791,10 @@ async fn self_consistency_votes_over_independent_samples() {
     assert_eq!(run.steps, 3);
     // The first sample is the greedy run; the others sample, each with its own seed.
     assert_eq!(requests[0].temperature, 0.0, "{requests:?}");
-    assert!(requests[1..].iter().all(|r| r.temperature > 0.0), "{requests:?}");
+    assert!(
+        requests[1..].iter().all(|r| r.temperature > 0.0),
+        "{requests:?}"
+    );
     let sample_events: Vec<usize> = events
         .iter()
         .filter_map(|e| match e {

@@ -164,6 +164,8 @@ pub(crate) struct Running {
     /// Whether the request came to an end (finished or failed); a request dropped
     /// before that was cancelled by its client.
     ended: bool,
+    /// When the request got its slot.
+    started: std::time::Instant,
 }
 
 impl Drop for Running {
@@ -258,6 +260,7 @@ impl Running {
             cached,
             prompt,
             ended: false,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -303,6 +306,20 @@ impl Running {
             text.push_str(&first.text);
         }
         self.guard.holds(self.state.inner.model.tokenize(&text));
+        if let Some(first) = completions.first() {
+            tracing::info!(
+                "slot {}: {} prompt tokens ({} reused), {} generated in {} choices, {:.0} ms",
+                self.guard.branch,
+                first.usage.prompt_tokens,
+                self.cached.unwrap_or(first.usage.cached_tokens),
+                completions
+                    .iter()
+                    .map(|c| c.usage.generated_tokens)
+                    .sum::<usize>(),
+                completions.len(),
+                self.started.elapsed().as_secs_f64() * 1e3
+            );
+        }
         let metrics = &self.state.inner.metrics;
         for (i, c) in completions.iter().enumerate() {
             let usage = if i == 0 {

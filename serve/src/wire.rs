@@ -572,3 +572,100 @@ fn response_format(value: Option<Value>) -> Result<Option<ReplyFormat>, ApiError
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn translate(body: Value) -> Result<Translated, ApiError> {
+        let request: ChatCompletionRequest = serde_json::from_value(body).expect("parses");
+        request.translate(4, &SamplingParams::greedy())
+    }
+
+    fn tool() -> Value {
+        json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}})
+    }
+
+    #[test]
+    fn messages_tools_and_choices_translate() {
+        let t = translate(json!({
+            "messages": [
+                {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "2"},
+            ],
+            "tools": [tool()],
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "stop": "END", "max_completion_tokens": 9, "n": 2, "seed": 5,
+            "logprobs": true, "top_logprobs": 3, "stream": true,
+            "stream_options": {"include_usage": true},
+        }))
+        .expect("valid");
+        let m = &t.chat.messages;
+        assert_eq!(m[0].role, Role::System);
+        assert_eq!(m[0].content, "Be brief.");
+        assert_eq!(m[2].tool_calls[0].arguments, json!({"x": 1}));
+        assert_eq!(m[2].tool_calls[0].id.as_deref(), Some("call_1"));
+        assert_eq!(m[3].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(t.request.tool_choice, ToolChoice::Required);
+        assert_eq!(t.request.call_tools.as_ref().map(Vec::len), Some(1));
+        assert_eq!(t.request.stop, vec!["END".to_string()]);
+        assert_eq!(t.max_tokens, Some(9));
+        assert_eq!(t.request.logprobs, Some(3));
+        assert_eq!(t.request.sampling.seed, 5);
+        assert!(t.stream && t.include_usage && t.logprobs);
+        assert_eq!(t.n, 2);
+    }
+
+    #[test]
+    fn bad_fields_are_400s_naming_the_field() {
+        let param = |body: Value| translate(body).expect_err("invalid").param;
+        let user = json!([{"role": "user", "content": "hi"}]);
+        assert_eq!(
+            param(json!({"messages": [{"role": "robot", "content": "x"}]})).as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(
+            param(json!({"messages": [{"role": "assistant", "tool_calls": [
+                {"function": {"name": "f", "arguments": "{not json"}}]}]}))
+            .as_deref(),
+            Some("messages[0].tool_calls[0].function.arguments")
+        );
+        assert_eq!(
+            param(json!({"messages": user, "tool_choice": "required"})).as_deref(),
+            Some("tool_choice")
+        );
+        assert_eq!(
+            param(json!({"messages": user, "tools": [tool()],
+                         "tool_choice": {"type": "function", "function": {"name": "g"}}}))
+            .as_deref(),
+            Some("tool_choice")
+        );
+        assert_eq!(
+            param(json!({"messages": user, "response_format": {"type": "yaml"}})).as_deref(),
+            Some("response_format")
+        );
+        assert_eq!(
+            param(json!({"messages": user, "n": 9})).as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            param(json!({"messages": user, "temperature": 3})).as_deref(),
+            Some("temperature")
+        );
+        assert_eq!(
+            param(json!({"messages": user, "max_tokens": 0})).as_deref(),
+            Some("max_tokens")
+        );
+        let json_schema = translate(json!({"messages": user, "response_format":
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}}))
+        .expect("valid");
+        assert_eq!(
+            json_schema.request.format,
+            Some(ReplyFormat::JsonSchema(json!({"type": "object"})))
+        );
+    }
+}

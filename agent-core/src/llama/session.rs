@@ -944,16 +944,21 @@ impl Worker<'_> {
     ) -> Result<Admitted, RuntimeError> {
         let mut admitted = Admitted::default();
         for (k, (seq, prompt, request, out)) in jobs.into_iter().enumerate() {
-            let prepared = self.prepare(seq, &prompt, &request, active);
+            // The grammar first: a request it refuses fails alone, before its branch
+            // is touched.
+            let prepared = Branch::new(&self.loaded.model, &request).and_then(|branch| {
+                self.prepare(seq, &prompt, &request, active)
+                    .map(|(tokens, reused)| (branch, tokens, reused))
+            });
             match prepared {
-                Ok((tokens, reused)) => {
+                Ok((branch, tokens, reused)) => {
                     let last = tokens.len() - 1;
                     admitted
                         .tails
                         .extend(tokens[reused..last].iter().map(|&t| (seq, t)));
                     admitted.lasts.push((seq, tokens[last]));
                     admitted.lanes.push(Lane {
-                        branch: Branch::new(&self.loaded.model, &request)?,
+                        branch,
                         seq,
                         logits: 0,
                         out,
