@@ -1,0 +1,147 @@
+"""BFCL v4 `simple_python` through `jielong serve` with the official `openai` client:
+the share of well-formed calls and AST accuracy against the possible answers.
+
+    python3 benchmarks/bfcl/run.py [--data DIR] [--limit N] [--json out.json]
+
+Starts `target/release/jielong serve` on a free loopback port (one at a time with any
+other model process). Function names are sent with `.` as `_` (OpenAI names allow no
+dots); BFCL's types (`dict`, `float`, `tuple`, `any`) become JSON Schema's.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+
+from openai import OpenAI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+JIELONG = os.path.join(ROOT, "target", "release", "jielong")
+TYPES = {"dict": "object", "float": "number", "tuple": "array", "integer": "integer",
+         "string": "string", "boolean": "boolean", "array": "array", "number": "number"}
+
+
+def schema(node):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "type":
+                if value in TYPES:
+                    out["type"] = TYPES[value]
+                # `any` (and unknown types): no constraint
+            elif key in ("properties",):
+                out[key] = {k: schema(v) for k, v in value.items()}
+            elif key in ("items", "additionalProperties"):
+                out[key] = schema(value)
+            elif key in ("required", "enum", "description", "default", "minimum", "maximum"):
+                out[key] = value
+        return out
+    return node
+
+
+def norm(value):
+    if isinstance(value, str):
+        return re.sub(r"[\s,./\-_*^'\"]", "", value).lower()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [norm(v) for v in value]
+    if isinstance(value, dict):
+        return {k: norm(v) for k, v in value.items()}
+    return value
+
+
+def matches(call_name, args, truth, required):
+    (name, expected), = truth.items()
+    if call_name != name.replace(".", "_"):
+        return False, f"called {call_name}, expected {name}"
+    for param in args:
+        if param not in expected:
+            return False, f"unexpected argument {param}"
+    for param, options in expected.items():
+        if param not in args:
+            if "" in options or param not in required:
+                if "" in options:
+                    continue
+            return False, f"missing {param}"
+        if norm(args[param]) not in [norm(o) for o in options if o != ""]:
+            return False, f"{param}={args[param]!r} not in {options!r}"
+    return True, ""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "bfcl"))
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    rows = [json.loads(l) for l in open(os.path.join(args.data, "simple_python.json"))]
+    answers = {json.loads(l)["id"]: json.loads(l)["ground_truth"][0]
+               for l in open(os.path.join(args.data, "simple_python_answers.json"))}
+    rows = rows[: args.limit] if args.limit else rows
+    port = free_port()
+    server = subprocess.Popen(
+        [JIELONG, "-t", str(args.threads), "serve", "--port", str(port), "--parallel", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except Exception:
+                time.sleep(0.5)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+
+        def one(row):
+            fn = row["function"][0]
+            tool = {"type": "function", "function": {
+                "name": fn["name"].replace(".", "_"), "description": fn["description"],
+                "parameters": schema(fn["parameters"])}}
+            reply = client.chat.completions.create(
+                model="qwen2.5-coder-0.5b", messages=row["question"][0], tools=[tool],
+                tool_choice="auto", temperature=0, max_tokens=256)
+            calls = reply.choices[0].message.tool_calls or []
+            if not calls:
+                return row["id"], False, False, "no call: " + (reply.choices[0].message.content or "")[:80]
+            try:
+                call_args = json.loads(calls[0].function.arguments)
+            except ValueError:
+                return row["id"], False, False, "arguments are not JSON"
+            ok, why = matches(calls[0].function.name, call_args, answers[row["id"]],
+                              fn["parameters"].get("required", []))
+            return row["id"], True, ok, why
+
+        started = time.time()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(one, rows))
+        wall = time.time() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    formed = sum(r[1] for r in results)
+    correct = sum(r[2] for r in results)
+    report = {"questions": len(results), "well_formed_calls": formed, "ast_correct": correct,
+              "well_formed_share": formed / len(results), "ast_accuracy": correct / len(results),
+              "wall_s": wall, "failures": [r for r in results if not r[2]][:40]}
+    print(json.dumps({k: v for k, v in report.items() if k != "failures"}, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
