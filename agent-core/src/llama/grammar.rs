@@ -6,6 +6,7 @@ use llama_cpp_2::model::LlamaModel as RawModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use serde_json::{json, Value};
 
+use crate::chat::ToolSpec;
 use crate::error::RuntimeError;
 use crate::generate::{ReplyFormat, ToolChoice, ToolConstraint};
 use crate::tool_format::ToolCallFormat;
@@ -17,21 +18,10 @@ const CALL_RULE: &str = "jielong-call";
 /// blocks (Hermes/generic), one `<|python_tag|>` call (Llama 3) or one `[TOOL_CALLS]`
 /// array (Mistral). Its root starts with the opening marker.
 pub(crate) fn tool_call_gbnf(constraint: &ToolConstraint) -> Result<String, RuntimeError> {
-    let args_key = constraint.format.arguments_key();
     let variants: Vec<Value> = constraint
         .tools
         .iter()
-        .map(|tool| {
-            json!({
-                "type": "object",
-                "properties": {
-                    "name": {"const": tool.name},
-                    args_key: arguments_schema(&tool.parameters),
-                },
-                "required": ["name", args_key],
-                "additionalProperties": false,
-            })
-        })
+        .map(|tool| call_schema(constraint.format, tool))
         .collect();
     let schema = match variants.as_slice() {
         [one] => one.clone(),
@@ -261,6 +251,35 @@ fn prefix_rules(grammar: &str, prefix: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The JSON Schema of one call of `tool` in `format`: `{"name": <the tool>,
+/// <arguments key>: <its parameters>}`.
+fn call_schema(format: ToolCallFormat, tool: &ToolSpec) -> Value {
+    let args_key = format.arguments_key();
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"const": tool.name},
+            args_key: arguments_schema(&tool.parameters),
+        },
+        "required": ["name", args_key],
+        "additionalProperties": false,
+    })
+}
+
+/// Whether calls of `tool` in `format` can be held to its schema: `Err` with
+/// llama.cpp's reason when its converter refuses the schema. For callers that want to
+/// refuse such a tool before any request is made (a server's 400).
+pub fn check_tool_schema(format: ToolCallFormat, tool: &ToolSpec) -> Result<(), String> {
+    check_json_schema(&call_schema(format, tool))
+}
+
+/// Whether llama.cpp's converter turns `schema` into a grammar (`Err`: why not).
+pub fn check_json_schema(schema: &Value) -> Result<(), String> {
+    llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A tool's parameter schema as the converter wants it: an object schema (an empty or

@@ -23,6 +23,7 @@ use crate::respond::PromptFormat;
 use crate::template::ChatTemplate;
 use crate::tool_format::{FormatEvidence, ToolCallFormat};
 
+pub use grammar::{check_json_schema, check_tool_schema};
 pub use kv::common_prefix_len;
 pub use llama_cpp_2;
 pub use session::{LlamaSession, ParallelGeneration};
