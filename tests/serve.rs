@@ -513,32 +513,35 @@ async fn serves_the_openai_api_on_a_server() {
     assert_eq!(status, 200, "{reply}");
     assert!(content(&reply).contains("Paris"), "{reply}");
 
-    // Concurrent clients: 12 × 2 requests, half of them streamed.
+    // A bounded load test: 32 concurrent clients, 3 requests each, half of them
+    // streamed; every answer must be complete.
+    const CLIENTS: u32 = 32;
+    const REQUESTS: u32 = 3;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..12u32 {
+    for c in 0..CLIENTS {
         let base = server.base.clone();
         tasks.push(tokio::spawn(async move {
             let mut errors = Vec::new();
-            for r in 0..2u32 {
+            for r in 0..REQUESTS {
                 let stream = (c + r) % 2 == 0;
                 let body = json!({"messages": user(&format!("Write the number {} in words.", c * 10 + r)),
                                   "temperature": 0, "max_tokens": 12, "stream": stream});
-                match client()
+                let result = client()
                     .post(format!("{base}/v1/chat/completions"))
                     .body(body.to_string())
                     .send()
-                    .await
-                {
+                    .await;
+                let problem = match result {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         let text = response.text().await.unwrap_or_default();
-                        let complete = !stream || text.contains("data: [DONE]");
-                        if status != 200 || !complete {
-                            errors.push(format!("client {c} request {r}: {status} {text}"));
-                        }
+                        incomplete(status, &text, stream)
                     }
-                    Err(e) => errors.push(format!("client {c} request {r}: {e}")),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(problem) = problem {
+                    errors.push(format!("client {c} request {r}: {problem}"));
                 }
             }
             errors
@@ -550,26 +553,33 @@ async fn serves_the_openai_api_on_a_server() {
     }
     assert!(errors.is_empty(), "{errors:#?}");
     eprintln!(
-        "serve: 24 concurrent requests in {:.1} s",
+        "serve: {} requests from {CLIENTS} concurrent clients in {:.1} s",
+        CLIENTS * REQUESTS,
         started.elapsed().as_secs_f64()
     );
 
-    // Clients that hang up mid-stream.
-    for c in 0..4 {
-        let response = client()
-            .post(format!("{}/v1/chat/completions", server.base))
-            .body(
-                json!({"messages": user(&format!("Tell a long story about the number {c}.")),
-                       "temperature": 0, "max_tokens": 400, "stream": true})
-                .to_string(),
-            )
-            .send()
-            .await
-            .expect("a stream");
-        let mut response = response;
-        let _ = response.chunk().await;
-        let _ = response.chunk().await;
-        drop(response);
+    // Clients that hang up mid-stream, all at once (more than there are slots).
+    let mut hangups = Vec::new();
+    for c in 0..8 {
+        let base = server.base.clone();
+        hangups.push(tokio::spawn(async move {
+            let mut response = client()
+                .post(format!("{base}/v1/chat/completions"))
+                .body(
+                    json!({"messages": user(&format!("Tell a long story about the number {c}.")),
+                           "temperature": 0, "max_tokens": 400, "stream": true})
+                    .to_string(),
+                )
+                .send()
+                .await
+                .expect("a stream");
+            let _ = response.chunk().await;
+            let _ = response.chunk().await;
+            drop(response);
+        }));
+    }
+    for hangup in hangups {
+        hangup.await.expect("a client that hangs up");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -617,6 +627,43 @@ async fn serves_the_openai_api_on_a_server() {
 
     // The official Python client.
     python_client(&server);
+}
+
+/// What is wrong with a chat completion's response, if anything: a status other than
+/// 200, no text, no finish reason, or a stream without its `[DONE]`.
+fn incomplete(status: u16, text: &str, stream: bool) -> Option<String> {
+    if status != 200 {
+        return Some(format!("{status} {text}"));
+    }
+    let (content, finish) = if stream {
+        if !text.contains("data: [DONE]") {
+            return Some(format!("a stream without [DONE]: {text}"));
+        }
+        let events = sse_events(text);
+        let content: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        let finish = events.iter().find_map(|e| {
+            e["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_string)
+        });
+        (content, finish)
+    } else {
+        let Ok(reply) = serde_json::from_str::<Value>(text) else {
+            return Some(format!("not JSON: {text}"));
+        };
+        let content = content(&reply).to_string();
+        let finish = reply["choices"][0]["finish_reason"]
+            .as_str()
+            .map(str::to_string);
+        (content, finish)
+    };
+    match finish.as_deref() {
+        Some("stop" | "length") if !content.trim().is_empty() => None,
+        _ => Some(format!("incomplete ({finish:?}, {content:?}): {text}")),
+    }
 }
 
 /// POSTs a chat request and returns the body as text (for streams).

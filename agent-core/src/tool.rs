@@ -50,7 +50,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::chat::ToolSpec;
+use crate::chat::{ToolCall, ToolSpec};
 
 /// How a tool call failed. Fed back to the model as the tool's result, so each
 /// message says what went wrong in words a model can act on.
@@ -191,6 +191,16 @@ pub trait Tool: Send + Sync + 'static {
     {
         None
     }
+
+    /// The call an agent makes itself with the task before the model's first step
+    /// (when its [`Prefetch`](crate::agent::Prefetch) setting allows): a search tool
+    /// searches the task, so a small model that would answer from memory starts from
+    /// the passages. The value is the call's JSON arguments (they must fit `Args`).
+    /// `None` (the default): the model decides when to call.
+    fn prefetch(&self, task: &str) -> Option<Value> {
+        let _ = task;
+        None
+    }
 }
 
 /// The object-safe form of a tool, with JSON in and out. Every [`Tool`] is one.
@@ -207,6 +217,13 @@ pub trait DynTool: Send + Sync {
 
     /// A copy with state of its own (see [`Tool::isolated`]); `None`: share this one.
     fn isolated_dyn(&self) -> Option<Arc<dyn DynTool>> {
+        None
+    }
+
+    /// The arguments of the call to make with `task` before the first step (see
+    /// [`Tool::prefetch`]); `None`: none.
+    fn prefetch_json(&self, task: &str) -> Option<Value> {
+        let _ = task;
         None
     }
 }
@@ -244,6 +261,10 @@ impl<T: Tool> DynTool for T {
 
     fn timeout(&self) -> Option<Duration> {
         Tool::timeout(self)
+    }
+
+    fn prefetch_json(&self, task: &str) -> Option<Value> {
+        self.prefetch(task)
     }
 }
 
@@ -447,6 +468,18 @@ impl ToolRegistry {
         }
         self.tools.insert(name, tool);
         Ok(())
+    }
+
+    /// The calls the tools want made with `task` before the first step
+    /// ([`Tool::prefetch`]), in name order.
+    pub fn prefetch_calls(&self, task: &str) -> Vec<ToolCall> {
+        self.tools
+            .iter()
+            .filter_map(|(name, tool)| {
+                let arguments = tool.prefetch_json(task)?;
+                Some(ToolCall::new(name.clone(), arguments))
+            })
+            .collect()
     }
 
     /// The tool called `name`.

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jielong_core::agent::{
-    Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, Phase, PromptKind, StopReason, Verdict,
+    Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, Phase, Prefetch, PromptKind, StopReason,
+    Verdict,
 };
 use jielong_core::tool::{SchemaTool, Tool, ToolError, ToolRegistry};
 use jielong_core::{
@@ -1423,7 +1424,7 @@ async fn fenced_code_runs_when_the_block_closes_and_the_reply_continues() {
     assert!(!out.prompt(0).contains("\"python\""), "{}", out.prompt(0));
     assert!(out
         .prompt(0)
-        .contains("Compute the answer with a Python program"));
+        .contains("Python function solution() that returns the answer"));
     assert!(
         out.prompt(1)
             .ends_with("I will compute it.\n```python\nprint(6*7)\n```\n```output\n42\n```\n"),
@@ -1518,6 +1519,121 @@ async fn answers_no_result_backs_are_checked_in_code_once() {
     .await;
     assert_eq!(out.run.answer.as_deref(), Some("She has 16 eggs."));
     assert_eq!(out.requests.len(), 1);
+}
+
+/// A stand-in search tool that asks to be called with the task first
+/// ([`Tool::prefetch`]): it "finds" one passage with a founding year in it.
+struct Search;
+
+#[derive(Deserialize, JsonSchema)]
+struct SearchArgs {
+    query: String,
+}
+
+impl Tool for Search {
+    type Args = SearchArgs;
+    type Output = String;
+    fn name(&self) -> &str {
+        "search"
+    }
+    fn description(&self) -> &str {
+        "Search the documents."
+    }
+    async fn call(&self, args: SearchArgs) -> Result<String, ToolError> {
+        Ok(format!("[1] ({}) Ostmere was founded in 1701; Calvoy Sands in 1788.", args.query))
+    }
+    fn prefetch(&self, task: &str) -> Option<Value> {
+        Some(json!({ "query": task }))
+    }
+}
+
+fn search_agent(with_python: bool) -> AgentBuilder {
+    let mut tools = ToolRegistry::new();
+    tools.register(Search).unwrap();
+    if with_python {
+        tools.register(fake_python()).unwrap();
+    }
+    Agent::builder(ToolCallFormat::Hermes).tools(tools)
+}
+
+#[tokio::test]
+async fn a_search_tool_searches_the_task_before_the_first_step() {
+    let task = "When was Ostmere founded?";
+    let out = check(search_agent(false), task, vec![reply("In 1701 [1].")]).await;
+    assert_eq!(out.run.answer.as_deref(), Some("In 1701 [1]."));
+    assert_eq!((out.run.steps, out.run.tool_calls), (1, 1));
+    assert!(
+        matches!(&out.events[0], AgentEvent::ToolCall { step: 0, call }
+            if call.name == "search" && call.arguments == json!({"query": task})),
+        "{:?}",
+        out.events[0]
+    );
+    // The model's first prompt already holds the passage.
+    assert!(out.prompt(0).contains("Ostmere was founded in 1701"), "{}", out.prompt(0));
+
+    // An initial call of the same tool replaces the prefetch; `Prefetch::Off` has none.
+    let out = check(
+        search_agent(false).initial_call("search", json!({"query": "Ostmere"})),
+        task,
+        vec![reply("In 1701 [1].")],
+    )
+    .await;
+    assert_eq!(out.run.tool_calls, 1);
+    assert!(out.prompt(0).contains("[1] (Ostmere)"), "{}", out.prompt(0));
+    let out = check(
+        search_agent(false).prefetch(Prefetch::Off),
+        task,
+        vec![reply("I do not know.")],
+    )
+    .await;
+    assert_eq!(out.run.tool_calls, 0);
+}
+
+#[tokio::test]
+async fn a_number_read_off_a_passage_is_checked_in_code() {
+    // "How many years after" needs a computation: 1788 is in the passage, but only a
+    // python result backs a number, so the answer goes back for a check in code.
+    let out = check(
+        search_agent(true),
+        "How many years after Ostmere was Calvoy Sands founded?",
+        vec![
+            reply("It was founded in 1788."),
+            reply("print(6*7)\n```"),
+            reply("42 years."),
+        ],
+    )
+    .await;
+    let kinds = out.kinds();
+    assert!(kinds.contains(&"ungrounded".to_string()), "{kinds:?}");
+    assert_eq!(out.run.answer.as_deref(), Some("42 years."));
+    // Without python there is nothing to check with: the passage's number stands.
+    let out = check(
+        search_agent(false),
+        "When was Calvoy Sands founded?",
+        vec![reply("It was founded in 1788.")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("It was founded in 1788."));
+}
+
+#[tokio::test]
+async fn code_that_repeats_a_successful_cell_asks_for_the_answer() {
+    let out = check(
+        code_agent(),
+        "What is 6 times 7?",
+        vec![
+            reply("```python\nprint(6*7)\n```"),
+            // The same cell again: not run, the answer is asked for.
+            reply("```python\nprint(6*7)\n```"),
+            reply("The answer is 42."),
+        ],
+    )
+    .await;
+    assert_eq!(out.run.stop, StopReason::Answered);
+    assert_eq!(out.run.answer.as_deref(), Some("The answer is 42."));
+    assert_eq!(code_calls(&out), vec!["print(6*7)".to_string()]);
+    assert!(out.kinds().contains(&"answer_retry".to_string()), "{:?}", out.kinds());
+    assert!(out.prompt(2).contains("You already have the result above"), "{}", out.prompt(2));
 }
 
 #[tokio::test]

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use jielong::core::tool::ToolRegistry;
 use jielong::retrieval::Index;
 use jielong::tools::rag::{Citation, RagSearchTool, DEFAULT_PASSAGE_CHARS};
-use jielong::ToolCall;
-use serde_json::json;
 
 use super::run::{drive, AgentOptions, NoAnswer};
 use crate::cli::AskArgs;
@@ -68,11 +66,8 @@ pub(crate) async fn answer(
         samples: jielong::core::AgentSettings::default().samples,
         max_steps: args.max_steps,
         trace: args.trace.clone(),
-        // Small models often answer from memory: the first search is made for them.
-        initial_calls: vec![ToolCall::new(
-            "rag_search",
-            json!({ "query": args.question }),
-        )],
+        // The first search is rag_search's own prefetch (the question).
+        initial_calls: Vec::new(),
         code_actions: Default::default(),
         prompts: None,
     };

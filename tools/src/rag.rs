@@ -188,6 +188,13 @@ impl Tool for RagSearchTool {
         "Search the local documents. Returns numbered passages; cite them as [n]."
     }
 
+    /// The task itself is the first query: small models otherwise answer questions
+    /// about the documents from memory.
+    fn prefetch(&self, task: &str) -> Option<serde_json::Value> {
+        let query = task.trim();
+        (!query.is_empty()).then(|| serde_json::json!({ "query": query }))
+    }
+
     async fn call(&self, args: RagSearchArgs) -> Result<String, ToolError> {
         let query = args.query.trim();
         if query.is_empty() {

@@ -123,12 +123,29 @@ pub enum CodeActions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Grounding {
-    /// An answer whose numbers appear in no tool result (and are not in the question)
+    /// An answer whose numbers appear in no result of the [`CODE_TOOL`] (results of
+    /// other tools, such as passages, are inputs) and are not in the question
     /// is sent back once with [`PromptKind::Ground`], when the agent has the
     /// [`CODE_TOOL`] (default).
     #[default]
     CheckNumbers,
     /// Answers are taken as they are.
+    Off,
+}
+
+/// Whether tools may make their own first call with the task ([`Tool::prefetch`]).
+///
+/// [`Tool::prefetch`]: crate::tool::Tool::prefetch
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefetch {
+    /// Each tool that asks for it is called with the task before the first step, after
+    /// [`AgentSettings::initial_calls`] (a tool those already call is skipped), so a
+    /// search tool's passages are in front of the model before it can answer from
+    /// memory (default).
+    #[default]
+    Tools,
+    /// Only [`AgentSettings::initial_calls`] are made.
     Off,
 }
 
@@ -295,6 +312,9 @@ pub struct AgentSettings {
     /// result as if the model had made them (default none). For agents that should
     /// always start from a tool's result, such as a search over the task.
     pub initial_calls: Vec<ToolCall>,
+    /// Whether tools make their own first call with the task (default
+    /// [`Prefetch::Tools`]).
+    pub prefetch: Prefetch,
     /// How code for `python` is written (default [`CodeActions::Fenced`]).
     pub code_actions: CodeActions,
     /// Whether answers are checked against tool results (default
@@ -326,6 +346,7 @@ impl Default for AgentSettings {
             max_reflection_rounds: 1,
             samples: 5,
             initial_calls: Vec::new(),
+            prefetch: Prefetch::default(),
             code_actions: CodeActions::default(),
             grounding: Grounding::default(),
             recovery_temperature: 0.7,
@@ -501,9 +522,12 @@ impl AgentBuilder {
         self
     }
 
-    /// The system prompt (default: the built-in `agent_system.md`).
+    /// The system prompt, whichever the agent uses (default: the built-in
+    /// `agent_system.md`, or `code_system.md` when `python` takes fenced code).
     pub fn system_prompt(self, text: impl Into<String>) -> Self {
-        self.prompt(PromptKind::System, text)
+        let text = text.into();
+        self.prompt(PromptKind::System, text.clone())
+            .prompt(PromptKind::CodeSystem, text)
     }
 
     /// Replaces one prompt by `text`.
@@ -645,6 +669,12 @@ impl AgentBuilder {
     /// See [`AgentSettings::grounding`].
     pub fn grounding(mut self, grounding: Grounding) -> Self {
         self.settings.grounding = grounding;
+        self
+    }
+
+    /// See [`AgentSettings::prefetch`].
+    pub fn prefetch(mut self, prefetch: Prefetch) -> Self {
+        self.settings.prefetch = prefetch;
         self
     }
 

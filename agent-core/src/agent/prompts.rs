@@ -26,9 +26,11 @@ pub enum PromptKind {
     /// Asks for the answer when the model wants to repeat a call whose result it already
     /// has (`answer.md`; `{question}`: the task, or the current subtask).
     Answer,
-    /// How to write code when the `python` tool takes fenced code blocks
-    /// (`code_actions.md`, appended to the system prompt; no placeholders).
-    CodeActions,
+    /// The system prompt, in place of [`PromptKind::System`], when the `python` tool
+    /// takes fenced code blocks (`code_system.md`; no placeholders). Empty by default:
+    /// the model's own default system prompt (its chat template's), which the default
+    /// model follows best; how to write code is in [`PromptKind::CodeTask`].
+    CodeSystem,
     /// Asks for a check when an answer's number appears in no tool result
     /// (`ground.md`; `{question}`, `{answer}`).
     Ground,
@@ -47,7 +49,7 @@ impl PromptKind {
         Self::Critique,
         Self::Revise,
         Self::Answer,
-        Self::CodeActions,
+        Self::CodeSystem,
         Self::Ground,
         Self::CodeTask,
     ];
@@ -62,7 +64,7 @@ impl PromptKind {
             Self::Critique => "critique.md",
             Self::Revise => "revise.md",
             Self::Answer => "answer.md",
-            Self::CodeActions => "code_actions.md",
+            Self::CodeSystem => "code_system.md",
             Self::Ground => "ground.md",
             Self::CodeTask => "code_task.md",
         }
@@ -78,7 +80,7 @@ impl PromptKind {
             Self::Critique => include_str!("../../../prompts/critique.md"),
             Self::Revise => include_str!("../../../prompts/revise.md"),
             Self::Answer => include_str!("../../../prompts/answer.md"),
-            Self::CodeActions => include_str!("../../../prompts/code_actions.md"),
+            Self::CodeSystem => include_str!("../../../prompts/code_system.md"),
             Self::Ground => include_str!("../../../prompts/ground.md"),
             Self::CodeTask => include_str!("../../../prompts/code_task.md"),
         }
@@ -126,8 +128,8 @@ pub struct Prompts {
     pub revise: String,
     /// See [`PromptKind::Answer`].
     pub answer: String,
-    /// See [`PromptKind::CodeActions`].
-    pub code_actions: String,
+    /// See [`PromptKind::CodeSystem`].
+    pub code_system: String,
     /// See [`PromptKind::Ground`].
     pub ground: String,
     /// See [`PromptKind::CodeTask`].
@@ -145,7 +147,7 @@ impl Default for Prompts {
             critique: text(PromptKind::Critique),
             revise: text(PromptKind::Revise),
             answer: text(PromptKind::Answer),
-            code_actions: text(PromptKind::CodeActions),
+            code_system: text(PromptKind::CodeSystem),
             ground: text(PromptKind::Ground),
             code_task: text(PromptKind::CodeTask),
         }
@@ -163,7 +165,7 @@ impl Prompts {
             PromptKind::Critique => &self.critique,
             PromptKind::Revise => &self.revise,
             PromptKind::Answer => &self.answer,
-            PromptKind::CodeActions => &self.code_actions,
+            PromptKind::CodeSystem => &self.code_system,
             PromptKind::Ground => &self.ground,
             PromptKind::CodeTask => &self.code_task,
         }
@@ -180,7 +182,7 @@ impl Prompts {
             PromptKind::Critique => self.critique = text,
             PromptKind::Revise => self.revise = text,
             PromptKind::Answer => self.answer = text,
-            PromptKind::CodeActions => self.code_actions = text,
+            PromptKind::CodeSystem => self.code_system = text,
             PromptKind::Ground => self.ground = text,
             PromptKind::CodeTask => self.code_task = text,
         }

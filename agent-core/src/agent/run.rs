@@ -13,7 +13,9 @@ use super::intent::{
     bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
 };
 use super::prompts::fill;
-use super::{Agent, CodeActions, Grounding, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN};
+use super::{
+    Agent, CodeActions, Grounding, Prefetch, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN,
+};
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
@@ -117,13 +119,11 @@ impl<'a> Runner<'a> {
         if fenced {
             callable.retain(|t| t.name != CODE_TOOL);
         }
-        let mut system = agent.prompts.system.clone();
-        if fenced && !agent.prompts.code_actions.is_empty() {
-            if !system.is_empty() {
-                system.push('\n');
-            }
-            system.push_str(&agent.prompts.code_actions);
-        }
+        let system = if fenced {
+            agent.prompts.code_system.clone()
+        } else {
+            agent.prompts.system.clone()
+        };
         let messages = if system.is_empty() {
             Vec::new()
         } else {
@@ -202,7 +202,7 @@ impl<'a> Runner<'a> {
     async fn direct(&mut self, task: &str) -> Flow<String> {
         let message = self.task_message(task.to_string());
         self.messages.push(Message::user(message));
-        self.initial_calls().await?;
+        self.initial_calls(task).await?;
         self.tool_loop(Phase::Task, task).await
     }
 
@@ -240,7 +240,7 @@ impl<'a> Runner<'a> {
         let prompts = &self.agent.prompts;
         self.messages
             .push(Message::user(fill(&prompts.plan, &[("task", task)])));
-        self.initial_calls().await?;
+        self.initial_calls(task).await?;
         let spec = plan_spec(self.agent.settings.max_subtasks);
         let call = self.structured(Phase::Plan, spec).await?;
         let subtasks: Vec<String> = call
@@ -359,10 +359,27 @@ impl<'a> Runner<'a> {
         // The assistant turn so far: text, code blocks and their outputs.
         let mut turn = String::new();
         let mut grounding_checked = self.agent.settings.grounding == Grounding::Off;
+        // Whether code that repeated a successful cell was answered by asking for the answer.
+        let mut asked_for_answer = false;
         loop {
             let calls = self.calls(ToolChoice::Auto);
             let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
             if let Some(block) = reply.code.take() {
+                if !asked_for_answer
+                    && self.adds_nothing(CODE_TOOL, Some(&json!({ "code": block.code })))
+                {
+                    // The same code again: its output is above, so the answer is asked
+                    // for instead of running it again (a second time, the breaker ends it).
+                    asked_for_answer = true;
+                    self.agent
+                        .emit(AgentEvent::AnswerRetry { step: reply.step });
+                    turn.push_str(&reply.text);
+                    self.messages.push(Message::assistant(turn.trim()));
+                    turn.clear();
+                    let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
+                    self.messages.push(Message::user(nudge));
+                    continue;
+                }
                 turn.push_str(&reply.text);
                 let output = self.run_code(reply.step, block.code).await?;
                 turn.push_str(&format!("\n```output\n{output}\n```\n"));
@@ -418,7 +435,14 @@ impl<'a> Runner<'a> {
             }
             if !grounding_checked && self.has_code_tool {
                 grounding_checked = true;
-                let results: Vec<&str> = self.answered.iter().map(|(_, _, r)| r.as_str()).collect();
+                // Only computed results back a number: one copied from a passage or
+                // a page is an input of the computation, not its result.
+                let results: Vec<&str> = self
+                    .answered
+                    .iter()
+                    .filter(|(tool, _, _)| tool == CODE_TOOL)
+                    .map(|(_, _, r)| r.as_str())
+                    .collect();
                 if !is_grounded(&answer, &self.question, &results) {
                     self.agent.emit(AgentEvent::Ungrounded {
                         step: reply.step,
@@ -511,8 +535,18 @@ impl<'a> Runner<'a> {
     }
 
     /// Makes the agent's own calls before the first step (step 0 in events).
-    async fn initial_calls(&mut self) -> Flow<()> {
-        let calls = self.agent.settings.initial_calls.clone();
+    /// Then, with [`Prefetch::Tools`], the calls the tools ask for with `task`
+    /// ([`crate::tool::Tool::prefetch`]) whose tool the initial calls do not call.
+    async fn initial_calls(&mut self, task: &str) -> Flow<()> {
+        let settings = &self.agent.settings;
+        let mut calls = settings.initial_calls.clone();
+        if settings.prefetch == Prefetch::Tools {
+            for call in self.agent.tools.prefetch_calls(task) {
+                if !calls.iter().any(|made| made.name == call.name) {
+                    calls.push(call);
+                }
+            }
+        }
         if calls.is_empty() {
             return Ok(());
         }
