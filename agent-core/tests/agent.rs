@@ -1540,7 +1540,10 @@ impl Tool for Search {
         "Search the documents."
     }
     async fn call(&self, args: SearchArgs) -> Result<String, ToolError> {
-        Ok(format!("[1] ({}) Ostmere was founded in 1701; Calvoy Sands in 1788.", args.query))
+        Ok(format!(
+            "[1] ({}) Ostmere was founded in 1701; Calvoy Sands in 1788.",
+            args.query
+        ))
     }
     fn prefetch(&self, task: &str) -> Option<Value> {
         Some(json!({ "query": task }))
@@ -1569,7 +1572,11 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
         out.events[0]
     );
     // The model's first prompt already holds the passage.
-    assert!(out.prompt(0).contains("Ostmere was founded in 1701"), "{}", out.prompt(0));
+    assert!(
+        out.prompt(0).contains("Ostmere was founded in 1701"),
+        "{}",
+        out.prompt(0)
+    );
 
     // An initial call of the same tool replaces the prefetch; `Prefetch::Off` has none.
     let out = check(
@@ -1632,8 +1639,16 @@ async fn code_that_repeats_a_successful_cell_asks_for_the_answer() {
     assert_eq!(out.run.stop, StopReason::Answered);
     assert_eq!(out.run.answer.as_deref(), Some("The answer is 42."));
     assert_eq!(code_calls(&out), vec!["print(6*7)".to_string()]);
-    assert!(out.kinds().contains(&"answer_retry".to_string()), "{:?}", out.kinds());
-    assert!(out.prompt(2).contains("You already have the result above"), "{}", out.prompt(2));
+    assert!(
+        out.kinds().contains(&"answer_retry".to_string()),
+        "{:?}",
+        out.kinds()
+    );
+    assert!(
+        out.prompt(2).contains("You already have the result above"),
+        "{}",
+        out.prompt(2)
+    );
 }
 
 #[tokio::test]

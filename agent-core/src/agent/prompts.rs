@@ -37,11 +37,14 @@ pub enum PromptKind {
     /// The task as the user's message when `python` takes fenced code blocks
     /// (`code_task.md`; `{task}`, required).
     CodeTask,
+    /// A subtask of a plan when the `python` tool takes fenced code blocks
+    /// (`code_subtask.md`; `{task}`, required): one step, so no worked examples.
+    CodeSubtask,
 }
 
 impl PromptKind {
     /// Every kind.
-    pub const ALL: [PromptKind; 10] = [
+    pub const ALL: [PromptKind; 11] = [
         Self::System,
         Self::Plan,
         Self::Subtask,
@@ -52,6 +55,7 @@ impl PromptKind {
         Self::CodeSystem,
         Self::Ground,
         Self::CodeTask,
+        Self::CodeSubtask,
     ];
 
     /// The file name of the prompt in a prompt directory.
@@ -67,6 +71,7 @@ impl PromptKind {
             Self::CodeSystem => "code_system.md",
             Self::Ground => "ground.md",
             Self::CodeTask => "code_task.md",
+            Self::CodeSubtask => "code_subtask.md",
         }
     }
 
@@ -83,6 +88,7 @@ impl PromptKind {
             Self::CodeSystem => include_str!("../../../prompts/code_system.md"),
             Self::Ground => include_str!("../../../prompts/ground.md"),
             Self::CodeTask => include_str!("../../../prompts/code_task.md"),
+            Self::CodeSubtask => include_str!("../../../prompts/code_subtask.md"),
         }
     }
 
@@ -99,7 +105,7 @@ impl PromptKind {
         match self {
             Self::Plan => &["task"],
             Self::Subtask => &["subtask"],
-            Self::CodeTask => &["task"],
+            Self::CodeTask | Self::CodeSubtask => &["task"],
             _ => &[],
         }
     }
@@ -134,6 +140,8 @@ pub struct Prompts {
     pub ground: String,
     /// See [`PromptKind::CodeTask`].
     pub code_task: String,
+    /// See [`PromptKind::CodeSubtask`].
+    pub code_subtask: String,
 }
 
 impl Default for Prompts {
@@ -150,6 +158,7 @@ impl Default for Prompts {
             code_system: text(PromptKind::CodeSystem),
             ground: text(PromptKind::Ground),
             code_task: text(PromptKind::CodeTask),
+            code_subtask: text(PromptKind::CodeSubtask),
         }
     }
 }
@@ -168,6 +177,7 @@ impl Prompts {
             PromptKind::CodeSystem => &self.code_system,
             PromptKind::Ground => &self.ground,
             PromptKind::CodeTask => &self.code_task,
+            PromptKind::CodeSubtask => &self.code_subtask,
         }
     }
 
@@ -185,6 +195,7 @@ impl Prompts {
             PromptKind::CodeSystem => self.code_system = text,
             PromptKind::Ground => self.ground = text,
             PromptKind::CodeTask => self.code_task = text,
+            PromptKind::CodeSubtask => self.code_subtask = text,
         }
     }
 

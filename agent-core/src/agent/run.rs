@@ -109,6 +109,8 @@ pub(super) struct Runner<'a> {
     recover: Option<String>,
     /// How many steps have sampled for recovery (each gets its own seed).
     recoveries: u32,
+    /// Whether a task message carried `code_task.md` yet.
+    code_taught: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -149,6 +151,7 @@ impl<'a> Runner<'a> {
             has_code_tool,
             recover: None,
             recoveries: 0,
+            code_taught: false,
         }
     }
 
@@ -289,6 +292,8 @@ impl<'a> Runner<'a> {
                 ("subtask", subtask),
             ],
         );
+        // A subtask is one step, not a word problem: the short code prompt, no examples.
+        self.code_taught = true;
         let prompt = self.task_message(prompt);
         self.messages.push(Message::user(prompt));
     }
@@ -917,11 +922,17 @@ impl<'a> Runner<'a> {
 
     /// A task (or subtask) as the user's message: wrapped in `code_task.md` when
     /// `python` takes fenced code blocks.
-    fn task_message(&self, task: String) -> String {
-        if self.fenced {
-            fill(&self.agent.prompts.code_task, &[("task", &task)])
-        } else {
+    /// The task message of a run with fenced code carries `code_task.md` (how to write
+    /// code, with worked examples); a subtask of a plan carries the short
+    /// `code_subtask.md`.
+    fn task_message(&mut self, task: String) -> String {
+        if !self.fenced {
             task
+        } else if self.code_taught {
+            fill(&self.agent.prompts.code_subtask, &[("task", &task)])
+        } else {
+            self.code_taught = true;
+            fill(&self.agent.prompts.code_task, &[("task", &task)])
         }
     }
 
