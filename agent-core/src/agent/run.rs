@@ -12,7 +12,7 @@ use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 use super::intent::{
     bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
 };
-use super::prompts::fill;
+use super::prompts::{fill, PromptKind};
 use super::{
     Agent, CodeActions, Grounding, Prefetch, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN,
 };
@@ -109,8 +109,6 @@ pub(super) struct Runner<'a> {
     recover: Option<String>,
     /// How many steps have sampled for recovery (each gets its own seed).
     recoveries: u32,
-    /// Whether a task message carried `code_task.md` yet.
-    code_taught: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -151,7 +149,6 @@ impl<'a> Runner<'a> {
             has_code_tool,
             recover: None,
             recoveries: 0,
-            code_taught: false,
         }
     }
 
@@ -203,7 +200,7 @@ impl<'a> Runner<'a> {
 
     /// The task, then steps with tools until the answer.
     async fn direct(&mut self, task: &str) -> Flow<String> {
-        let message = self.task_message(task.to_string());
+        let message = self.task_message(task.to_string(), PromptKind::CodeTask);
         self.messages.push(Message::user(message));
         self.initial_calls(task).await?;
         self.tool_loop(Phase::Task, task).await
@@ -293,8 +290,7 @@ impl<'a> Runner<'a> {
             ],
         );
         // A subtask is one step, not a word problem: the short code prompt, no examples.
-        self.code_taught = true;
-        let prompt = self.task_message(prompt);
+        let prompt = self.task_message(prompt, PromptKind::CodeSubtask);
         self.messages.push(Message::user(prompt));
     }
 
@@ -922,17 +918,14 @@ impl<'a> Runner<'a> {
 
     /// A task (or subtask) as the user's message: wrapped in `code_task.md` when
     /// `python` takes fenced code blocks.
-    /// The task message of a run with fenced code carries `code_task.md` (how to write
-    /// code, with worked examples); a subtask of a plan carries the short
-    /// `code_subtask.md`.
-    fn task_message(&mut self, task: String) -> String {
-        if !self.fenced {
-            task
-        } else if self.code_taught {
-            fill(&self.agent.prompts.code_subtask, &[("task", &task)])
+    /// `task` as the user's message: with fenced code, wrapped by the code prompt
+    /// `kind` (`code_task.md` with worked examples for the task, the short
+    /// `code_subtask.md` for a subtask of a plan).
+    fn task_message(&self, task: String, kind: PromptKind) -> String {
+        if self.fenced {
+            fill(self.agent.prompts.get(kind), &[("task", &task)])
         } else {
-            self.code_taught = true;
-            fill(&self.agent.prompts.code_task, &[("task", &task)])
+            task
         }
     }
 
