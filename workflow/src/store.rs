@@ -44,7 +44,10 @@
 //! open file description: another `open` in the same process conflicts too. Readers
 //! ([`RunStore::list`], [`RunStore::inspect`]) test the lock by taking a shared lock
 //! for an instant; a locker that meets such a probe retries for a few tens of
-//! milliseconds before reporting [`StoreError::Busy`].
+//! milliseconds before reporting [`StoreError::Busy`]. A probe retries the same way
+//! before it reports a holder: a child being spawned by any thread of the holder's
+//! process shares its descriptors until it execs, so a released lock can stay held
+//! for that instant.
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
@@ -1217,7 +1220,8 @@ fn lock_run(dir: &Path, id: &RunId) -> Result<File, StoreError> {
 
 /// Whether a process holds the lock of the run in `dir`: `None` when not, else
 /// `Some(pid)` (the pid when the lock file names it). Takes a shared lock for an
-/// instant; never creates the lock file.
+/// instant, retrying as [`lock_run`] does before it reports a holder; never creates
+/// the lock file.
 fn probe_lock(dir: &Path) -> Result<Option<Option<u32>>, StoreError> {
     let path = dir.join(LOCK_FILE);
     let file = match File::open(&path) {
@@ -1225,11 +1229,17 @@ fn probe_lock(dir: &Path) -> Result<Option<Option<u32>>, StoreError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("open", &path)(e)),
     };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(None), // released when `file` closes
-        Err(TryLockError::WouldBlock) => Ok(Some(read_pid(&path))),
-        Err(TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+    for attempt in 1..=LOCK_ATTEMPTS {
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(None), // released when `file` closes
+            Err(TryLockError::WouldBlock) if attempt < LOCK_ATTEMPTS => {
+                std::thread::sleep(LOCK_RETRY)
+            }
+            Err(TryLockError::WouldBlock) => break,
+            Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
     }
+    Ok(Some(read_pid(&path)))
 }
 
 /// The pid written in a lock file, if it holds one.
