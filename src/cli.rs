@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use jielong::core::agent::{AgentSettings, Strategy};
+use jielong::core::Technique;
 
 /// Agents on local language models.
 #[derive(Debug, Parser)]
@@ -230,7 +231,7 @@ pub struct EvalRunArgs {
     /// How the agent works each example (see `jielong run --help`).
     #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
     pub strategy: Option<Strategy>,
-    /// Samples per example with `--strategy self-consistency`.
+    /// Samples per example with `--strategy self-consistency` or `best-of-n`.
     #[arg(long, default_value_t = AgentSettings::default().samples)]
     pub samples: usize,
     /// A folder of prompt files replacing the built-in prompts of the same name.
@@ -239,6 +240,10 @@ pub struct EvalRunArgs {
     /// How the tools are set up.
     #[command(flatten)]
     pub tool_options: ToolOptions,
+    /// How each input is put to the model (worked examples are read with
+    /// `--input-field` and `--answer-field`).
+    #[command(flatten)]
+    pub framing: FramingArgs,
 }
 
 /// Where workflow runs are kept (`workflow run`, `runs …`).
@@ -413,10 +418,14 @@ pub struct RunArgs {
     /// How the tools are set up.
     #[command(flatten)]
     pub tool_options: ToolOptions,
+    /// How the task is put to the model.
+    #[command(flatten)]
+    pub framing: FramingArgs,
     /// How the agent works the task: `direct` (the default), `plan` (subtasks first,
     /// then a synthesis), `reflect` (critique the draft answer and revise it when the
     /// critique finds a fault), `plan+reflect`, `self-consistency` (`--samples`
-    /// independent runs at once on forked branches, answers voted).
+    /// independent runs at once on forked branches, answers voted), `best-of-n` (the
+    /// same runs, their answers judged pairwise by the model).
     #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
     pub strategy: Option<Strategy>,
     /// The same as `--strategy plan` (with `--reflect`: `plan+reflect`).
@@ -436,8 +445,8 @@ pub struct RunArgs {
     /// `tool-call` (JSON in the model's call tokens).
     #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
     pub code_actions: CodeActionsArg,
-    /// Samples with `--strategy self-consistency`: independent runs whose answers
-    /// are voted (1 to 16).
+    /// Samples with `--strategy self-consistency` or `best-of-n`: independent runs
+    /// whose answers are voted or judged (1 to 16).
     #[arg(long, default_value_t = AgentSettings::default().samples)]
     pub samples: usize,
     /// A folder of prompt files (`agent_system.md`, `code_task.md`, … as in
@@ -483,6 +492,27 @@ pub struct ToolArgs {
     /// How the tool is set up.
     #[command(flatten)]
     pub tool_options: ToolOptions,
+}
+
+/// How a task is put to the model (`run`, `eval`): a prompt technique and worked
+/// examples.
+#[derive(Debug, Args)]
+pub struct FramingArgs {
+    /// How the task is worded: `plain` (as it is), `cot` ("Let's think step by
+    /// step."), `explain` (explain the way first), `deep-breath` ("Take a deep
+    /// breath …"), `emotion` ("This is very important to my career."), `premises`
+    /// (list the stated facts first); the files of `prompts/techniques/`.
+    #[arg(long, value_name = "TECHNIQUE", default_value_t = Technique::Plain,
+          value_parser = clap::value_parser!(Technique))]
+    pub technique: Technique,
+    /// Worked examples shown before the task, as earlier turns: a JSONL file with a
+    /// question and an answer per line (`question` and `answer`; GSM8K's worked
+    /// solutions are understood).
+    #[arg(long, value_name = "FILE")]
+    pub few_shot: Option<PathBuf>,
+    /// How many of the few-shot file's first examples are shown.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "few_shot")]
+    pub shots: usize,
 }
 
 /// Settings of the built-in tools (`run`, `tool`).

@@ -237,27 +237,7 @@ fn every_failure_ends_with_its_typed_stop_reason() {
 /// afterwards and the vote is in the events.
 #[test]
 fn self_consistency_samples_on_branches_and_votes() {
-    let _lock = model_lock();
-    let m = model(QWEN);
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut session = m.session(&SessionOptions::default()).unwrap();
-    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = events.clone();
-    let agent = Agent::for_model(&m)
-        .tools(builtin_registry(&["python".into()]).unwrap())
-        .strategy(jielong::core::agent::Strategy::SelfConsistency)
-        .samples(3)
-        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
-        .build()
-        .unwrap();
-    let run = runtime.block_on(agent.run(&mut session, "What is 12345 * 6789?"));
-    assert_eq!(run.stop, StopReason::Answered, "{run:?}");
-    assert!(
-        run.answer.as_deref().unwrap_or("").contains("83810205"),
-        "{:?}",
-        run.answer
-    );
-    let events = events.lock().unwrap().clone();
+    let (events, branches) = sampled_product(jielong::core::agent::Strategy::SelfConsistency);
     let samples: std::collections::BTreeSet<usize> = events
         .iter()
         .filter_map(|e| match e {
@@ -273,5 +253,81 @@ fn self_consistency_samples_on_branches_and_votes() {
     let votes = tally.expect("a tally");
     assert_eq!(votes[0].0, "83810205", "{votes:?}");
     // Only the main branch is left.
-    assert_eq!(session.kv_usage().unwrap().branches.len(), 1);
+    assert_eq!(branches, 1);
+}
+
+/// Runs the python agent with a sampling `strategy` of 3 samples on "What is
+/// 12345 * 6789?" and checks the product is the answer: the events, and how many
+/// branches the session holds afterwards.
+fn sampled_product(strategy: jielong::core::agent::Strategy) -> (Vec<AgentEvent>, usize) {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut session = m.session(&SessionOptions::default()).unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let agent = Agent::for_model(&m)
+        .tools(builtin_registry(&["python".into()]).unwrap())
+        .strategy(strategy)
+        .samples(3)
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let run = runtime.block_on(agent.run(&mut session, "What is 12345 * 6789?"));
+    assert_eq!(run.stop, StopReason::Answered, "{run:?}");
+    assert!(
+        run.answer.as_deref().unwrap_or("").contains("83810205"),
+        "{:?}",
+        run.answer
+    );
+    let events = events.lock().unwrap().clone();
+    (events, session.kv_usage().unwrap().branches.len())
+}
+
+/// The judge of best-of-N on the embedded model: a right worked solution against a
+/// wrong one, in both orders. Log-probabilities give a preference in each order, and
+/// the right one wins once the orders are averaged.
+#[test]
+fn the_judge_prefers_the_right_solution_over_both_orders() {
+    use jielong::core::agent::{Judge, Prompts};
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut session = m.session(&SessionOptions::default()).unwrap();
+    let judge = Judge::from_prompts(&Prompts::default());
+    let task = "Pens cost $3 each. Ana buys 4 pens and pays with a $20 bill. \
+                How much change does she get?";
+    let right = "```python\ndef solution():\n    cost = 4 * 3\n    return 20 - cost\n```\n\
+                 ```output\n8\n```\nShe gets $8 in change.";
+    let wrong = "```python\ndef solution():\n    cost = 4 + 3\n    return 20 - cost\n```\n\
+                 ```output\n13\n```\nShe gets $13 in change.";
+    let comparison = runtime
+        .block_on(judge.compare(&mut session, task, right, wrong))
+        .unwrap();
+    assert!(
+        comparison.forward.preference.is_some() && comparison.backward.preference.is_some(),
+        "{comparison:?}"
+    );
+    assert!(comparison.preference() > 0.5, "{comparison:?}");
+}
+
+/// Best-of-N on the embedded model: samples on branches, their answers ranked, the
+/// right product given; only the main branch is left.
+#[test]
+fn best_of_n_samples_on_branches_and_ranks_the_answers() {
+    let (events, branches) = sampled_product(jielong::core::agent::Strategy::BestOfN);
+    let ranking = events.iter().find_map(|e| match e {
+        AgentEvent::Ranking { candidates, .. } => Some(candidates.clone()),
+        _ => None,
+    });
+    let candidates = ranking.expect("a ranking");
+    assert_eq!(candidates[0].0, "83810205", "{candidates:?}");
+    // Every pair of distinct answers was judged in both orders.
+    let judged = events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::Judged { .. }))
+        .count();
+    let n = candidates.len();
+    assert_eq!(judged, n * (n - 1), "{events:?}");
+    assert_eq!(branches, 1);
 }

@@ -476,3 +476,89 @@ fn workflow_trace_lines_are_stamped_and_keep_the_agents_step() {
         assert_eq!(started[0]["workflow_step"], "ask");
     }
 }
+
+/// Worked examples from a JSONL file: the plain model answers in their form. A
+/// few-shot file that is missing or broken, or an unknown technique, is an error that
+/// names the file and line, before any model is loaded.
+#[test]
+fn few_shot_examples_shape_the_answer_and_bad_files_are_named() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let dir = tempfile::tempdir().unwrap();
+    let shots = dir.path().join("shots.jsonl");
+    std::fs::write(
+        &shots,
+        concat!(
+            r#"{"question": "What is 6 * 7?", "answer": "6 * 7 = <<6*7=42>>42\n#### 42"}"#,
+            "\n",
+            r#"{"question": "What is 9 + 8?", "answer": "9 + 8 = <<9+8=17>>17\n#### 17"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let shots_arg = shots.to_str().unwrap();
+    let out = jielong(
+        &[
+            "run",
+            "--tools",
+            "none",
+            "--few-shot",
+            shots_arg,
+            "--shots",
+            "2",
+            "What is 12 * 11?",
+        ],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("The answer is 132."),
+        "stdout: {}",
+        text(&out.stdout)
+    );
+
+    let refused = |args: &[&str], needle: &str| {
+        let out = jielong(args, &[("JIELONG_MODEL", "/nonexistent.gguf")], None);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    // More examples than the file holds.
+    refused(
+        &[
+            "run",
+            "--tools",
+            "none",
+            "--few-shot",
+            shots_arg,
+            "--shots",
+            "3",
+            "q",
+        ],
+        "holds 2 examples; 3 were asked for",
+    );
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"question\": \"q\", \"answer\": \"a\"}\n{oops\n").unwrap();
+    refused(
+        &[
+            "run",
+            "--few-shot",
+            broken.to_str().unwrap(),
+            "--shots",
+            "2",
+            "q",
+        ],
+        &format!("{}:2: not JSON", broken.display()),
+    );
+    let missing = dir.path().join("missing.jsonl");
+    refused(
+        &["run", "--few-shot", missing.to_str().unwrap(), "q"],
+        &format!("cannot read the few-shot file {}", missing.display()),
+    );
+    refused(
+        &["run", "--technique", "bogus", "q"],
+        "unknown technique `bogus`",
+    );
+}

@@ -32,6 +32,7 @@ pub mod logprob;
 pub mod model;
 pub mod respond;
 pub mod stop;
+pub mod technique;
 pub mod template;
 pub mod tool;
 pub mod tool_format;
@@ -53,6 +54,7 @@ pub use model::{
 };
 pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 pub use stop::StopMatcher;
+pub use technique::{Framing, Shot, Shots, ShotsError, Technique};
 pub use template::{ChatTemplate, TemplateError};
 pub use tool::{DynTool, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolRegistry};
 pub use tool_format::{ParsedEvent, ToolCallFormat, ToolCallParser};

@@ -1784,7 +1784,8 @@ fn strategies_have_names_and_the_old_switches_are_aliases() {
             strategy
         );
     }
-    assert_eq!(Strategy::ALL.len(), 5);
+    assert_eq!(Strategy::ALL.len(), 6);
+    assert_eq!("best-of-n".parse::<Strategy>(), Ok(Strategy::BestOfN));
     assert_eq!(
         "self-consistency".parse::<Strategy>(),
         Ok(Strategy::SelfConsistency)
@@ -1792,7 +1793,7 @@ fn strategies_have_names_and_the_old_switches_are_aliases() {
     let err = "bogus".parse::<Strategy>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect, self-consistency"
+        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n"
     );
 }
 
@@ -1859,33 +1860,43 @@ async fn the_trace_writer_stamps_every_event_line() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs "What is 3 * 6?" with a sampling `strategy` of `samples` samples on a
+/// scripted session without branches: the run, its events and the requests made.
+async fn run_samples(
+    strategy: jielong_core::agent::Strategy,
+    samples: usize,
+    script: Vec<Script>,
+) -> (AgentRun, Vec<AgentEvent>, Vec<Request>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let agent = agent()
+        .strategy(strategy)
+        .samples(samples)
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let mut session = Scripted {
+        script: script.into(),
+        format: scripted_format(ToolCallFormat::Hermes),
+        requests: requests.clone(),
+        resets: Arc::default(),
+        cache: String::new(),
+    };
+    let run = agent.run(&mut session, "What is 3 * 6?").await;
+    let events = events.lock().unwrap().clone();
+    let requests = requests.lock().unwrap().clone();
+    (run, events, requests)
+}
+
 /// Self-consistency on a backend without branches: the samples run one after another
 /// on the session, each sampling with its own seed; answers are voted by their
 /// normalised form and the tally is an event.
 #[tokio::test]
 async fn self_consistency_votes_over_independent_samples() {
     use jielong_core::agent::Strategy;
-    let run_with = |script: Vec<Script>, samples: usize| async move {
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        let agent = agent()
-            .strategy(Strategy::SelfConsistency)
-            .samples(samples)
-            .on_event(move |e| sink.lock().unwrap().push(e.clone()))
-            .build()
-            .unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let mut session = Scripted {
-            script: script.into(),
-            format: scripted_format(ToolCallFormat::Hermes),
-            requests: requests.clone(),
-            resets: Arc::default(),
-            cache: String::new(),
-        };
-        let run = agent.run(&mut session, "What is 3 * 6?").await;
-        let events = events.lock().unwrap().clone();
-        let requests = requests.lock().unwrap().clone();
-        (run, events, requests)
+    let run_with = |script: Vec<Script>, samples: usize| {
+        run_samples(Strategy::SelfConsistency, samples, script)
     };
     let tally = |events: &[AgentEvent]| {
         events
@@ -1967,4 +1978,97 @@ async fn self_consistency_votes_over_independent_samples() {
     // The number of samples is checked.
     assert!(agent().samples(0).build().is_err());
     assert!(agent().samples(17).build().is_err());
+}
+
+/// Best-of-N: the samples' distinct answers are judged pairwise in both orders; the
+/// judge's choice beats the vote, and a judge that always picks what it sees first
+/// cancels out, leaving the vote.
+#[tokio::test]
+async fn best_of_n_judges_each_pair_in_both_orders() {
+    use jielong_core::agent::Strategy;
+    let run_with = |script: Vec<Script>| run_samples(Strategy::BestOfN, 3, script);
+    let ranking = |events: &[AgentEvent]| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                AgentEvent::Ranking {
+                    candidates, error, ..
+                } => Some((candidates.clone(), error.clone())),
+                _ => None,
+            })
+            .expect("a ranking")
+    };
+    let judged = |events: &[AgentEvent]| -> Vec<(usize, usize, Option<f32>)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Judged {
+                    first,
+                    second,
+                    preference,
+                } => Some((*first, *second, *preference)),
+                _ => None,
+            })
+            .collect()
+    };
+    let samples = || vec![reply("17"), reply("It is 18."), reply("18")];
+
+    // The judge prefers 17 in both orders: it wins against two votes for 18.
+    let mut script = samples();
+    script.extend([reply("B"), reply("A")]);
+    let (run, events, requests) = run_with(script).await;
+    assert_eq!(run.answer.as_deref(), Some("17"), "{events:?}");
+    assert_eq!(run.stop, StopReason::Answered);
+    // Vote order: 18 (samples 2 and 3) before 17 (sample 1); 18 is shown first.
+    assert_eq!(judged(&events), vec![(2, 1, Some(0.0)), (1, 2, Some(1.0))]);
+    let (candidates, error) = ranking(&events);
+    assert_eq!(error, None);
+    assert_eq!(
+        candidates,
+        vec![("17".to_string(), 1, 1.0), ("18".to_string(), 2, 0.0)]
+    );
+    // The judge saw the task and both candidates' work, in both orders, greedily.
+    let judge_prompts = &requests[3..];
+    assert_eq!(judge_prompts.len(), 2);
+    for request in judge_prompts {
+        assert!(
+            request.prompt.contains("Question: What is 3 * 6?"),
+            "{}",
+            request.prompt
+        );
+        assert!(request.prompt.contains("Solution A:"), "{}", request.prompt);
+        assert_eq!(request.temperature, 0.0);
+    }
+    let a = judge_prompts[0].prompt.find("It is 18.").unwrap();
+    let b = judge_prompts[0].prompt.find("17").unwrap();
+    assert!(a < b, "18 first: {}", judge_prompts[0].prompt);
+
+    // A judge that always answers A prefers whatever it sees first: both orders
+    // cancel, the scores tie and the vote decides.
+    let mut script = samples();
+    script.extend([reply("A"), reply("A")]);
+    let (run, events, _) = run_with(script).await;
+    assert_eq!(run.answer.as_deref(), Some("It is 18."));
+    let (candidates, _) = ranking(&events);
+    assert_eq!(candidates[0], ("18".to_string(), 2, 0.0));
+
+    // A judge that names neither is no preference; a judge that fails leaves the
+    // vote and says why.
+    let mut script = samples();
+    script.extend([reply("Both are fine"), reply("C")]);
+    let (run, events, _) = run_with(script).await;
+    assert_eq!(run.answer.as_deref(), Some("It is 18."));
+    assert_eq!(judged(&events), vec![(2, 1, None), (1, 2, None)]);
+    let mut script = samples();
+    script.push(Script::Fail(RuntimeError::InvalidRequest("down".into())));
+    let (run, events, _) = run_with(script).await;
+    assert_eq!(run.answer.as_deref(), Some("It is 18."));
+    let (_, error) = ranking(&events);
+    assert!(error.is_some_and(|e| e.contains("down")));
+
+    // One distinct answer needs no judge: no judge call is made.
+    let (run, events, requests) = run_with(vec![reply("18"), reply("18."), reply("$18")]).await;
+    assert_eq!(run.answer.as_deref(), Some("18"));
+    assert!(judged(&events).is_empty());
+    assert_eq!(requests.len(), 3);
 }

@@ -70,6 +70,7 @@ pub(crate) async fn answer(
         initial_calls: Vec::new(),
         code_actions: Default::default(),
         prompts: None,
+        framing: Default::default(),
     };
     let run = drive(
         global,

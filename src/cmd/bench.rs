@@ -244,7 +244,8 @@ fn measure(
     })
 }
 
-/// Four branches in one batch against one and four sequential generations, and
+/// Five branches (the default samples of self-consistency) in one batch against one
+/// and five sequential generations, and
 /// log-probabilities on against off, on `prompt` (kept in the cache, so only
 /// decoding is timed).
 fn branch_bench(
@@ -252,7 +253,7 @@ fn branch_bench(
     prompt: &str,
     args: &BenchArgs,
 ) -> anyhow::Result<BranchReport> {
-    const BRANCHES: usize = 4;
+    const BRANCHES: usize = 5;
     let tokens = args.decode_tokens.min(64);
     let request = GenerateRequest {
         max_tokens: tokens,

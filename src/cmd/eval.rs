@@ -107,6 +107,7 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
         anyhow::bail!("rag_search needs an index: give --sources DIR or --index DIR");
     }
 
+    let framing = super::framing(&args.framing, &args.input_field, &args.answer_field)?;
     let model = super::load_model(global).await?;
     let session = model.open_session(&super::session_options(global))?;
     let system: Box<dyn System> = if tools.is_empty() && !all_rows_have_tools(&examples) {
@@ -115,6 +116,7 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
             session: AsyncMutex::new(session),
             request: super::request(global),
             system: args.system.clone(),
+            framing,
         })
     } else {
         Box::new(AgentSystem {
@@ -133,6 +135,7 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
                 initial_calls: Vec::new(),
                 code_actions: args.code_actions.into(),
                 prompts: args.prompts.clone(),
+                framing,
             },
         })
     };
@@ -244,6 +247,7 @@ struct PlainModel {
     session: AsyncMutex<Box<dyn ModelSession>>,
     request: GenerateRequest,
     system: Option<String>,
+    framing: jielong::core::Framing,
 }
 
 impl System for PlainModel {
@@ -252,7 +256,12 @@ impl System for PlainModel {
     }
 
     fn config(&self) -> Value {
-        json!({ "request": self.request, "system": self.system })
+        json!({
+            "request": self.request,
+            "system": self.system,
+            "technique": self.framing.technique,
+            "shots": self.framing.shots,
+        })
     }
 
     fn answer<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Outcome> {
@@ -261,7 +270,7 @@ impl System for PlainModel {
             if let Some(system) = &self.system {
                 messages.push(Message::system(system.clone()));
             }
-            messages.push(Message::user(example.input.clone()));
+            messages.extend(self.framing.messages(&example.input));
             let request = jielong::core::ChatRequest {
                 max_tokens: self.request.max_tokens,
                 sampling: self.request.sampling.clone(),
@@ -332,6 +341,8 @@ impl System for AgentSystem {
             "code_actions": self.options.code_actions,
             "strategy": self.options.strategy,
             "samples": self.options.samples,
+            "technique": self.options.framing.technique,
+            "shots": self.options.framing.shots,
             "prompts": prompt_texts(self.options.prompts.as_deref()),
         })
     }

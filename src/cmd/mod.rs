@@ -18,7 +18,7 @@ use std::sync::Arc;
 use jielong::core::{ChatRequest, LanguageModel};
 use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{FramingArgs, GlobalArgs};
 use crate::progress::BarProgress;
 
 /// The generation request the global options describe.
@@ -45,6 +45,24 @@ pub fn session_options(global: &GlobalArgs) -> SessionOptions {
         threads: global.threads.map(usize::from),
         ..SessionOptions::default()
     }
+}
+
+/// How `args` put a task to the model; worked examples read with the given fields.
+pub fn framing(
+    args: &FramingArgs,
+    input_field: &str,
+    answer_field: &str,
+) -> anyhow::Result<jielong::core::Framing> {
+    let shots = match &args.few_shot {
+        Some(path) => {
+            jielong::core::Shots::from_jsonl(path, input_field, answer_field, args.shots)?
+        }
+        None => jielong::core::Shots::default(),
+    };
+    Ok(jielong::core::Framing {
+        technique: args.technique,
+        shots,
+    })
 }
 
 /// The chat request the global options describe.

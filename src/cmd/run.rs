@@ -28,11 +28,12 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         .filter(|t| !t.is_empty() && t != "none")
         .collect();
     let registry = builtin_registry_with(&tools, &super::tools::config(&args.tool_options))?;
+    let framing = super::framing(&args.framing, "question", "answer")?;
     let model = super::load_model(global).await?;
     let mut session = model.open_session(&super::session_options(global))?;
     let strategy = args.strategy();
     if registry.is_empty() && strategy == Strategy::Direct {
-        return plain_answer(global, session.as_mut(), &args).await;
+        return plain_answer(global, session.as_mut(), &args, &framing).await;
     }
 
     let settings = AgentOptions {
@@ -44,6 +45,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         initial_calls: Vec::new(),
         code_actions: args.code_actions.into(),
         prompts: args.prompts.clone(),
+        framing,
     };
     let run = drive(
         global,
@@ -75,6 +77,8 @@ pub struct AgentOptions {
     pub code_actions: jielong::core::agent::CodeActions,
     /// A folder of prompt files replacing the built-in ones of the same name.
     pub prompts: Option<std::path::PathBuf>,
+    /// Worked examples and the technique the task is worded with.
+    pub framing: jielong::core::Framing,
 }
 
 /// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
@@ -95,6 +99,7 @@ pub fn build_agent(
         .strategy(options.strategy)
         .samples(options.samples)
         .code_actions(options.code_actions)
+        .framing(options.framing.clone())
         .on_event(on_event);
     for call in &options.initial_calls {
         builder = builder.initial_call(call.name.clone(), call.arguments.clone());
@@ -278,6 +283,26 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
                 }
             );
         }
+        AgentEvent::Judged {
+            first,
+            second,
+            preference,
+        } => match preference {
+            Some(p) => eprintln!("[judge] sample {first} before {second}: {p:.2} for {first}"),
+            None => eprintln!("[judge] sample {first} before {second}: no choice"),
+        },
+        AgentEvent::Ranking {
+            candidates, error, ..
+        } => {
+            let ranked: Vec<String> = candidates
+                .iter()
+                .map(|(key, votes, score)| format!("{key} ({votes} votes): {score:.2}"))
+                .collect();
+            eprintln!("[rank] {}", ranked.join(", "));
+            if let Some(error) = error {
+                eprintln!("[rank] the judge stopped: {error}");
+            }
+        }
         _ => {}
     }
 }
@@ -296,13 +321,14 @@ async fn plain_answer(
     global: &GlobalArgs,
     session: &mut dyn jielong::ModelSession,
     args: &RunArgs,
+    framing: &jielong::core::Framing,
 ) -> anyhow::Result<()> {
     let request = super::chat_request(global);
     let mut messages = Vec::new();
     if let Some(system) = &args.system {
         messages.push(Message::system(system.clone()));
     }
-    messages.push(Message::user(args.task.clone()));
+    messages.extend(framing.messages(&args.task));
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let completion = session

@@ -568,6 +568,8 @@ const SPANNED_AT: &[&[&str]] = &[
     &["agents", "*", "strategy"],
     &["agents", "*", "model"],
     &["agents", "*", "system_file"],
+    &["agents", "*", "technique"],
+    &["agents", "*", "few_shot"],
     &["agents", "*", "tools", "*"],
     &["inputs", "*", "default"],
     &["tools", "rag_search", "index"],

@@ -17,7 +17,7 @@ use std::time::Instant;
 use futures::stream::{FuturesUnordered, StreamExt};
 use jielong_core::agent::{AgentEvent, AgentSettings};
 use jielong_core::tool::ToolRegistry;
-use jielong_core::{Agent, LanguageModel, ModelSession, SamplingParams};
+use jielong_core::{Agent, Framing, LanguageModel, ModelSession, SamplingParams, Shots};
 use jielong_retrieval::{Index, IngestOptions};
 use jielong_tools::builtin::{builtin_registry_with, BuiltinConfig};
 use jielong_tools::python::PythonSandbox;
@@ -798,6 +798,18 @@ impl Executor<'_> {
             }
             (None, None) => None,
         };
+        let shots = match &spec.few_shot {
+            Some(file) => {
+                let path = self.workflow.resolve_path(&file.value);
+                Shots::from_jsonl(&path, "question", "answer", spec.shots.unwrap_or(4))
+                    .map_err(|e| StepError(e.to_string()))?
+            }
+            None => Shots::default(),
+        };
+        let framing = Framing {
+            technique: spec.technique.as_ref().map(|t| t.value).unwrap_or_default(),
+            shots,
+        };
         let events = self.events.clone();
         let event_step = id.clone();
         let mut builder = Agent::for_model(loaded.model.as_ref())
@@ -807,6 +819,7 @@ impl Executor<'_> {
             .sampling(loaded.sampling.clone())
             .strategy(spec.strategy())
             .samples(spec.samples.unwrap_or(AgentSettings::default().samples))
+            .framing(framing)
             .on_event(move |event| events.agent(&event_step, item, event));
         if let Some(tokens) = spec.max_total_tokens {
             builder = builder.max_total_tokens(tokens);

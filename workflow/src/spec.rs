@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use jielong_core::agent::Strategy;
+use jielong_core::Technique;
 use jielong_tools::web::{duration_serde, FetchConfig, WebSearchConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -300,7 +301,7 @@ pub struct AgentSpec {
     /// How the agent works its task: `direct` (the default), `plan` (subtasks, then a
     /// synthesis), `reflect` (critique the draft and revise it when the critique finds
     /// a fault), `plan+reflect`, `self-consistency` (`samples` independent runs,
-    /// answers voted).
+    /// answers voted), `best-of-n` (the same runs, answers judged by the model).
     #[serde(default)]
     #[schemars(with = "Option<Strategy>")]
     pub strategy: Option<Spanned<Strategy>>,
@@ -311,9 +312,22 @@ pub struct AgentSpec {
     /// The old switch for `strategy: reflect`; not together with `strategy`.
     #[serde(default)]
     pub reflect: bool,
-    /// Samples of `strategy: self-consistency` (1 to 16, default 5).
+    /// Samples of `strategy: self-consistency` or `best-of-n` (1 to 16, default 5).
     #[serde(default)]
     pub samples: Option<usize>,
+    /// How the task is worded: `plain` (the default), `cot`, `explain`,
+    /// `deep-breath`, `emotion`, `premises` (the files of `prompts/techniques/`).
+    #[serde(default)]
+    #[schemars(with = "Option<Technique>")]
+    pub technique: Option<Spanned<Technique>>,
+    /// Worked examples shown before the task: a JSONL file (`question` and `answer`
+    /// per line), relative to the workflow file.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub few_shot: Option<Spanned<PathBuf>>,
+    /// How many of the few-shot file's first examples are shown (default 4).
+    #[serde(default)]
+    pub shots: Option<usize>,
     /// Most model calls per run of the agent (default 12, the library's).
     #[serde(default)]
     pub max_steps: Option<usize>,

@@ -134,6 +134,29 @@ impl<'a> Checker<'a> {
     }
 
     /// Where the value at `path` is, when the file was indexed.
+    /// Reports `file` (a path relative to the workflow file) when it is a folder or
+    /// does not exist; `what` names it in the message.
+    fn check_file(&mut self, file: &Spanned<std::path::PathBuf>, field: String, what: &str) {
+        let resolved = resolve(self.base_dir, &file.value);
+        if resolved.is_dir() {
+            self.push(
+                at(file),
+                field,
+                format!("{what} `{}` is a folder", file.value.display()),
+            );
+        } else if !resolved.is_file() {
+            self.push(
+                at(file),
+                field,
+                format!(
+                    "{what} `{}` not found (looked for {})",
+                    file.value.display(),
+                    resolved.display()
+                ),
+            );
+        }
+    }
+
     fn value_at(&self, path: &str) -> Location {
         self.spec
             .source_map
@@ -347,27 +370,21 @@ impl<'a> Checker<'a> {
                         "`system` and `system_file` both give the system prompt: keep one",
                     );
                 }
-                let resolved = resolve(self.base_dir, &system_file.value);
-                if resolved.is_dir() {
-                    self.push(
-                        at(system_file),
-                        field,
-                        format!(
-                            "system prompt file `{}` is a folder",
-                            system_file.value.display()
-                        ),
-                    );
-                } else if !resolved.is_file() {
-                    self.push(
-                        at(system_file),
-                        field,
-                        format!(
-                            "system prompt file `{}` not found (looked for {})",
-                            system_file.value.display(),
-                            resolved.display()
-                        ),
-                    );
-                }
+                self.check_file(system_file, field, "system prompt file");
+            }
+            if let Some(few_shot) = &agent.few_shot {
+                self.check_file(few_shot, format!("{path}.few_shot"), "few-shot file");
+            } else if agent.shots.is_some() {
+                let field = format!("{path}.shots");
+                self.push(
+                    self.value_at(&field),
+                    field,
+                    "`shots` needs `few_shot`, the file the examples come from",
+                );
+            }
+            if agent.shots == Some(0) {
+                let field = format!("{path}.shots");
+                self.push(self.value_at(&field), field, "`shots` must be at least 1");
             }
             for (i, tool) in agent.tools.iter().enumerate() {
                 self.check_tool_name(tool, &format!("{path}.tools[{i}]"));

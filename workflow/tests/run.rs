@@ -694,3 +694,48 @@ steps:
     expected.sort();
     assert_eq!(loads, expected);
 }
+
+#[tokio::test]
+async fn an_agents_technique_words_its_task_and_a_broken_few_shot_file_fails_its_step() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("shots.jsonl"),
+        "{\"question\": \"What is 2 + 3?\", \"answer\": \"2 + 3 = 5\\n#### 5\"}\n",
+    )
+    .unwrap();
+    let yaml = r#"
+name: framing
+agents:
+  careful: {technique: cot, few_shot: shots.jsonl, shots: 1, max_steps: 1}
+steps:
+  - {id: s, agent: careful, input: "What is 4 + 4?"}
+outputs:
+  answer: "{{ steps.s.output }}"
+"#;
+    let flow = workflow(yaml, dir.path());
+    let provider = Provider::new();
+    let report = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.outputs["answer"],
+        json!("echo: What is 4 + 4?\n\nLet's think step by step.")
+    );
+
+    // The file turns bad after validation: the step fails naming file and line.
+    std::fs::write(dir.path().join("shots.jsonl"), "{oops\n").unwrap();
+    let err = check(&flow, &provider, dir.path(), RunOptions::new())
+        .await
+        .unwrap_err();
+    let WorkflowError::StepFailed { step, message, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(step, "s");
+    assert!(
+        message.contains(&format!(
+            "{}:1: not JSON",
+            dir.path().join("shots.jsonl").display()
+        )),
+        "{message}"
+    );
+}

@@ -30,10 +30,35 @@ pub(super) async fn run(
     samples: usize,
 ) -> AgentRun {
     let started = Instant::now();
+    let runs = sample_runs(agent, session, task, samples).await;
+    let votes = Votes::count(agent, &runs);
+    let winner = votes.ranked.first().map(|vote| vote.first);
+    agent.emit(AgentEvent::Tally {
+        votes: votes
+            .ranked
+            .iter()
+            .map(|v| (v.key.clone(), v.count))
+            .collect(),
+        abstained: votes.abstained,
+        winner: winner.and_then(|i| runs[i].answer.clone()),
+        tie: votes.ranked.len() > 1 && votes.ranked[0].count == votes.ranked[1].count,
+    });
+    fold(agent, runs, winner, Usage::default(), started)
+}
+
+/// `samples` independent direct runs of `agent`'s task ([`sample_agent`]): at once on
+/// branches of the session's main one where the backend has them, else one after
+/// another on the session. In sample order.
+pub(super) async fn sample_runs(
+    agent: &Agent,
+    session: &mut dyn ModelSession,
+    task: &str,
+    samples: usize,
+) -> Vec<AgentRun> {
     let samples = samples.max(1);
     let agents: Vec<Agent> = (0..samples).map(|i| sample_agent(agent, i)).collect();
     let forked = session.capabilities().forks() && samples > 1;
-    let runs = match forked.then(|| on_branches(session, samples)).transpose() {
+    match forked.then(|| on_branches(session, samples)).transpose() {
         Ok(Some(mut handles)) => {
             let runs = join_all(
                 agents
@@ -55,8 +80,59 @@ pub(super) async fn run(
             }
             runs
         }
-    };
-    combine(agent, runs, started)
+    }
+}
+
+/// One normalised answer of the samples ([`vote_key`]).
+#[derive(Debug, Clone)]
+pub(super) struct Vote {
+    /// The normalised answer.
+    pub key: String,
+    /// How many samples gave it.
+    pub count: usize,
+    /// The first sample (index) that gave it.
+    pub first: usize,
+}
+
+/// The samples' answers counted: each sample's [`AgentEvent::SampleAnswer`] is emitted
+/// on the way.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Votes {
+    /// Every distinct answer, most votes first; among equals, the first to appear.
+    pub ranked: Vec<Vote>,
+    /// Samples without an answer.
+    pub abstained: usize,
+}
+
+impl Votes {
+    pub(super) fn count(agent: &Agent, runs: &[AgentRun]) -> Votes {
+        let mut votes = Votes::default();
+        for (i, run) in runs.iter().enumerate() {
+            let answer = run.answer.clone().filter(|_| run.stop.is_answered());
+            let key = answer.as_deref().and_then(vote_key);
+            match &key {
+                Some(key) => match votes.ranked.iter_mut().find(|v| &v.key == key) {
+                    Some(vote) => vote.count += 1,
+                    None => votes.ranked.push(Vote {
+                        key: key.clone(),
+                        count: 1,
+                        first: i,
+                    }),
+                },
+                None => votes.abstained += 1,
+            }
+            agent.emit(AgentEvent::SampleAnswer {
+                sample: i + 1,
+                answer,
+                vote: key,
+                stop: run.stop.clone(),
+            });
+        }
+        votes
+            .ranked
+            .sort_by(|a, b| b.count.cmp(&a.count).then(a.first.cmp(&b.first)));
+        votes
+    }
 }
 
 /// One handle per sample, each on a fresh branch of the main one.
@@ -118,39 +194,17 @@ fn sample_agent(agent: &Agent, i: usize) -> Agent {
     }
 }
 
-/// Votes over the samples' answers and folds their runs into one.
-fn combine(agent: &Agent, runs: Vec<AgentRun>, started: Instant) -> AgentRun {
-    let mut votes: Vec<(String, usize, usize)> = Vec::new(); // key, count, first sample
-    let mut abstained = 0;
-    for (i, run) in runs.iter().enumerate() {
-        let answer = run.answer.clone().filter(|_| run.stop.is_answered());
-        let vote = answer.as_deref().and_then(vote_key);
-        match &vote {
-            Some(key) => match votes.iter_mut().find(|(k, _, _)| k == key) {
-                Some(entry) => entry.1 += 1,
-                None => votes.push((key.clone(), 1, i)),
-            },
-            None => abstained += 1,
-        }
-        agent.emit(AgentEvent::SampleAnswer {
-            sample: i + 1,
-            answer,
-            vote,
-            stop: run.stop.clone(),
-        });
-    }
-    // Most votes first; among equals, the answer that appeared first.
-    votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-    let tie = votes.len() > 1 && votes[0].1 == votes[1].1;
-    let chosen = votes.first().map(|(_, _, first)| *first);
-    let winner = chosen.and_then(|i| runs[i].answer.clone());
-    agent.emit(AgentEvent::Tally {
-        votes: votes.iter().map(|(k, n, _)| (k.clone(), *n)).collect(),
-        abstained,
-        winner: winner.clone(),
-        tie,
-    });
-    let mut usage = Usage::default();
+/// Folds the samples' runs into one: the answer and transcript of sample `chosen`
+/// (`None`: no sample answered; the first one's transcript), the usage of all of them
+/// plus `extra` (a judge's), and the run's end events.
+pub(super) fn fold(
+    agent: &Agent,
+    runs: Vec<AgentRun>,
+    chosen: Option<usize>,
+    extra: Usage,
+    started: Instant,
+) -> AgentRun {
+    let mut usage = extra;
     for run in &runs {
         usage.accumulate(&run.usage);
     }
@@ -161,7 +215,9 @@ fn combine(agent: &Agent, runs: Vec<AgentRun>, started: Instant) -> AgentRun {
         .map(|r| r.distinct_prompt_tokens)
         .max()
         .unwrap_or(0);
-    // The run of the winning sample, or (no sample answered) the first one's.
+    let winner = chosen
+        .and_then(|i| runs.get(i))
+        .and_then(|r| r.answer.clone());
     let mut runs = runs;
     let pick = chosen.unwrap_or(0).min(runs.len().saturating_sub(1));
     let base = if runs.is_empty() {

@@ -171,6 +171,29 @@ pub enum AgentEvent {
         /// appear wins).
         tie: bool,
     },
+    /// The judge of a best-of-N run compared two candidates: `first` shown as
+    /// solution A, `second` as B (each pair is judged in both orders).
+    Judged {
+        /// The sample (from 1) shown first.
+        first: usize,
+        /// The sample shown second.
+        second: usize,
+        /// The judge's probability that the first is the right one (`A` against `B`
+        /// in its reply's first token); `None`: it named neither.
+        preference: Option<f32>,
+    },
+    /// The judge's ranking of a best-of-N run's candidates, best first: each distinct
+    /// answer (normalised as for voting), its votes among the samples and its score
+    /// (the pairs it won: both orders averaged, by more than the margin).
+    Ranking {
+        /// `(answer, votes, score)` per candidate.
+        candidates: Vec<(String, usize, f32)>,
+        /// The answer chosen.
+        winner: Option<String>,
+        /// Why the judge could not finish, when it could not (the ranking is then the
+        /// vote's, for pairs it did not judge).
+        error: Option<String>,
+    },
     /// A model call ended (a step generated again has two or three).
     StepFinished {
         /// The step.

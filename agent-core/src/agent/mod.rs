@@ -52,6 +52,7 @@ mod code;
 mod consistency;
 mod events;
 mod intent;
+mod judge;
 mod prompts;
 mod run;
 mod trace;
@@ -64,12 +65,16 @@ use std::time::Duration;
 use crate::chat::ToolCall;
 use crate::generate::SamplingParams;
 use crate::model::{LanguageModel, ModelSession};
+use crate::technique::Framing;
+#[cfg(doc)]
+use crate::technique::Technique;
 use crate::tool::ToolRegistry;
 use crate::tool_format::ToolCallFormat;
 
 pub use code::CODE_TOOL;
 pub use consistency::{vote_key, SAMPLE_TEMPERATURE};
 pub use events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
+pub use judge::{Comparison, Judge, Judgement, MAX_JUDGED, MIN_MARGIN};
 pub use prompts::{fill, PromptKind, Prompts};
 pub use trace::{now_ms, TraceError, TraceWriter, TIMESTAMP_FIELD};
 
@@ -153,8 +158,9 @@ pub enum Prefetch {
 /// (self-consistency, best-of-N, tree of thoughts, debate, …) is a new variant, not
 /// another switch.
 ///
-/// Written as `direct`, `plan`, `reflect` and `plan+reflect` (CLI `--strategy`, the
-/// YAML `strategy:` of an agent, [`FromStr`](std::str::FromStr), serde).
+/// Written as `direct`, `plan`, `reflect`, `plan+reflect`, `self-consistency` and
+/// `best-of-n` (CLI `--strategy`, the YAML `strategy:` of an agent,
+/// [`FromStr`](std::str::FromStr), serde).
 #[derive(
     Debug,
     Clone,
@@ -190,6 +196,14 @@ pub enum Strategy {
     /// their answers normalised ([`vote_key`]) and voted.
     #[serde(rename = "self-consistency")]
     SelfConsistency,
+    /// Best-of-N with a judge: [`AgentSettings::samples`] runs drawn as for
+    /// self-consistency, then the model judges their distinct answers pairwise (each
+    /// pair in both orders, so a preference for the first shown cancels out;
+    /// [`PromptKind::Judge`]) and the answer that won the most pairs (by more than
+    /// [`MIN_MARGIN`]) is given, the vote deciding between equals (at most
+    /// [`MAX_JUDGED`] answers, those with the most votes, are judged).
+    #[serde(rename = "best-of-n")]
+    BestOfN,
 }
 
 impl Strategy {
@@ -200,6 +214,7 @@ impl Strategy {
         Strategy::Reflect,
         Strategy::PlanReflect,
         Strategy::SelfConsistency,
+        Strategy::BestOfN,
     ];
 
     /// The name it is written as (`plan+reflect`).
@@ -210,6 +225,7 @@ impl Strategy {
             Strategy::Reflect => "reflect",
             Strategy::PlanReflect => "plan+reflect",
             Strategy::SelfConsistency => "self-consistency",
+            Strategy::BestOfN => "best-of-n",
         }
     }
 
@@ -243,7 +259,7 @@ impl fmt::Display for Strategy {
 /// Text that names no [`Strategy`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect, self-consistency"
+    "unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n"
 )]
 pub struct UnknownStrategy(pub String);
 
@@ -304,8 +320,9 @@ pub struct AgentSettings {
     pub max_subtasks: usize,
     /// The most critique rounds of a reflecting strategy (default 1).
     pub max_reflection_rounds: usize,
-    /// Samples of [`Strategy::SelfConsistency`], 1 to [`AgentSettings::MAX_SAMPLES`]
-    /// (default 5); each has the step and token budgets of a whole run.
+    /// Samples of [`Strategy::SelfConsistency`] and [`Strategy::BestOfN`], 1 to
+    /// [`AgentSettings::MAX_SAMPLES`] (default 5); each has the step and token budgets
+    /// of a whole run.
     pub samples: usize,
     /// Calls the agent makes itself before the first model step, right after the task
     /// (in plan mode, after the plan request), recorded as an assistant call and its
@@ -324,6 +341,11 @@ pub struct AgentSettings {
     /// walk the same greedy path into the same mistake (with a seed that changes per
     /// retry; default 0.7; 0 keeps the run's own sampling).
     pub recovery_temperature: f32,
+    /// Worked examples before the task and the technique the task message is worded
+    /// with (default none and [`Technique::Plain`]): the examples follow the system
+    /// prompt as earlier turns; the technique words the task of a direct run (each
+    /// sample's, and the draft of a reflecting one) before the code prompt wraps it.
+    pub framing: Framing,
 }
 
 impl Default for AgentSettings {
@@ -350,6 +372,7 @@ impl Default for AgentSettings {
             code_actions: CodeActions::default(),
             grounding: Grounding::default(),
             recovery_temperature: 0.7,
+            framing: Framing::default(),
         }
     }
 }
@@ -358,7 +381,7 @@ impl AgentSettings {
     /// The default of [`AgentSettings::max_steps`]: the one default of every entry
     /// point (the library, `jielong run --max-steps`, a workflow agent's `max_steps`).
     pub const DEFAULT_MAX_STEPS: usize = 12;
-    /// The most samples of [`Strategy::SelfConsistency`].
+    /// The most samples of [`Strategy::SelfConsistency`] and [`Strategy::BestOfN`].
     pub const MAX_SAMPLES: usize = 16;
 
     /// Checks that every value is in its range.
@@ -472,6 +495,9 @@ impl Agent {
         match self.settings.strategy {
             Strategy::SelfConsistency => {
                 Box::pin(consistency::run(self, session, task, self.settings.samples)).await
+            }
+            Strategy::BestOfN => {
+                Box::pin(judge::run(self, session, task, self.settings.samples)).await
             }
             _ => run::Runner::new(self, session).run(task).await,
         }
@@ -636,6 +662,12 @@ impl AgentBuilder {
     /// See [`AgentSettings::samples`].
     pub fn samples(mut self, samples: usize) -> Self {
         self.settings.samples = samples;
+        self
+    }
+
+    /// See [`AgentSettings::framing`].
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.settings.framing = framing;
         self
     }
 

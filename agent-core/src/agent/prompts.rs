@@ -40,11 +40,15 @@ pub enum PromptKind {
     /// A subtask of a plan when the `python` tool takes fenced code blocks
     /// (`code_subtask.md`; `{task}`, required): one step, so no worked examples.
     CodeSubtask,
+    /// Asks the judge of [`Strategy::BestOfN`](super::Strategy::BestOfN) which of two
+    /// solutions is right (`judge.md`; `{task}`, `{first}`, `{second}`, all required);
+    /// the reply's first token is read as `A` or `B`.
+    Judge,
 }
 
 impl PromptKind {
     /// Every kind.
-    pub const ALL: [PromptKind; 11] = [
+    pub const ALL: [PromptKind; 12] = [
         Self::System,
         Self::Plan,
         Self::Subtask,
@@ -56,6 +60,7 @@ impl PromptKind {
         Self::Ground,
         Self::CodeTask,
         Self::CodeSubtask,
+        Self::Judge,
     ];
 
     /// The file name of the prompt in a prompt directory.
@@ -72,6 +77,7 @@ impl PromptKind {
             Self::Ground => "ground.md",
             Self::CodeTask => "code_task.md",
             Self::CodeSubtask => "code_subtask.md",
+            Self::Judge => "judge.md",
         }
     }
 
@@ -89,6 +95,7 @@ impl PromptKind {
             Self::Ground => include_str!("../../../prompts/ground.md"),
             Self::CodeTask => include_str!("../../../prompts/code_task.md"),
             Self::CodeSubtask => include_str!("../../../prompts/code_subtask.md"),
+            Self::Judge => include_str!("../../../prompts/judge.md"),
         }
     }
 
@@ -106,6 +113,7 @@ impl PromptKind {
             Self::Plan => &["task"],
             Self::Subtask => &["subtask"],
             Self::CodeTask | Self::CodeSubtask => &["task"],
+            Self::Judge => &["task", "first", "second"],
             _ => &[],
         }
     }
@@ -142,6 +150,8 @@ pub struct Prompts {
     pub code_task: String,
     /// See [`PromptKind::CodeSubtask`].
     pub code_subtask: String,
+    /// See [`PromptKind::Judge`].
+    pub judge: String,
 }
 
 impl Default for Prompts {
@@ -159,6 +169,7 @@ impl Default for Prompts {
             ground: text(PromptKind::Ground),
             code_task: text(PromptKind::CodeTask),
             code_subtask: text(PromptKind::CodeSubtask),
+            judge: text(PromptKind::Judge),
         }
     }
 }
@@ -178,6 +189,7 @@ impl Prompts {
             PromptKind::Ground => &self.ground,
             PromptKind::CodeTask => &self.code_task,
             PromptKind::CodeSubtask => &self.code_subtask,
+            PromptKind::Judge => &self.judge,
         }
     }
 
@@ -196,6 +208,7 @@ impl Prompts {
             PromptKind::Ground => self.ground = text,
             PromptKind::CodeTask => self.code_task = text,
             PromptKind::CodeSubtask => self.code_subtask = text,
+            PromptKind::Judge => self.judge = text,
         }
     }
 

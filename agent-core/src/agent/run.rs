@@ -124,11 +124,12 @@ impl<'a> Runner<'a> {
         } else {
             agent.prompts.system.clone()
         };
-        let messages = if system.is_empty() {
+        let mut messages = if system.is_empty() {
             Vec::new()
         } else {
             vec![Message::system(system)]
         };
+        messages.extend(agent.settings.framing.example_turns());
         Self {
             agent,
             session,
@@ -194,13 +195,14 @@ impl<'a> Runner<'a> {
                 self.reflected(task, draft, best).await
             }
             // `Agent::run` runs the samples; each of them is direct.
-            Strategy::SelfConsistency => self.direct(task).await,
+            Strategy::SelfConsistency | Strategy::BestOfN => self.direct(task).await,
         }
     }
 
     /// The task, then steps with tools until the answer.
     async fn direct(&mut self, task: &str) -> Flow<String> {
-        let message = self.task_message(task.to_string(), PromptKind::CodeTask);
+        let worded = self.agent.settings.framing.technique.apply(task);
+        let message = self.task_message(worded, PromptKind::CodeTask);
         self.messages.push(Message::user(message));
         self.initial_calls(task).await?;
         self.tool_loop(Phase::Task, task).await
@@ -916,8 +918,6 @@ impl<'a> Runner<'a> {
         Ok(reply)
     }
 
-    /// A task (or subtask) as the user's message: wrapped in `code_task.md` when
-    /// `python` takes fenced code blocks.
     /// `task` as the user's message: with fenced code, wrapped by the code prompt
     /// `kind` (`code_task.md` with worked examples for the task, the short
     /// `code_subtask.md` for a subtask of a plan).
