@@ -279,10 +279,11 @@ impl Framing {
             .collect()
     }
 
-    /// The turns of a conversation about `task` after the system prompt: the
+    /// The opening of a conversation about `task`: the system prompt (if any), the
     /// examples, then the task in the technique's words.
-    pub fn messages(&self, task: &str) -> Vec<Message> {
-        let mut messages = self.example_turns();
+    pub fn messages(&self, system: Option<&str>, task: &str) -> Vec<Message> {
+        let mut messages: Vec<Message> = system.map(Message::system).into_iter().collect();
+        messages.extend(self.example_turns());
         messages.push(Message::user(self.technique.apply(task)));
         messages
     }
@@ -344,7 +345,7 @@ mod tests {
             technique: Technique::ChainOfThought,
             shots,
         };
-        let messages = framing.messages("What is 4 + 4?");
+        let messages = framing.messages(None, "What is 4 + 4?");
         let roles: Vec<Role> = messages.iter().map(|m| m.role).collect();
         assert_eq!(
             roles,
@@ -358,6 +359,11 @@ mod tests {
         );
         assert!(messages[4].content.starts_with("What is 4 + 4?"));
         assert!(messages[4].content.ends_with("step by step."));
+        // The default framing is the task alone, after the system prompt.
+        assert_eq!(
+            Framing::default().messages(Some("Be terse."), "Q?"),
+            [Message::system("Be terse."), Message::user("Q?")]
+        );
 
         // A bad line names the file and the line; a short file says how short.
         let err = Shots::from_jsonl(&path, "question", "answer", 3).unwrap_err();

@@ -23,7 +23,7 @@ use jielong::eval::{
 };
 use jielong::retrieval::{Index, IngestOptions, NoProgress};
 use jielong::tools::builtin::{builtin_registry_with, BuiltinConfig};
-use jielong::{GenerateRequest, LanguageModel, Message, ModelSession};
+use jielong::{GenerateRequest, LanguageModel, ModelSession};
 use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -266,11 +266,9 @@ impl System for PlainModel {
 
     fn answer<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Outcome> {
         async move {
-            let mut messages = Vec::new();
-            if let Some(system) = &self.system {
-                messages.push(Message::system(system.clone()));
-            }
-            messages.extend(self.framing.messages(&example.input));
+            let messages = self
+                .framing
+                .messages(self.system.as_deref(), &example.input);
             let request = jielong::core::ChatRequest {
                 max_tokens: self.request.max_tokens,
                 sampling: self.request.sampling.clone(),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use jielong::core::agent::{AgentEvent, AgentRun, StopReason, Strategy, TraceWriter};
 use jielong::core::Agent;
 use jielong::tools::builtin::builtin_registry_with;
-use jielong::{FinishReason, Message};
+use jielong::FinishReason;
 
 use crate::cli::{GlobalArgs, RunArgs};
 
@@ -324,11 +324,7 @@ async fn plain_answer(
     framing: &jielong::core::Framing,
 ) -> anyhow::Result<()> {
     let request = super::chat_request(global);
-    let mut messages = Vec::new();
-    if let Some(system) = &args.system {
-        messages.push(Message::system(system.clone()));
-    }
-    messages.extend(framing.messages(&args.task));
+    let messages = framing.messages(args.system.as_deref(), &args.task);
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let completion = session

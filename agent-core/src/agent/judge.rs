@@ -86,13 +86,12 @@ pub(super) async fn run(
     let mut scores = vec![0.0f32; n];
     for i in 0..n {
         for j in i + 1..n {
-            let (Some(forward), Some(backward)) = (&preference[i][j], &preference[j][i]) else {
+            let (Some(forward), Some(backward)) =
+                (preference[i][j].take(), preference[j][i].take())
+            else {
                 continue;
             };
-            let comparison = Comparison {
-                forward: forward.clone(),
-                backward: backward.clone(),
-            };
+            let comparison = Comparison { forward, backward };
             let won = comparison.preference();
             if won > 0.5 + MIN_MARGIN {
                 scores[i] += 1.0;

@@ -368,19 +368,13 @@ impl<'a> Runner<'a> {
             let calls = self.calls(ToolChoice::Auto);
             let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
             if let Some(block) = reply.code.take() {
-                if !asked_for_answer
-                    && self.adds_nothing(CODE_TOOL, Some(&json!({ "code": block.code })))
+                if !asked_for_answer && self.adds_nothing(CODE_TOOL, Some(&code_args(&block.code)))
                 {
                     // The same code again: its output is above, so the answer is asked
                     // for instead of running it again (a second time, the breaker ends it).
                     asked_for_answer = true;
-                    self.agent
-                        .emit(AgentEvent::AnswerRetry { step: reply.step });
                     turn.push_str(&reply.text);
-                    self.messages.push(Message::assistant(turn.trim()));
-                    turn.clear();
-                    let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
-                    self.messages.push(Message::user(nudge));
+                    self.ask_for_answer(reply.step, &mut turn);
                     continue;
                 }
                 turn.push_str(&reply.text);
@@ -430,10 +424,7 @@ impl<'a> Runner<'a> {
             };
             self.messages.push(Message::assistant(full.trim()));
             if retry {
-                self.agent
-                    .emit(AgentEvent::AnswerRetry { step: reply.step });
-                let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
-                self.messages.push(Message::user(nudge));
+                self.ask_for_answer(reply.step, &mut turn);
                 continue;
             }
             if !grounding_checked && self.has_code_tool {
@@ -467,6 +458,19 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Asks for the answer to the current question ([`PromptKind::Answer`]) after
+    /// `step`'s reply gave none it could keep; the assistant turn so far (`turn`, when
+    /// not blank) is recorded first.
+    fn ask_for_answer(&mut self, step: usize, turn: &mut String) {
+        if !turn.trim().is_empty() {
+            self.messages.push(Message::assistant(turn.trim()));
+        }
+        turn.clear();
+        self.agent.emit(AgentEvent::AnswerRetry { step });
+        let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
+        self.messages.push(Message::user(nudge));
+    }
+
     /// Runs fenced (or converted) code on the code tool, as a call of its own: the
     /// result text for the ```` ```output ```` block.
     async fn run_code(&mut self, step: usize, code: String) -> Flow<String> {
@@ -474,7 +478,7 @@ impl<'a> Runner<'a> {
             step,
             code: code.clone(),
         });
-        let call = self.with_id(ToolCall::new(CODE_TOOL, json!({ "code": code })));
+        let call = self.with_id(ToolCall::new(CODE_TOOL, code_args(&code)));
         let mut results = self
             .execute(step, vec![call])
             .await
@@ -511,13 +515,7 @@ impl<'a> Runner<'a> {
                 return Ok(reply);
             }
         }
-        self.agent.emit(AgentEvent::AnswerRetry { step });
-        if !turn.trim().is_empty() {
-            self.messages.push(Message::assistant(turn.trim()));
-        }
-        turn.clear();
-        let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
-        self.messages.push(Message::user(nudge));
+        self.ask_for_answer(step, turn);
         let chat = self.chat("");
         let calls = self.calls(ToolChoice::None);
         self.generate(step, &chat, calls, "").await
@@ -1093,4 +1091,9 @@ fn verdict_of(call: &ToolCall) -> Option<Verdict> {
         .trim()
         .to_string();
     Some(Verdict { ok, problem })
+}
+
+/// The arguments of a [`CODE_TOOL`] call running `code`.
+fn code_args(code: &str) -> Value {
+    json!({ "code": code })
 }

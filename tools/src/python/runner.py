@@ -400,13 +400,11 @@ def _jielong_main():
                         name = callable_now[0][0]
                         v = ns[name]()
                         if v is not None:
+                            # Its value is the cell's, as a last expression's would be
+                            # (`def solution(): ... return x` is how the agent's code
+                            # prompt asks for an answer): nothing to point out.
                             ns['_'] = v
                             value = repr(v)
-                            # `solution()` returning the answer is the convention the
-                            # agent's code prompt teaches, not a slip to point out.
-                            if name != 'solution':
-                                notes.append('%s() was defined but never called, so it '
-                                             'was called: its value is shown' % name)
                         else:
                             notes.append('%s() was defined but never called, so it was '
                                          'called' % name)
