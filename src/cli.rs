@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use jielong::core::agent::{AgentSettings, Strategy};
+use jielong::core::agent::{AgentSettings, Strategy, TreeSearch, THOUGHT_SPACES};
 use jielong::core::Technique;
 
 /// Agents on local language models.
@@ -101,6 +101,20 @@ pub enum Command {
     /// Serve the model over an OpenAI-compatible HTTP API (chat and text
     /// completions, tools, streaming, log-probabilities, `n`, JSON output).
     Serve(ServeArgs),
+    /// Write solvable Game of 24 puzzles as JSONL (`input`, `answer`: the numbers,
+    /// `solution`: one found by brute force), for `eval --metric game24`.
+    Game24(Game24Args),
+}
+
+/// `jielong game24`.
+#[derive(Debug, Args)]
+pub struct Game24Args {
+    /// How many puzzles (distinct, each solvable; at most 1362 exist).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1362))]
+    pub count: u64,
+    /// The seed they are drawn with (the same seed gives the same puzzles).
+    #[arg(long, default_value_t = 1)]
+    pub puzzle_seed: u64,
 }
 
 /// `jielong serve`.
@@ -244,6 +258,9 @@ pub struct EvalRunArgs {
     /// `--input-field` and `--answer-field`).
     #[command(flatten)]
     pub framing: FramingArgs,
+    /// The shape of `--strategy tree-of-thoughts`.
+    #[command(flatten)]
+    pub tree: TreeArgs,
 }
 
 /// Where workflow runs are kept (`workflow run`, `runs …`).
@@ -421,11 +438,15 @@ pub struct RunArgs {
     /// How the task is put to the model.
     #[command(flatten)]
     pub framing: FramingArgs,
+    /// The shape of `--strategy tree-of-thoughts`.
+    #[command(flatten)]
+    pub tree: TreeArgs,
     /// How the agent works the task: `direct` (the default), `plan` (subtasks first,
     /// then a synthesis), `reflect` (critique the draft answer and revise it when the
     /// critique finds a fault), `plan+reflect`, `self-consistency` (`--samples`
     /// independent runs at once on forked branches, answers voted), `best-of-n` (the
-    /// same runs, their answers judged pairwise by the model).
+    /// same runs, their answers judged pairwise by the model), `tree-of-thoughts` (a
+    /// beam search over steps: `--thoughts`, `--breadth`, `--beam`, `--depth`).
     #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
     pub strategy: Option<Strategy>,
     /// The same as `--strategy plan` (with `--reflect`: `plan+reflect`).
@@ -513,6 +534,38 @@ pub struct FramingArgs {
     /// How many of the few-shot file's first examples are shown.
     #[arg(long, value_name = "N", default_value_t = 4, requires = "few_shot")]
     pub shots: usize,
+}
+
+/// The shape of `--strategy tree-of-thoughts` (`run`, `eval`).
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// What a thought is: `free` (a line per step, solved by a line saying "the
+    /// answer is"; any task) or `game24` (one checked arithmetic step per line,
+    /// solved when 24 is left; the task names the four numbers), each with its own
+    /// propose and evaluate prompts.
+    #[arg(long, value_name = "SPACE", default_value = "free",
+          value_parser = clap::builder::PossibleValuesParser::new(THOUGHT_SPACES.iter().copied()))]
+    pub thoughts: String,
+    /// Proposals per state (1 to 8).
+    #[arg(long, value_name = "N", default_value_t = TreeSearch::default().breadth)]
+    pub breadth: usize,
+    /// States kept per depth (1 to 8).
+    #[arg(long, value_name = "N", default_value_t = TreeSearch::default().beam)]
+    pub beam: usize,
+    /// The most thoughts on a path (1 to 16).
+    #[arg(long, value_name = "N", default_value_t = TreeSearch::default().depth)]
+    pub depth: usize,
+}
+
+impl TreeArgs {
+    /// The search's shape.
+    pub fn shape(&self) -> TreeSearch {
+        TreeSearch {
+            breadth: self.breadth,
+            beam: self.beam,
+            depth: self.depth,
+        }
+    }
 }
 
 /// Settings of the built-in tools (`run`, `tool`).

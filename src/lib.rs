@@ -48,6 +48,7 @@ pub struct ReadmeExamples;
 pub use jielong_core as core;
 pub use jielong_eval as eval;
 pub use jielong_models as models;
+pub use jielong_puzzles as puzzles;
 pub use jielong_remote as remote;
 pub use jielong_retrieval as retrieval;
 pub use jielong_serve as serve;

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => cmd::bench::bench(&cli.global, args).await,
             Command::Eval(args) => cmd::eval::eval(&cli.global, *args).await,
             Command::Serve(args) => cmd::serve::serve(&cli.global, args).await,
+            Command::Game24(args) => cmd::game24::write(&args),
         }
     });
     match result {

@@ -331,3 +331,41 @@ fn best_of_n_samples_on_branches_and_ranks_the_answers() {
     assert_eq!(judged, n * (n - 1), "{events:?}");
     assert_eq!(branches, 1);
 }
+
+/// Tree of Thoughts on the embedded model: a Game of 24 solved by checked steps,
+/// proposals sampled on branches (gone afterwards), the answer an expression the
+/// checker accepts.
+#[test]
+fn tree_of_thoughts_solves_a_game_of_24_on_branches() {
+    use jielong::core::agent::{Game24, Strategy, ThoughtOutcome, TreeSearch};
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut session = m.session(&SessionOptions::default()).unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let agent = Agent::for_model(&m)
+        .strategy(Strategy::TreeOfThoughts)
+        .thoughts(Arc::new(Game24))
+        .tree(TreeSearch {
+            breadth: 2,
+            beam: 2,
+            depth: 3,
+        })
+        .on_event(move |e| sink.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    let run = runtime.block_on(agent.run(&mut session, TREE_PUZZLE.0));
+    let events = events.lock().unwrap().clone();
+    assert_eq!(run.stop, StopReason::Answered, "{events:#?}");
+    let answer = run.answer.unwrap();
+    jielong::puzzles::game24::check(TREE_PUZZLE.1, &answer).unwrap();
+    let solved = events.iter().any(|e| {
+        matches!(e, AgentEvent::Thought { outcome: ThoughtOutcome::Solved { answer: a }, .. } if *a == answer)
+    });
+    assert!(solved, "{events:#?}");
+    assert_eq!(session.kv_usage().unwrap().branches.len(), 1);
+}
+
+/// The puzzle of `tree_of_thoughts_solves_a_game_of_24_on_branches` and its numbers.
+const TREE_PUZZLE: (&str, &[i64]) = ("Use 2 3 4 to make 24.", &[2, 3, 4]);

@@ -562,3 +562,44 @@ fn few_shot_examples_shape_the_answer_and_bad_files_are_named() {
         "unknown technique `bogus`",
     );
 }
+
+/// `jielong game24` writes distinct solvable puzzles, the same for the same seed, each
+/// with a solution the checker accepts; too many is refused.
+#[test]
+fn game24_writes_solvable_puzzles_for_the_metric() {
+    let out = jielong(
+        &["game24", "--count", "12", "--puzzle-seed", "3"],
+        &[],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = jielong(
+        &["game24", "--count", "12", "--puzzle-seed", "3"],
+        &[],
+        None,
+    );
+    assert_eq!(out.stdout, again.stdout);
+    let rows: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 12);
+    let metric = jielong::eval::Metric::parse("game24").unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for row in &rows {
+        let numbers = row["answer"].as_str().unwrap();
+        assert!(seen.insert(numbers.to_owned()), "{numbers} twice");
+        assert!(row["input"].as_str().unwrap().contains(numbers));
+        assert_eq!(row["metric"], "game24");
+        let solution = row["solution"].as_str().unwrap();
+        assert!(metric.score(solution, numbers).correct, "{row}");
+        assert!(!metric.score("24", numbers).correct);
+    }
+    let out = jielong(&["game24", "--count", "2000"], &[], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--count"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1784,7 +1784,11 @@ fn strategies_have_names_and_the_old_switches_are_aliases() {
             strategy
         );
     }
-    assert_eq!(Strategy::ALL.len(), 6);
+    assert_eq!(Strategy::ALL.len(), 7);
+    assert_eq!(
+        "tree-of-thoughts".parse::<Strategy>(),
+        Ok(Strategy::TreeOfThoughts)
+    );
     assert_eq!("best-of-n".parse::<Strategy>(), Ok(Strategy::BestOfN));
     assert_eq!(
         "self-consistency".parse::<Strategy>(),
@@ -1793,7 +1797,7 @@ fn strategies_have_names_and_the_old_switches_are_aliases() {
     let err = "bogus".parse::<Strategy>().unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n"
+        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n, tree-of-thoughts"
     );
 }
 
@@ -1867,11 +1871,20 @@ async fn run_samples(
     samples: usize,
     script: Vec<Script>,
 ) -> (AgentRun, Vec<AgentEvent>, Vec<Request>) {
+    let agent = agent().strategy(strategy).samples(samples);
+    run_scripted(agent, "What is 3 * 6?", script).await
+}
+
+/// Runs the agent `builder` describes on `task` with the scripted model: the run, its
+/// events and the requests the model saw.
+async fn run_scripted(
+    builder: AgentBuilder,
+    task: &str,
+    script: Vec<Script>,
+) -> (AgentRun, Vec<AgentEvent>, Vec<Request>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    let agent = agent()
-        .strategy(strategy)
-        .samples(samples)
+    let agent = builder
         .on_event(move |e| sink.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();
@@ -1883,7 +1896,7 @@ async fn run_samples(
         resets: Arc::default(),
         cache: String::new(),
     };
-    let run = agent.run(&mut session, "What is 3 * 6?").await;
+    let run = agent.run(&mut session, task).await;
     let events = events.lock().unwrap().clone();
     let requests = requests.lock().unwrap().clone();
     (run, events, requests)
@@ -2071,4 +2084,169 @@ async fn best_of_n_judges_each_pair_in_both_orders() {
     assert_eq!(run.answer.as_deref(), Some("18"));
     assert!(judged(&events).is_empty());
     assert_eq!(requests.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// Tree of Thoughts
+
+/// A tree-of-thoughts run of `space` on `task` with the scripted model.
+async fn run_tree(
+    space: Arc<dyn jielong_core::agent::ThoughtSpace>,
+    shape: jielong_core::agent::TreeSearch,
+    task: &str,
+    script: Vec<Script>,
+) -> (AgentRun, Vec<AgentEvent>, Vec<Request>) {
+    let agent = agent()
+        .strategy(jielong_core::agent::Strategy::TreeOfThoughts)
+        .thoughts(space)
+        .tree(shape);
+    run_scripted(agent, task, script).await
+}
+
+/// The beam search on a Game of 24: invalid steps are rejected by the checker, a
+/// state reached twice is kept once, the evaluator's labels rank the states and only
+/// the beam's best go on, and the solution is written over the puzzle's numbers.
+#[tokio::test]
+async fn tree_of_thoughts_searches_checked_steps_and_keeps_the_best_states() {
+    use jielong_core::agent::{Game24, ThoughtOutcome, TreeSearch};
+    let shape = TreeSearch {
+        breadth: 2,
+        beam: 2,
+        depth: 4,
+    };
+    let script = vec![
+        // Depth 1: two proposals for 4 9 10 13.
+        reply("13 - 9 = 4 (left: 4 4 10)\n4 + 9 = 14 (left: 10 13 14)"),
+        reply("10 - 4 = 6 (left: 6 9 13)\n13 - 9 = 4 (left: 4 4 10)\n9 + 10 = 19 (left: 4 13 19)"),
+        // Three open states, the beam keeps two: values of 4 4 10, 6 9 13, 4 13 19.
+        reply("likely"),
+        reply("impossible"),
+        reply("sure (19 - 13 = 6, 6 * 4 = 24)"),
+        // Depth 2: 4 13 19 first (the best), then 4 4 10.
+        reply("19 - 13 = 6 (left: 4 6)"),
+        reply("4 * 13 = 52 (left: 19 52)"),
+        reply("10 - 4 = 6 (left: 4 6)"),
+        reply("4 + 4 = 8 (left: 8 10)"),
+        reply("sure"),
+        reply("impossible"),
+        reply("imp"),
+        // Depth 3: 4 6 solved.
+        reply("4 * 6 = 24 (left: 24)"),
+        reply("4 + 6 = 10 (left: 10)"),
+    ];
+    let (run, events, requests) =
+        run_tree(Arc::new(Game24), shape, "Use 4 9 10 13 to make 24.", script).await;
+    assert_eq!(run.stop, StopReason::Answered, "{events:#?}");
+    let answer = run.answer.clone().unwrap();
+    assert_eq!(answer, "4 * ((9 + 10) - 13) = 24");
+    jielong_puzzles::game24::check(&[4, 9, 10, 13], &answer).unwrap();
+    assert_eq!(requests.len(), 14, "every scripted reply is used");
+    assert_eq!(run.steps, 14);
+    // Proposals: the first of each state greedy, the second sampled; values greedy.
+    let temperatures: Vec<f32> = requests.iter().map(|r| r.temperature).collect();
+    assert_eq!(&temperatures[..5], &[0.0, 0.7, 0.0, 0.0, 0.0]);
+    assert!(requests[0]
+        .prompt
+        .contains("The numbers are: 4 9 10 13<|im_end|>"));
+    assert!(requests[5]
+        .prompt
+        .contains("The numbers are: 4 13 19<|im_end|>"));
+    assert!(requests[2].prompt.contains("\n4 4 10:"));
+    let outcomes: Vec<&ThoughtOutcome> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Thought { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    assert!(outcomes.iter().any(|o| matches!(o,
+        ThoughtOutcome::Rejected { reason } if reason == "4 + 9 is 13, not 14")));
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, ThoughtOutcome::Repeated))
+            .count(),
+        2
+    );
+    let beams: Vec<(usize, usize, usize)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Beam {
+                depth,
+                kept,
+                dropped,
+            } => Some((*depth, kept.len(), *dropped)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beams, vec![(1, 2, 1), (2, 2, 1)]);
+    // The transcript is the solved path.
+    assert_eq!(
+        run.transcript.last().map(|m| m.content.clone()),
+        Some(format!(
+            "9 + 10 = 19 (left: 4 13 19)\n19 - 13 = 6 (left: 4 6)\n{answer}"
+        ))
+    );
+}
+
+/// A search with nothing valid to go on with, a task that is not a puzzle and a
+/// depth limit each end unsolved, saying why.
+#[tokio::test]
+async fn tree_of_thoughts_ends_unsolved_with_the_reason() {
+    use jielong_core::agent::{FreeThoughts, Game24, TreeSearch};
+    let narrow = TreeSearch {
+        breadth: 1,
+        beam: 1,
+        depth: 2,
+    };
+    let unsolved = |run: &AgentRun, want: &str| match &run.stop {
+        StopReason::Unsolved { reason } => assert!(reason.contains(want), "{reason}"),
+        other => panic!("{other:?}"),
+    };
+    let (run, _, requests) = run_tree(
+        Arc::new(Game24),
+        narrow,
+        "4 9 10 13",
+        vec![reply("I think we should add them all.")],
+    )
+    .await;
+    unsolved(&run, "no valid thought to go on with at depth 1");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(run.answer, None);
+
+    let (run, _, requests) = run_tree(Arc::new(Game24), narrow, "make a cake", vec![]).await;
+    unsolved(&run, "names the numbers");
+    assert!(requests.is_empty());
+
+    // Free thoughts: a line per step; the depth runs out before an answer.
+    let (run, events, requests) = run_tree(
+        Arc::new(FreeThoughts),
+        narrow,
+        "What is 3 * 6?",
+        vec![reply("Step 1: Multiply 3 by 6.\nmore"), reply("It is 18")],
+    )
+    .await;
+    unsolved(&run, "no solution within 2 thoughts");
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1].prompt.contains("1. Multiply 3 by 6."),
+        "{}",
+        requests[1].prompt
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::Thought { .. }))
+            .count(),
+        2
+    );
+    // ... and one that says the answer solves it.
+    let (run, _, _) = run_tree(
+        Arc::new(FreeThoughts),
+        narrow,
+        "What is 3 * 6?",
+        vec![reply("Multiply 3 by 6."), reply("The answer is 18.")],
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("The answer is 18."));
 }

@@ -33,6 +33,10 @@ pub enum Metric {
     /// whole match without one) is extracted and must equal the expected answer
     /// under `Exact`'s normalisation; without groups, matching is enough.
     Regex(Regex),
+    /// A Game of 24 answer: the expected answer is the puzzle's numbers (`4 9 10 13`),
+    /// and the answer must hold an expression that uses each of them once and makes
+    /// 24 ([`jielong_puzzles::game24::check`]); the expression is what is extracted.
+    Game24,
 }
 
 /// The verdict on one answer.
@@ -46,7 +50,7 @@ pub struct Score {
 }
 
 impl Metric {
-    /// Parses `exact`, `numeric` (or `numeric:TOLERANCE`), `contains` or
+    /// Parses `exact`, `numeric` (or `numeric:TOLERANCE`), `contains`, `game24` or
     /// `regex:PATTERN`.
     pub fn parse(name: &str) -> Result<Metric, EvalError> {
         let bad = |message: String| EvalError::Metric {
@@ -61,6 +65,7 @@ impl Metric {
         match name.split_once(':') {
             None if name == "exact" => Ok(Metric::Exact),
             None if name == "contains" => Ok(Metric::Contains),
+            None if name == "game24" => Ok(Metric::Game24),
             None if name == "numeric" => Ok(Metric::Numeric {
                 rel_tolerance: DEFAULT_REL_TOLERANCE,
             }),
@@ -71,7 +76,7 @@ impl Metric {
                 ))),
             },
             _ => Err(bad(
-                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains or regex:PATTERN)"
+                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24 or regex:PATTERN)"
                     .into(),
             )),
         }
@@ -115,6 +120,19 @@ impl Metric {
                 };
                 Score { correct, extracted }
             }
+            Metric::Game24 => {
+                let numbers: Vec<i64> = expected
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                match jielong_puzzles::game24::check(&numbers, answer) {
+                    Ok(expression) => Score {
+                        correct: true,
+                        extracted: Some(expression),
+                    },
+                    Err(_) => Score::default(),
+                }
+            }
             Metric::Numeric { rel_tolerance } => {
                 let Some(got) = extract_number(answer) else {
                     return Score::default();
@@ -136,6 +154,7 @@ impl fmt::Display for Metric {
         match self {
             Metric::Exact => f.write_str("exact"),
             Metric::Contains => f.write_str("contains"),
+            Metric::Game24 => f.write_str("game24"),
             Metric::Numeric { rel_tolerance } if *rel_tolerance == DEFAULT_REL_TOLERANCE => {
                 f.write_str("numeric")
             }

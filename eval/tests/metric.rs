@@ -154,19 +154,50 @@ fn exact_contains_regex() {
 }
 
 #[test]
+fn game24() {
+    check(&[
+        (
+            "13 - 9 = 4\n10 - 4 = 6\nSo (13 − 9) × (10 − 4) = 24.",
+            "4 9 10 13",
+            "game24",
+            true,
+            Some("(13 - 9) * (10 - 4)"),
+        ),
+        (
+            "(10 - 4) * (13 - 9)",
+            "4, 9, 10, 13",
+            "game24",
+            true,
+            Some("(10 - 4) * (13 - 9)"),
+        ),
+        // Right value, but 13 is used twice and 9 never.
+        (
+            "(10 - 4) * (13 - 13 + 4)",
+            "4 9 10 13",
+            "game24",
+            false,
+            None,
+        ),
+        ("4 * 6 = 24", "4 9 10 13", "game24", false, None),
+        ("It cannot be done.", "1 1 1 1", "game24", false, None),
+    ]);
+}
+
+#[test]
 fn names() {
     for name in [
         "exact",
         "contains",
         "numeric",
         "numeric:0.01",
+        "game24",
         r"regex:^\d+$",
     ] {
         let metric = Metric::parse(name).expect(name);
         assert_eq!(metric.to_string(), name);
     }
     for (name, message) in [
-        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains or regex:PATTERN)"),
+        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24 or regex:PATTERN)"),
         ("numeric:x", "metric `numeric:x`: tolerance `x` is not a non-negative number"),
         ("numeric:-1", "metric `numeric:-1`: tolerance `-1` is not a non-negative number"),
         ("regex:(", "metric `regex:(`: unclosed group"),

@@ -71,6 +71,8 @@ pub(crate) async fn answer(
         code_actions: Default::default(),
         prompts: None,
         framing: Default::default(),
+        tree: Default::default(),
+        thoughts: std::sync::Arc::new(jielong::core::agent::FreeThoughts),
     };
     let run = drive(
         global,

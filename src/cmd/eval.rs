@@ -15,7 +15,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use jielong::core::agent::{AgentEvent, AgentRun};
+use jielong::core::agent::{AgentEvent, AgentRun, Strategy};
 use jielong::core::Chat;
 use jielong::eval::{
     compare, load_jsonl, metric_for, sample, Eval, Example, Fields, Metric, Observer, Outcome,
@@ -110,7 +110,11 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
     let framing = super::framing(&args.framing, &args.input_field, &args.answer_field)?;
     let model = super::load_model(global).await?;
     let session = model.open_session(&super::session_options(global))?;
-    let system: Box<dyn System> = if tools.is_empty() && !all_rows_have_tools(&examples) {
+    let strategy = args.strategy.unwrap_or_default();
+    let system: Box<dyn System> = if tools.is_empty()
+        && strategy == Strategy::Direct
+        && !all_rows_have_tools(&examples)
+    {
         Box::new(PlainModel {
             name: format!("plain:{}", global.model),
             session: AsyncMutex::new(session),
@@ -120,7 +124,10 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
         })
     } else {
         Box::new(AgentSystem {
-            name: format!("agent:{}:{}", global.model, tools.join("+")),
+            name: match strategy {
+                Strategy::TreeOfThoughts => format!("tot:{}:{}", global.model, args.tree.thoughts),
+                _ => format!("agent:{}:{}", global.model, tools.join("+")),
+            },
             global: global.clone(),
             model: model.clone(),
             session: AsyncMutex::new(session),
@@ -128,7 +135,7 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
             config,
             options: AgentOptions {
                 system: args.system.clone(),
-                strategy: args.strategy.unwrap_or_default(),
+                strategy,
                 samples: args.samples,
                 max_steps: args.max_steps,
                 trace: None,
@@ -136,6 +143,8 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
                 code_actions: args.code_actions.into(),
                 prompts: args.prompts.clone(),
                 framing,
+                tree: args.tree.shape(),
+                thoughts: super::thoughts(&args.tree)?,
             },
         })
     };
@@ -332,7 +341,7 @@ impl System for AgentSystem {
     }
 
     fn config(&self) -> Value {
-        json!({
+        let mut config = json!({
             "request": super::request(&self.global),
             "system": self.options.system,
             "max_steps": self.options.max_steps,
@@ -342,7 +351,15 @@ impl System for AgentSystem {
             "technique": self.options.framing.technique,
             "shots": self.options.framing.shots,
             "prompts": prompt_texts(self.options.prompts.as_deref()),
-        })
+        });
+        // Only tree searches have a shape (other configurations keep their caches).
+        if self.options.strategy == Strategy::TreeOfThoughts {
+            config["tree"] = json!({
+                "shape": self.options.tree,
+                "thoughts": self.options.thoughts.name(),
+            });
+        }
+        config
     }
 
     fn answer<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Outcome> {

@@ -4,6 +4,7 @@ pub mod ask;
 pub mod bench;
 pub mod chat;
 pub mod eval;
+pub mod game24;
 pub mod generate;
 pub mod index;
 pub mod models;
@@ -62,6 +63,19 @@ pub fn framing(
     Ok(jielong::core::Framing {
         technique: args.technique,
         shots,
+    })
+}
+
+/// The thought space `--thoughts` names.
+pub fn thoughts(
+    args: &crate::cli::TreeArgs,
+) -> anyhow::Result<std::sync::Arc<dyn jielong::core::agent::ThoughtSpace>> {
+    jielong::core::agent::thought_space(&args.thoughts).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown thought space `{}` (expected {})",
+            args.thoughts,
+            jielong::core::agent::THOUGHT_SPACES.join(", ")
+        )
     })
 }
 

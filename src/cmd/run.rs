@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use jielong::core::agent::{AgentEvent, AgentRun, StopReason, Strategy, TraceWriter};
+use jielong::core::agent::{
+    AgentEvent, AgentRun, StopReason, Strategy, ThoughtOutcome, TraceWriter,
+};
 use jielong::core::Agent;
 use jielong::tools::builtin::builtin_registry_with;
 use jielong::FinishReason;
@@ -46,6 +48,8 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         code_actions: args.code_actions.into(),
         prompts: args.prompts.clone(),
         framing,
+        tree: args.tree.shape(),
+        thoughts: super::thoughts(&args.tree)?,
     };
     let run = drive(
         global,
@@ -79,6 +83,10 @@ pub struct AgentOptions {
     pub prompts: Option<std::path::PathBuf>,
     /// Worked examples and the technique the task is worded with.
     pub framing: jielong::core::Framing,
+    /// The shape of a tree-of-thoughts search.
+    pub tree: jielong::core::agent::TreeSearch,
+    /// What a thought of a tree-of-thoughts search is.
+    pub thoughts: std::sync::Arc<dyn jielong::core::agent::ThoughtSpace>,
 }
 
 /// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
@@ -100,6 +108,8 @@ pub fn build_agent(
         .samples(options.samples)
         .code_actions(options.code_actions)
         .framing(options.framing.clone())
+        .tree(options.tree)
+        .thoughts(options.thoughts.clone())
         .on_event(on_event);
     for call in &options.initial_calls {
         builder = builder.initial_call(call.name.clone(), call.arguments.clone());
@@ -302,6 +312,33 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
             if let Some(error) = error {
                 eprintln!("[rank] the judge stopped: {error}");
             }
+        }
+        AgentEvent::Thought {
+            id,
+            parent,
+            depth,
+            text,
+            outcome,
+        } => {
+            let what = match outcome {
+                ThoughtOutcome::Open { state } => format!("-> {}", one_line(state, 60)),
+                ThoughtOutcome::Solved { answer } => format!("solved: {answer}"),
+                ThoughtOutcome::Rejected { reason } => format!("rejected: {reason}"),
+                ThoughtOutcome::Repeated => "a state seen before".to_owned(),
+            };
+            eprintln!(
+                "[tree {depth}] #{id} (from #{parent}) {} {what}",
+                one_line(text, 60)
+            );
+        }
+        AgentEvent::Valued { id, value } => eprintln!("[value] #{id}: {value:.2}"),
+        AgentEvent::Beam {
+            depth,
+            kept,
+            dropped,
+        } => {
+            let kept: Vec<String> = kept.iter().map(|id| format!("#{id}")).collect();
+            eprintln!("[beam {depth}] kept {}; dropped {dropped}", kept.join(" "));
         }
         _ => {}
     }

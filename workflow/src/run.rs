@@ -820,7 +820,15 @@ impl Executor<'_> {
             .strategy(spec.strategy())
             .samples(spec.samples.unwrap_or(AgentSettings::default().samples))
             .framing(framing)
+            .tree(spec.tree.unwrap_or_default())
             .on_event(move |event| events.agent(&event_step, item, event));
+        if let Some(space) = spec
+            .thoughts
+            .as_ref()
+            .and_then(|t| jielong_core::agent::thought_space(&t.value))
+        {
+            builder = builder.thoughts(space);
+        }
         if let Some(tokens) = spec.max_total_tokens {
             builder = builder.max_total_tokens(tokens);
         }

@@ -301,7 +301,8 @@ pub struct AgentSpec {
     /// How the agent works its task: `direct` (the default), `plan` (subtasks, then a
     /// synthesis), `reflect` (critique the draft and revise it when the critique finds
     /// a fault), `plan+reflect`, `self-consistency` (`samples` independent runs,
-    /// answers voted), `best-of-n` (the same runs, answers judged by the model).
+    /// answers voted), `best-of-n` (the same runs, answers judged by the model),
+    /// `tree-of-thoughts` (a beam search over steps: `thoughts`, `tree`).
     #[serde(default)]
     #[schemars(with = "Option<Strategy>")]
     pub strategy: Option<Spanned<Strategy>>,
@@ -315,6 +316,16 @@ pub struct AgentSpec {
     /// Samples of `strategy: self-consistency` or `best-of-n` (1 to 16, default 5).
     #[serde(default)]
     pub samples: Option<usize>,
+    /// What a thought of `strategy: tree-of-thoughts` is: `free` (the default; a line
+    /// per step) or `game24` (checked arithmetic steps; the task names the numbers).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub thoughts: Option<Spanned<String>>,
+    /// The shape of `strategy: tree-of-thoughts`: `breadth` (proposals per state,
+    /// default 3), `beam` (states kept per depth, default 3), `depth` (most thoughts on
+    /// a path, default 4).
+    #[serde(default)]
+    pub tree: Option<jielong_core::agent::TreeSearch>,
     /// How the task is worded: `plain` (the default), `cot`, `explain`,
     /// `deep-breath`, `emotion`, `premises` (the files of `prompts/techniques/`).
     #[serde(default)]

@@ -412,6 +412,26 @@ impl<'a> Checker<'a> {
                     );
                 }
             }
+            if let Some(thoughts) = &agent.thoughts {
+                if jielong_core::agent::thought_space(&thoughts.value).is_none() {
+                    let field = format!("{path}.thoughts");
+                    self.push(
+                        self.value_at(&field),
+                        field,
+                        format!(
+                            "unknown thought space `{}` (expected {})",
+                            thoughts.value,
+                            jielong_core::agent::THOUGHT_SPACES.join(", ")
+                        ),
+                    );
+                }
+            }
+            if let Some(tree) = &agent.tree {
+                if let Err(message) = tree.check() {
+                    let field = format!("{path}.tree");
+                    self.push(self.value_at(&field), field, message);
+                }
+            }
             if let Some(samples) = agent.samples {
                 if !(1..=AgentSettings::MAX_SAMPLES).contains(&samples) {
                     let field = format!("{path}.samples");

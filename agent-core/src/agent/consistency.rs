@@ -191,6 +191,7 @@ fn sample_agent(agent: &Agent, i: usize) -> Agent {
         format: agent.format,
         settings,
         events,
+        thoughts: agent.thoughts.clone(),
     }
 }
 
@@ -230,15 +231,7 @@ pub(super) fn fold(
         Some(run) => (None, run.stop, run.transcript),
         None => (None, StopReason::MaxSteps, Vec::new()),
     };
-    if let Some(answer) = &answer {
-        agent.emit(AgentEvent::Final {
-            answer: answer.clone(),
-        });
-    }
-    agent.emit(AgentEvent::Stopped {
-        reason: stop.clone(),
-    });
-    AgentRun {
+    agent.finish(AgentRun {
         answer,
         stop,
         transcript,
@@ -247,7 +240,7 @@ pub(super) fn fold(
         steps,
         tool_calls,
         elapsed: started.elapsed(),
-    }
+    })
 }
 
 /// What an answer votes for: its last number (so "18", "$18.00" and "The answer is

@@ -28,6 +28,29 @@ pub enum Phase {
     Revision,
 }
 
+/// What the thought space of a tree search made of a proposed thought.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ThoughtOutcome {
+    /// A new partial solution; `state` is how the prompts show it.
+    Open {
+        /// The state.
+        state: String,
+    },
+    /// It solves the task.
+    Solved {
+        /// The answer.
+        answer: String,
+    },
+    /// Not valid here.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// It leads to a state already in the tree (dropped).
+    Repeated,
+}
+
 /// A critique of a draft answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -194,6 +217,38 @@ pub enum AgentEvent {
         /// vote's, for pairs it did not judge).
         error: Option<String>,
     },
+    /// A thought proposed in a tree-of-thoughts search, and what the thought space made
+    /// of it.
+    Thought {
+        /// Its id (the root state is 0).
+        id: usize,
+        /// The state it was proposed for.
+        parent: usize,
+        /// Its depth (the root's children are at 1).
+        depth: usize,
+        /// The thought.
+        text: String,
+        /// Open, solved, rejected or a repeat of a state seen before.
+        outcome: ThoughtOutcome,
+    },
+    /// The model's value of a state of a tree-of-thoughts search (0 impossible, 1
+    /// sure); states are only valued when more are open than the beam keeps.
+    Valued {
+        /// The thought that led to the state.
+        id: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// The states a tree-of-thoughts search keeps at a depth, best first; the others
+    /// are dropped.
+    Beam {
+        /// The depth.
+        depth: usize,
+        /// The ids of the thoughts kept.
+        kept: Vec<usize>,
+        /// How many open states were dropped.
+        dropped: usize,
+    },
     /// A model call ended (a step generated again has two or three).
     StepFinished {
         /// The step.
@@ -298,6 +353,12 @@ pub enum StopReason {
     ModelError(String),
     /// The conversation no longer fits in the context window.
     ContextFull,
+    /// A search (tree of thoughts) ended without a solution.
+    Unsolved {
+        /// Why: no valid thought left, the depth ran out, the task is not one of the
+        /// thought space's.
+        reason: String,
+    },
 }
 
 impl StopReason {
@@ -320,6 +381,7 @@ impl fmt::Display for StopReason {
             Self::ToolFailed { name, error } => write!(f, "tool `{name}` kept failing: {error}"),
             Self::ModelError(message) => write!(f, "model error: {message}"),
             Self::ContextFull => f.write_str("the context window is full"),
+            Self::Unsolved { reason } => write!(f, "no solution: {reason}"),
         }
     }
 }

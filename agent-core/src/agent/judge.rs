@@ -214,25 +214,34 @@ impl Judge {
     }
 }
 
+/// The first generated token's alternatives, each with its probability: the top
+/// alternatives the backend reported, or the chosen token alone when it reported none
+/// (empty without log-probabilities). What one-token judges and evaluators read.
+pub(super) fn first_token(completion: &Completion) -> Vec<(&str, f32)> {
+    let Some(first) = completion.logprobs.first() else {
+        return Vec::new();
+    };
+    first
+        .top
+        .iter()
+        .chain(first.top.is_empty().then_some(&first.chosen))
+        .map(|token| (token.token.as_str(), token.logprob.exp()))
+        .collect()
+}
+
 /// The probability of `A` against `B` in a judge's reply: from the first token's
 /// alternatives when it has them, else 1 or 0 by the letter it wrote.
 fn preference(completion: &Completion) -> Option<f32> {
-    if let Some(first) = completion.logprobs.first() {
-        let (mut a, mut b) = (0.0f32, 0.0f32);
-        let alternatives = first
-            .top
-            .iter()
-            .chain(first.top.is_empty().then_some(&first.chosen));
-        for token in alternatives {
-            match letter(&token.token) {
-                Some('A') => a += token.logprob.exp(),
-                Some('B') => b += token.logprob.exp(),
-                _ => {}
-            }
+    let (mut a, mut b) = (0.0f32, 0.0f32);
+    for (token, p) in first_token(completion) {
+        match letter(token) {
+            Some('A') => a += p,
+            Some('B') => b += p,
+            _ => {}
         }
-        if a + b > 0.0 {
-            return Some(a / (a + b));
-        }
+    }
+    if a + b > 0.0 {
+        return Some(a / (a + b));
     }
     match letter(&completion.text) {
         Some('A') => Some(1.0),

@@ -56,6 +56,7 @@ mod judge;
 mod prompts;
 mod run;
 mod trace;
+mod tree;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -73,10 +74,13 @@ use crate::tool_format::ToolCallFormat;
 
 pub use code::CODE_TOOL;
 pub use consistency::{vote_key, SAMPLE_TEMPERATURE};
-pub use events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
+pub use events::{AgentEvent, AgentRun, Phase, StopReason, ThoughtOutcome, Verdict};
 pub use judge::{Comparison, Judge, Judgement, MAX_JUDGED, MIN_MARGIN};
 pub use prompts::{fill, PromptKind, Prompts};
 pub use trace::{now_ms, TraceError, TraceWriter, TIMESTAMP_FIELD};
+pub use tree::{
+    thought_space, FreeThoughts, Game24, Step, ThoughtSpace, TreeSearch, THOUGHT_SPACES,
+};
 
 /// The name of the run-time tool the plan is submitted through.
 pub const SUBMIT_PLAN: &str = "submit_plan";
@@ -158,8 +162,8 @@ pub enum Prefetch {
 /// (self-consistency, best-of-N, tree of thoughts, debate, …) is a new variant, not
 /// another switch.
 ///
-/// Written as `direct`, `plan`, `reflect`, `plan+reflect`, `self-consistency` and
-/// `best-of-n` (CLI `--strategy`, the YAML `strategy:` of an agent,
+/// Written as `direct`, `plan`, `reflect`, `plan+reflect`, `self-consistency`,
+/// `best-of-n` and `tree-of-thoughts` (CLI `--strategy`, the YAML `strategy:` of an agent,
 /// [`FromStr`](std::str::FromStr), serde).
 #[derive(
     Debug,
@@ -204,6 +208,13 @@ pub enum Strategy {
     /// [`MAX_JUDGED`] answers, those with the most votes, are judged).
     #[serde(rename = "best-of-n")]
     BestOfN,
+    /// Tree of Thoughts: a beam search over partial solutions
+    /// ([`AgentSettings::tree`]): the model proposes next thoughts for each kept state
+    /// (on branches), the agent's [`ThoughtSpace`] checks them, the model values the
+    /// new states ([`PromptKind::Evaluate`]) and the best are kept, until a thought
+    /// solves the task or the depth runs out. No tools are called.
+    #[serde(rename = "tree-of-thoughts")]
+    TreeOfThoughts,
 }
 
 impl Strategy {
@@ -215,6 +226,7 @@ impl Strategy {
         Strategy::PlanReflect,
         Strategy::SelfConsistency,
         Strategy::BestOfN,
+        Strategy::TreeOfThoughts,
     ];
 
     /// The name it is written as (`plan+reflect`).
@@ -226,6 +238,7 @@ impl Strategy {
             Strategy::PlanReflect => "plan+reflect",
             Strategy::SelfConsistency => "self-consistency",
             Strategy::BestOfN => "best-of-n",
+            Strategy::TreeOfThoughts => "tree-of-thoughts",
         }
     }
 
@@ -259,7 +272,7 @@ impl fmt::Display for Strategy {
 /// Text that names no [`Strategy`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n"
+    "unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n, tree-of-thoughts"
 )]
 pub struct UnknownStrategy(pub String);
 
@@ -346,6 +359,9 @@ pub struct AgentSettings {
     /// prompt as earlier turns; the technique words the task of a direct run (each
     /// sample's, and the draft of a reflecting one) before the code prompt wraps it.
     pub framing: Framing,
+    /// The shape of [`Strategy::TreeOfThoughts`]'s search (default breadth 3, beam 3,
+    /// depth 4).
+    pub tree: TreeSearch,
 }
 
 impl Default for AgentSettings {
@@ -373,6 +389,7 @@ impl Default for AgentSettings {
             grounding: Grounding::default(),
             recovery_temperature: 0.7,
             framing: Framing::default(),
+            tree: TreeSearch::default(),
         }
     }
 }
@@ -421,6 +438,7 @@ impl AgentSettings {
                 self.recovery_temperature
             )));
         }
+        self.tree.check().map_err(AgentError::InvalidSetting)?;
         self.sampling
             .validate()
             .map_err(|e| AgentError::InvalidSetting(e.to_string()))
@@ -436,6 +454,7 @@ pub struct Agent {
     format: ToolCallFormat,
     settings: AgentSettings,
     events: Option<EventHandler>,
+    thoughts: Arc<dyn ThoughtSpace>,
 }
 
 impl fmt::Debug for Agent {
@@ -444,6 +463,7 @@ impl fmt::Debug for Agent {
             .field("format", &self.format)
             .field("tools", &self.tools)
             .field("settings", &self.settings)
+            .field("thoughts", &self.thoughts.name())
             .field("events", &self.events.is_some())
             .finish_non_exhaustive()
     }
@@ -458,6 +478,7 @@ impl Agent {
             settings: AgentSettings::default(),
             prompt_sources: Vec::new(),
             events: None,
+            thoughts: Arc::new(FreeThoughts),
         }
     }
 
@@ -499,8 +520,23 @@ impl Agent {
             Strategy::BestOfN => {
                 Box::pin(judge::run(self, session, task, self.settings.samples)).await
             }
+            Strategy::TreeOfThoughts => Box::pin(tree::run(self, session, task)).await,
             _ => run::Runner::new(self, session).run(task).await,
         }
+    }
+
+    /// Reports the end of `run` (its answer, if any, then why it stopped) and returns
+    /// it: the last events of every run, whatever the strategy.
+    fn finish(&self, run: AgentRun) -> AgentRun {
+        if let Some(answer) = &run.answer {
+            self.emit(AgentEvent::Final {
+                answer: answer.clone(),
+            });
+        }
+        self.emit(AgentEvent::Stopped {
+            reason: run.stop.clone(),
+        });
+        run
     }
 
     fn emit(&self, event: AgentEvent) {
@@ -523,6 +559,7 @@ pub struct AgentBuilder {
     settings: AgentSettings,
     prompt_sources: Vec<PromptSource>,
     events: Option<EventHandler>,
+    thoughts: Arc<dyn ThoughtSpace>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -665,7 +702,21 @@ impl AgentBuilder {
         self
     }
 
-    /// See [`AgentSettings::framing`].
+    /// See [`AgentSettings::tree`].
+    pub fn tree(mut self, tree: TreeSearch) -> Self {
+        self.settings.tree = tree;
+        self
+    }
+
+    /// What a thought of [`Strategy::TreeOfThoughts`] is (default [`FreeThoughts`]);
+    /// the space's own propose and evaluate prompts replace the built-in ones (prompt
+    /// files and texts given to the builder still override them).
+    pub fn thoughts(mut self, space: Arc<dyn ThoughtSpace>) -> Self {
+        self.thoughts = space;
+        self
+    }
+
+    /// Sets [`AgentSettings::framing`].
     pub fn framing(mut self, framing: Framing) -> Self {
         self.settings.framing = framing;
         self
@@ -744,6 +795,9 @@ impl AgentBuilder {
     /// Reads the prompt files, checks prompts and settings, and builds the agent.
     pub fn build(self) -> Result<Agent, AgentError> {
         let mut prompts = Prompts::default();
+        for (kind, text) in self.thoughts.prompts() {
+            prompts.set(kind, text);
+        }
         for source in self.prompt_sources {
             match source {
                 PromptSource::Text(kind, text) => prompts.set(kind, text),
@@ -759,6 +813,7 @@ impl AgentBuilder {
             format: self.format,
             settings: self.settings,
             events: self.events,
+            thoughts: self.thoughts,
         })
     }
 }

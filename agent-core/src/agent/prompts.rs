@@ -44,11 +44,19 @@ pub enum PromptKind {
     /// solutions is right (`judge.md`; `{task}`, `{first}`, `{second}`, all required);
     /// the reply's first token is read as `A` or `B`.
     Judge,
+    /// Asks a tree-of-thoughts search for next thoughts (`propose.md`; `{task}`,
+    /// `{steps}`: the thoughts so far, numbered, `{state}`: the state as the thought
+    /// space shows it; at least one of `{steps}` and `{state}` is needed).
+    Propose,
+    /// Asks a tree-of-thoughts search for the value of a state (`evaluate.md`; the
+    /// placeholders of [`PromptKind::Propose`]); the reply's first token is read as
+    /// `sure`, `likely` or `impossible`.
+    Evaluate,
 }
 
 impl PromptKind {
     /// Every kind.
-    pub const ALL: [PromptKind; 12] = [
+    pub const ALL: [PromptKind; 14] = [
         Self::System,
         Self::Plan,
         Self::Subtask,
@@ -61,6 +69,8 @@ impl PromptKind {
         Self::CodeTask,
         Self::CodeSubtask,
         Self::Judge,
+        Self::Propose,
+        Self::Evaluate,
     ];
 
     /// The file name of the prompt in a prompt directory.
@@ -78,6 +88,8 @@ impl PromptKind {
             Self::CodeTask => "code_task.md",
             Self::CodeSubtask => "code_subtask.md",
             Self::Judge => "judge.md",
+            Self::Propose => "propose.md",
+            Self::Evaluate => "evaluate.md",
         }
     }
 
@@ -96,6 +108,8 @@ impl PromptKind {
             Self::CodeTask => include_str!("../../../prompts/code_task.md"),
             Self::CodeSubtask => include_str!("../../../prompts/code_subtask.md"),
             Self::Judge => include_str!("../../../prompts/judge.md"),
+            Self::Propose => include_str!("../../../prompts/propose.md"),
+            Self::Evaluate => include_str!("../../../prompts/evaluate.md"),
         }
     }
 
@@ -152,6 +166,10 @@ pub struct Prompts {
     pub code_subtask: String,
     /// See [`PromptKind::Judge`].
     pub judge: String,
+    /// See [`PromptKind::Propose`].
+    pub propose: String,
+    /// See [`PromptKind::Evaluate`].
+    pub evaluate: String,
 }
 
 impl Default for Prompts {
@@ -170,6 +188,8 @@ impl Default for Prompts {
             code_task: text(PromptKind::CodeTask),
             code_subtask: text(PromptKind::CodeSubtask),
             judge: text(PromptKind::Judge),
+            propose: text(PromptKind::Propose),
+            evaluate: text(PromptKind::Evaluate),
         }
     }
 }
@@ -190,6 +210,8 @@ impl Prompts {
             PromptKind::CodeTask => &self.code_task,
             PromptKind::CodeSubtask => &self.code_subtask,
             PromptKind::Judge => &self.judge,
+            PromptKind::Propose => &self.propose,
+            PromptKind::Evaluate => &self.evaluate,
         }
     }
 
@@ -209,6 +231,8 @@ impl Prompts {
             PromptKind::CodeTask => self.code_task = text,
             PromptKind::CodeSubtask => self.code_subtask = text,
             PromptKind::Judge => self.judge = text,
+            PromptKind::Propose => self.propose = text,
+            PromptKind::Evaluate => self.evaluate = text,
         }
     }
 
@@ -245,6 +269,15 @@ impl Prompts {
     pub fn validate(&self) -> Result<(), AgentError> {
         for kind in PromptKind::ALL {
             let text = self.get(kind);
+            if matches!(kind, PromptKind::Propose | PromptKind::Evaluate)
+                && !text.contains("{steps}")
+                && !text.contains("{state}")
+            {
+                return Err(AgentError::Prompt {
+                    kind,
+                    detail: "it must contain the placeholder {steps} or {state}".into(),
+                });
+            }
             for name in kind.required() {
                 if !text.contains(&format!("{{{name}}}")) {
                     return Err(AgentError::Prompt {

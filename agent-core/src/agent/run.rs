@@ -160,15 +160,7 @@ impl<'a> Runner<'a> {
             Err(stop) => (best, stop),
         };
         tracing::debug!(steps = self.steps, stop = %stop, "agent run ended");
-        if let Some(answer) = &answer {
-            self.agent.emit(AgentEvent::Final {
-                answer: answer.clone(),
-            });
-        }
-        self.agent.emit(AgentEvent::Stopped {
-            reason: stop.clone(),
-        });
-        AgentRun {
+        self.agent.finish(AgentRun {
             answer,
             stop,
             transcript: self.messages,
@@ -177,7 +169,7 @@ impl<'a> Runner<'a> {
             steps: self.steps,
             tool_calls: self.tool_calls,
             elapsed: self.started.elapsed(),
-        }
+        })
     }
 
     /// The whole run, as the agent's [`Strategy`] says; `best` holds the latest
@@ -195,7 +187,9 @@ impl<'a> Runner<'a> {
                 self.reflected(task, draft, best).await
             }
             // `Agent::run` runs the samples; each of them is direct.
-            Strategy::SelfConsistency | Strategy::BestOfN => self.direct(task).await,
+            Strategy::SelfConsistency | Strategy::BestOfN | Strategy::TreeOfThoughts => {
+                self.direct(task).await
+            }
         }
     }
 
@@ -1019,7 +1013,7 @@ async fn call_tool(agent: &Agent, call: &ToolCall) -> Outcome {
 }
 
 /// Why a model error ends the run.
-fn stop_for(error: RuntimeError) -> StopReason {
+pub(super) fn stop_for(error: RuntimeError) -> StopReason {
     match error {
         RuntimeError::PromptTooLong { .. } => StopReason::ContextFull,
         other => StopReason::ModelError(other.to_string()),

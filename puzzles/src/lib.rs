@@ -1,0 +1,12 @@
+//! Puzzles with exact checkers, for search strategies and their evaluation.
+//!
+//! - [`game24`]: the Game of 24 — combine four numbers with `+ - * /` (each number
+//!   once) into 24. Exact rational arithmetic, one step of a solution
+//!   ([`game24::Numbers::apply`]), a brute-force [`game24::solve`]r for ground truth, a
+//!   seeded [`game24::generate`]or of solvable puzzles and [`game24::check`], which
+//!   finds a valid expression in a free-text answer.
+
+pub mod game24;
+mod rational;
+
+pub use rational::Rational;
