@@ -182,18 +182,8 @@ impl Judge {
             &self.prompt,
             &[("task", task), ("first", first), ("second", second)],
         );
-        let logprobs = session.capabilities().logprobs;
-        let request = ChatRequest {
-            // The letter, and room for a leading space or mark on backends that only
-            // return text.
-            max_tokens: if logprobs { 1 } else { 3 },
-            sampling: SamplingParams::greedy(),
-            tool_choice: ToolChoice::None,
-            logprobs: logprobs.then_some(MAX_TOP_LOGPROBS),
-            ..ChatRequest::default()
-        };
         let chat = Chat::new(vec![Message::user(prompt)]);
-        let completion = session.respond(&chat, &request)?.finish(|_| {}).await?;
+        let completion = one_token_reply(session, &chat).await?;
         Ok(Judgement {
             preference: preference(&completion),
             usage: completion.usage,
@@ -212,6 +202,24 @@ impl Judge {
         let backward = self.prefer(session, task, second, first).await?;
         Ok(Comparison { forward, backward })
     }
+}
+
+/// The greedy reply to `chat` of a one-word question (a judge's letter, an
+/// evaluator's label): one token with its top log-probabilities where the backend
+/// reports them, else a few tokens of text (room for a leading space or mark).
+pub(super) async fn one_token_reply(
+    session: &mut dyn ModelSession,
+    chat: &Chat,
+) -> Result<Completion, RuntimeError> {
+    let logprobs = session.capabilities().logprobs;
+    let request = ChatRequest {
+        max_tokens: if logprobs { 1 } else { 3 },
+        sampling: SamplingParams::greedy(),
+        tool_choice: ToolChoice::None,
+        logprobs: logprobs.then_some(MAX_TOP_LOGPROBS),
+        ..ChatRequest::default()
+    };
+    session.respond(chat, &request)?.finish(|_| {}).await
 }
 
 /// The first generated token's alternatives, each with its probability: the top

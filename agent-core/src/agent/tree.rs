@@ -26,14 +26,13 @@ use jielong_puzzles::game24::{self, Numbers};
 
 use super::consistency::SAMPLE_TEMPERATURE;
 use super::events::{AgentEvent, AgentRun, StopReason, ThoughtOutcome};
-use super::judge::first_token;
+use super::judge::{first_token, one_token_reply};
 use super::prompts::{fill, PromptKind};
 use super::run::stop_for;
 use super::Agent;
 use crate::chat::Message;
 use crate::error::RuntimeError;
 use crate::generate::{Completion, SamplingParams, ToolChoice, Usage};
-use crate::logprob::MAX_TOP_LOGPROBS;
 use crate::model::{BranchId, ModelSession};
 use crate::respond::{Chat, ChatRequest};
 
@@ -616,15 +615,7 @@ impl Search<'_> {
         state: &str,
     ) -> Result<f32, RuntimeError> {
         let chat = self.prompt(PromptKind::Evaluate, steps, state);
-        let logprobs = session.capabilities().logprobs;
-        let request = ChatRequest {
-            max_tokens: if logprobs { 1 } else { 3 },
-            sampling: SamplingParams::greedy(),
-            tool_choice: ToolChoice::None,
-            logprobs: logprobs.then_some(MAX_TOP_LOGPROBS),
-            ..ChatRequest::default()
-        };
-        let completion = session.respond(&chat, &request)?.finish(|_| {}).await?;
+        let completion = one_token_reply(session, &chat).await?;
         self.record(&completion);
         Ok(state_value(&completion).unwrap_or(0.5))
     }
