@@ -28,7 +28,14 @@ bin="$prefix/bin/llama-server"
 
 log() { echo "llama-server.sh: $*"; }
 
-works() { [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; }
+# What the binary is built from and how: a binary built by another recipe is rebuilt.
+recipe="llama-cpp-python $version; native CPU without AMX (recipe 2)"
+stamp="$prefix/bin/llama-server.recipe"
+
+works() {
+    [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$recipe" ] \
+        && "$bin" --version >/dev/null 2>&1
+}
 
 if works; then
     echo "$bin" >&3
@@ -90,6 +97,19 @@ src="$(ls -d "$work"/llama_cpp_python-*/vendor/llama.cpp | head -n 1)"
 rm -rf "$work/sdist"
 
 build="$work/build"
+# Native code, but no AMX tiles: a CPU can list AMX while its kernel (or hypervisor)
+# does not grant the tile state to processes, and then ggml's AMX matrix multiply dies
+# with SIGSEGV on the first decode (seen on Sapphire Rapids VMs). Explicit -mno-amx-*
+# win over -march=native whatever their order. Flags the compiler does not know are
+# left out.
+cxx="$(command -v c++ || command -v g++)"
+no_amx=""
+for flag in -mno-amx-tile -mno-amx-int8 -mno-amx-bf16; do
+    if echo 'int main(void){return 0;}' | "$cxx" "$flag" -x c++ -o /dev/null - >/dev/null 2>&1; then
+        no_amx="$no_amx $flag"
+    fi
+done
+no_amx="${no_amx# }"
 started=$(date +%s)
 log "configuring llama.cpp ($src) for this CPU"
 # Native CPU code; no GPU backends; a static binary; no downloads at build time
@@ -97,6 +117,11 @@ log "configuring llama.cpp ($src) for this CPU"
 # examples or extra programs.
 nice -n "$niceness" cmake -S "$src" -B "$build" \
     -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_C_FLAGS="$no_amx" \
+    -DCMAKE_CXX_FLAGS="$no_amx" \
+    -DGGML_AMX_TILE=OFF \
+    -DGGML_AMX_INT8=OFF \
+    -DGGML_AMX_BF16=OFF \
     -DBUILD_SHARED_LIBS=OFF \
     -DGGML_NATIVE=ON \
     -DGGML_CUDA=OFF \
@@ -124,5 +149,6 @@ built="$build/bin/llama-server"
 mkdir -p "$prefix/bin"
 cp "$built" "$bin.tmp"
 mv -f "$bin.tmp" "$bin"
+echo "$recipe" >"$stamp"
 log "built in $(( $(date +%s) - started )) s: $("$bin" --version 2>&1 | head -n 1)"
 echo "$bin" >&3
