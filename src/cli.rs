@@ -68,7 +68,7 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Solve a task with the agent (model + tools); the answer goes to stdout,
     /// progress to stderr.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Chat interactively; the conversation's KV cache is kept between turns.
     Chat(ChatArgs),
     /// Continue a prompt and show each token's log-probability, or score a given
@@ -101,9 +101,45 @@ pub enum Command {
     /// Serve the model over an OpenAI-compatible HTTP API (chat and text
     /// completions, tools, streaming, log-probabilities, `n`, JSON output).
     Serve(ServeArgs),
+    /// Search for a better instruction (APE/OPRO style): the model rewrites the
+    /// starting instruction from its scores and failures, every variant is evaluated
+    /// on the dataset (cached, resumable), the best is written as a prompt file.
+    Optimize(Box<OptimizeArgs>),
     /// Write solvable Game of 24 puzzles as JSONL (`input`, `answer`: the numbers,
     /// `solution`: one found by brute force), for `eval --metric game24`.
     Game24(Game24Args),
+}
+
+/// `jielong optimize DATA.jsonl`.
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// What is evaluated, as for `jielong eval`: `--split` is the split searched on
+    /// (default: all), `--instruction`, `--instruction-file` or `--technique` the
+    /// starting instruction, `--out` the search's folder (default
+    /// `optimize-out/DATASET`), `--resume` continues a search there.
+    #[command(flatten)]
+    pub eval: EvalRunArgs,
+    /// A held-out split (`100:200`) the start and the best are also scored on;
+    /// nothing is chosen on it. It must not share examples with `--split`.
+    #[arg(long, value_name = "START:END")]
+    pub holdout: Option<String>,
+    /// Rounds of proposals after the starting instruction.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Variants the model proposes per round.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub proposals: u64,
+    /// Wrong answers of the best variant shown in each round's meta-prompt.
+    #[arg(long, default_value_t = 3)]
+    pub failures: usize,
+    /// The model that writes the variants: any `--model` reference (a larger GGUF, or
+    /// a server `openai:URL#MODEL`); default: the model being evaluated.
+    #[arg(long, value_name = "MODEL")]
+    pub proposer: Option<String>,
+    /// The temperature proposals are sampled at (each with its own seed, from the
+    /// global `--seed`).
+    #[arg(long, default_value_t = 1.0)]
+    pub proposal_temperature: f32,
 }
 
 /// `jielong game24`.
@@ -115,6 +151,24 @@ pub struct Game24Args {
     /// The seed they are drawn with (the same seed gives the same puzzles).
     #[arg(long, default_value_t = 1)]
     pub puzzle_seed: u64,
+}
+
+/// `jielong serve --calls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallsArg {
+    /// A grammar holds every call to its schema.
+    Constrained,
+    /// Free decoding; calls are parsed and validated.
+    Validated,
+}
+
+impl From<CallsArg> for jielong::core::CallMode {
+    fn from(arg: CallsArg) -> Self {
+        match arg {
+            CallsArg::Constrained => jielong::core::CallMode::Constrained,
+            CallsArg::Validated => jielong::core::CallMode::Validated,
+        }
+    }
 }
 
 /// `jielong serve`.
@@ -139,6 +193,11 @@ pub struct ServeArgs {
     /// The key clients must send as `Authorization: Bearer KEY`.
     #[arg(long, env = "JIELONG_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// How tool calls are held to their schemas: `constrained` (a grammar from the
+    /// moment a call opens) or `validated` (decoding left free; calls parsed and
+    /// checked against their schemas, as a server without grammars does).
+    #[arg(long, value_enum, default_value_t = CallsArg::Constrained)]
+    pub calls: CallsArg,
 }
 
 /// `jielong generate`.
@@ -526,6 +585,13 @@ pub struct FramingArgs {
     #[arg(long, value_name = "TECHNIQUE", default_value_t = Technique::Plain,
           value_parser = clap::value_parser!(Technique))]
     pub technique: Technique,
+    /// An instruction of one's own instead of a technique: put after the task (a
+    /// blank line between), or around it where it says `{task}`.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["technique", "instruction_file"])]
+    pub instruction: Option<String>,
+    /// The instruction from a file (for example the `best.md` of `jielong optimize`).
+    #[arg(long, value_name = "FILE", conflicts_with = "technique")]
+    pub instruction_file: Option<PathBuf>,
     /// Worked examples shown before the task, as earlier turns: a JSONL file with a
     /// question and an answer per line (`question` and `answer`; GSM8K's worked
     /// solutions are understood).
@@ -652,7 +718,7 @@ mod tests {
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["jielong", "run", "TASK"].iter().chain(args))?;
         match cli.command {
-            Command::Run(args) => Ok(args),
+            Command::Run(args) => Ok(*args),
             other => panic!("not `run`: {other:?}"),
         }
     }

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => cmd::run::run(&cli.global, args).await,
+            Command::Run(args) => cmd::run::run(&cli.global, *args).await,
             Command::Chat(args) => cmd::chat::chat(&cli.global, args).await,
             Command::Generate(args) => cmd::generate::generate(&cli.global, args).await,
             Command::Models(command) => cmd::models::models(&cli.global, command).await,
@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Eval(args) => cmd::eval::eval(&cli.global, *args).await,
             Command::Serve(args) => cmd::serve::serve(&cli.global, args).await,
             Command::Game24(args) => cmd::game24::write(&args),
+            Command::Optimize(args) => cmd::optimize::optimize(&cli.global, *args).await,
         }
     });
     match result {

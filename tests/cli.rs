@@ -603,3 +603,180 @@ fn game24_writes_solvable_puzzles_for_the_metric() {
         text(&out.stderr)
     );
 }
+
+/// `jielong optimize` on the default model: the starting instruction and the model's
+/// variants are scored on the search split, the best is written as a prompt file that
+/// `eval --instruction-file` takes, and a second run with `--resume` answers nothing
+/// again (every example of every variant comes from its cache).
+#[test]
+fn optimize_scores_variants_writes_the_best_and_resumes_from_the_caches() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sums.jsonl");
+    std::fs::write(
+        &data,
+        concat!(
+            r#"{"question": "What is 12 + 30?", "answer": "42"}"#,
+            "\n",
+            r#"{"question": "What is 7 * 6 - 2?", "answer": "40"}"#,
+            "\n",
+            r#"{"question": "What is 100 - 1?", "answer": "99"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("search");
+    let args = [
+        "--max-tokens",
+        "48",
+        "optimize",
+        data.to_str().unwrap(),
+        "--split",
+        ":2",
+        "--holdout",
+        "2:",
+        "--instruction",
+        "Answer with the number only.",
+        "--rounds",
+        "1",
+        "--proposals",
+        "2",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = jielong(&args, &[], None);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap())
+            .unwrap();
+    let candidates = report["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty() && candidates.len() <= 3, "{report}");
+    assert_eq!(
+        candidates[0]["candidate"]["text"],
+        "Answer with the number only."
+    );
+    for scored in candidates {
+        assert_eq!(scored["train"]["graded"], 2, "{scored}");
+        let id = scored["candidate"]["id"].as_str().unwrap();
+        assert!(out_dir
+            .join("candidates")
+            .join(id)
+            .join("rows.jsonl")
+            .is_file());
+    }
+    // The best is one of them, also scored on the held-out example.
+    let best = report["best"].as_str().unwrap();
+    let best_row = candidates
+        .iter()
+        .find(|c| c["candidate"]["id"] == best)
+        .unwrap();
+    assert_eq!(best_row["holdout"]["graded"], 1, "{report}");
+    let best_text = std::fs::read_to_string(out_dir.join("best.md")).unwrap();
+    assert_eq!(
+        best_text.trim(),
+        best_row["candidate"]["text"].as_str().unwrap()
+    );
+    let round: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("round-1.json")).unwrap())
+            .unwrap();
+    let proposed =
+        round["kept"].as_array().unwrap().len() + round["rejected"].as_array().unwrap().len();
+    assert_eq!(proposed, 2, "{round}");
+    assert!(text(&out.stdout).contains("| id | round | parent | train |"));
+
+    // Again without --resume: refused, nothing lost.
+    let again = jielong(&args, &[], None);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already holds a search; `--resume` continues it"),
+        "{}",
+        text(&again.stderr)
+    );
+    // With --resume: everything from the caches, the same best.
+    let mut resumed: Vec<&str> = args.to_vec();
+    resumed.push("--resume");
+    let again = jielong(&resumed, &[], None);
+    let stderr = text(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("2 of 2 examples from the cache").count(),
+        candidates.len(),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("best.md")).unwrap(),
+        best_text
+    );
+
+    // The prompt file is an instruction `eval` takes.
+    let eval_dir = dir.path().join("eval");
+    let eval = jielong(
+        &[
+            "--max-tokens",
+            "48",
+            "eval",
+            data.to_str().unwrap(),
+            "--instruction-file",
+            out_dir.join("best.md").to_str().unwrap(),
+            "--out",
+            eval_dir.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert!(eval.status.success(), "{}", text(&eval.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["summary"]["graded"], 3);
+}
+
+/// A held-out split that overlaps the searched one, a missing starting instruction,
+/// and an empty instruction file are refused before any model is loaded.
+#[test]
+fn optimize_refuses_bad_splits_and_instructions_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.jsonl");
+    std::fs::write(
+        &data,
+        "{\"question\": \"1 + 1?\", \"answer\": \"2\"}\n{\"question\": \"2 + 2?\", \"answer\": \"4\"}\n",
+    )
+    .unwrap();
+    let data = data.to_str().unwrap();
+    let check = |args: &[&str], needle: &str| {
+        let out = jielong(args, &[("JIELONG_MODELS_DIR", "/nonexistent")], None);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    check(
+        &[
+            "optimize",
+            data,
+            "--split",
+            "0:2",
+            "--holdout",
+            "1:2",
+            "--technique",
+            "cot",
+        ],
+        "the held-out split 1:2 shares example `2` with the split searched on",
+    );
+    check(
+        &["optimize", data],
+        "give the instruction to start from: --instruction TEXT, --instruction-file FILE or --technique NAME",
+    );
+    let empty = dir.path().join("empty.md");
+    std::fs::write(&empty, " \n").unwrap();
+    check(
+        &["eval", data, "--instruction-file", empty.to_str().unwrap()],
+        "is empty",
+    );
+    check(
+        &["optimize", data, "--instruction", "x", "--technique", "cot"],
+        "cannot be used with",
+    );
+}

@@ -54,7 +54,7 @@ pub use model::{
 };
 pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 pub use stop::StopMatcher;
-pub use technique::{Framing, Shot, Shots, ShotsError, Technique};
+pub use technique::{Framing, Shot, Shots, ShotsError, Technique, Wording};
 pub use template::{ChatTemplate, TemplateError};
 pub use tool::{DynTool, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolRegistry};
 pub use tool_format::{ParsedEvent, ToolCallFormat, ToolCallParser};

@@ -123,6 +123,48 @@ impl std::str::FromStr for Technique {
     }
 }
 
+/// How a task is put into words: a built-in [`Technique`], or an instruction of one's
+/// own (`--instruction`, or the prompt file `jielong optimize` writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wording {
+    /// A built-in technique.
+    Technique(Technique),
+    /// An instruction: a template with a `{task}` placeholder, or text put after the
+    /// task (a blank line between them), as "Let's think step by step." is.
+    Instruction(String),
+}
+
+impl Default for Wording {
+    fn default() -> Self {
+        Wording::Technique(Technique::Plain)
+    }
+}
+
+impl From<Technique> for Wording {
+    fn from(technique: Technique) -> Self {
+        Wording::Technique(technique)
+    }
+}
+
+impl Wording {
+    /// `task` in these words.
+    pub fn apply(&self, task: &str) -> String {
+        match self {
+            Wording::Technique(technique) => technique.apply(task),
+            Wording::Instruction(text) => {
+                let text = text.trim();
+                if text.is_empty() {
+                    task.to_string()
+                } else if text.contains("{task}") {
+                    fill(text, &[("task", task)])
+                } else {
+                    format!("{task}\n\n{text}")
+                }
+            }
+        }
+    }
+}
+
 /// One worked example: a question and the answer shown for it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Shot {
@@ -258,7 +300,7 @@ fn worked_answer(answer: &str) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Framing {
     /// How the task (and each example's question) is worded.
-    pub technique: Technique,
+    pub wording: Wording,
     /// Worked examples before the task.
     pub shots: Shots,
 }
@@ -272,7 +314,7 @@ impl Framing {
             .iter()
             .flat_map(|shot| {
                 [
-                    Message::user(self.technique.apply(&shot.input)),
+                    Message::user(self.wording.apply(&shot.input)),
                     Message::assistant(shot.answer.clone()),
                 ]
             })
@@ -284,7 +326,7 @@ impl Framing {
     pub fn messages(&self, system: Option<&str>, task: &str) -> Vec<Message> {
         let mut messages: Vec<Message> = system.map(Message::system).into_iter().collect();
         messages.extend(self.example_turns());
-        messages.push(Message::user(self.technique.apply(task)));
+        messages.push(Message::user(self.wording.apply(task)));
         messages
     }
 }
@@ -316,6 +358,12 @@ mod tests {
         for &technique in Technique::ALL {
             assert!(technique.apply("Q?").contains("Q?"), "{technique}");
         }
+        // An instruction of one's own goes after the task, or where `{task}` says.
+        let own = |text: &str| Wording::Instruction(text.into()).apply("Q?");
+        assert_eq!(own("Show your work."), "Q?\n\nShow your work.");
+        assert_eq!(own("Question: {task}\nAnswer:"), "Question: Q?\nAnswer:");
+        assert_eq!(own("  "), "Q?");
+        assert_eq!(Wording::default().apply("Q?"), "Q?");
         assert_eq!(
             "bogus".parse::<Technique>().unwrap_err().to_string(),
             "unknown technique `bogus`; techniques: plain, cot, explain, deep-breath, emotion, premises"
@@ -342,7 +390,7 @@ mod tests {
         assert_eq!(shots.0[1].input, "What is 2 + 3?");
 
         let framing = Framing {
-            technique: Technique::ChainOfThought,
+            wording: Technique::ChainOfThought.into(),
             shots,
         };
         let messages = framing.messages(None, "What is 4 + 4?");

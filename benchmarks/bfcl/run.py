@@ -1,7 +1,8 @@
 """BFCL v4 `simple_python` through `jielong serve` with the official `openai` client:
 the share of well-formed calls and AST accuracy against the possible answers.
 
-    python3 benchmarks/bfcl/run.py [--data DIR] [--limit N] [--json out.json]
+    python3 benchmarks/bfcl/run.py [--data DIR] [--limit N] [--ids A,B] [--json out.json]
+                                   [--calls constrained|validated]
 
 Starts `target/release/jielong serve` on a free loopback port (one at a time with any
 other model process). Function names are sent with `.` as `_` (OpenAI names allow no
@@ -88,14 +89,21 @@ def main():
     parser.add_argument("--limit", type=int)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
+    parser.add_argument("--calls", choices=["constrained", "validated"], default="constrained",
+                        help="jielong serve --calls: a grammar once a call opens, or free decoding")
+    parser.add_argument("--ids", help="only these question ids, comma-separated")
     args = parser.parse_args()
     rows = [json.loads(l) for l in open(os.path.join(args.data, "simple_python.json"))]
     answers = {json.loads(l)["id"]: json.loads(l)["ground_truth"][0]
                for l in open(os.path.join(args.data, "simple_python_answers.json"))}
+    if args.ids:
+        wanted = set(args.ids.split(","))
+        rows = [r for r in rows if r["id"] in wanted]
     rows = rows[: args.limit] if args.limit else rows
     port = free_port()
     server = subprocess.Popen(
-        [JIELONG, "-t", str(args.threads), "serve", "--port", str(port), "--parallel", "4"],
+        [JIELONG, "-t", str(args.threads), "serve", "--port", str(port), "--parallel", "4",
+         "--calls", args.calls],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(240):
@@ -116,7 +124,7 @@ def main():
                 tool_choice="auto", temperature=0, max_tokens=256)
             calls = reply.choices[0].message.tool_calls or []
             if not calls:
-                return row["id"], False, False, "no call: " + (reply.choices[0].message.content or "")[:80]
+                return row["id"], False, False, "no call: " + (reply.choices[0].message.content or "")[:400]
             try:
                 call_args = json.loads(calls[0].function.arguments)
             except ValueError:
@@ -134,9 +142,12 @@ def main():
         server.wait(timeout=30)
     formed = sum(r[1] for r in results)
     correct = sum(r[2] for r in results)
-    report = {"questions": len(results), "well_formed_calls": formed, "ast_correct": correct,
+    report = {"calls": args.calls, "questions": len(results), "well_formed_calls": formed,
+              "ast_correct": correct,
               "well_formed_share": formed / len(results), "ast_accuracy": correct / len(results),
-              "wall_s": wall, "failures": [r for r in results if not r[2]][:40]}
+              "wall_s": wall,
+              "no_call": [r for r in results if not r[1]],
+              "failures": [r for r in results if r[1] and not r[2]][:40]}
     print(json.dumps({k: v for k, v in report.items() if k != "failures"}, indent=2))
     if args.json:
         with open(args.json, "w") as f:

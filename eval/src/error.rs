@@ -93,3 +93,12 @@ pub(crate) fn io_err<'a>(
 ) -> impl FnOnce(std::io::Error) -> EvalError + 'a {
     move |e| EvalError::file(path, format!("cannot {action}: {e}"))
 }
+
+impl From<jielong_fsutil::IoFailure> for EvalError {
+    fn from(failure: jielong_fsutil::IoFailure) -> Self {
+        EvalError::file(
+            failure.path,
+            format!("cannot {}: {}", failure.action, failure.source),
+        )
+    }
+}

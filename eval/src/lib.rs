@@ -19,6 +19,10 @@
 //! - [`report`]: the [`Report`] and its [`Summary`] (accuracy with a Wilson
 //!   interval, nearest-rank latency percentiles, tokens, stops, tools, categories);
 //!   rows and summary written atomically.
+//! - [`optimize`]: [`Search`], automatic prompt search (APE/OPRO): a [`Proposer`]
+//!   rewrites an instruction from scores and failures, each variant is evaluated
+//!   through [`Systems`] with its own cache, the best is kept and checked on a
+//!   held-out split.
 //! - [`compare`](mod@compare): two runs paired by id ([`compare()`]), with an exact
 //!   McNemar test.
 //!
@@ -61,6 +65,7 @@ pub mod compare;
 pub mod dataset;
 pub mod error;
 pub mod metric;
+pub mod optimize;
 pub mod report;
 pub mod run;
 pub mod system;
@@ -69,6 +74,7 @@ pub use compare::{compare, mcnemar_p, Change, Comparison};
 pub use dataset::{load_jsonl, normalize_answer, sample, Example, Fields, Split};
 pub use error::EvalError;
 pub use metric::{extract_number, metric_for, Metric, Score};
+pub use optimize::{Candidate, Proposer, Scored, Search, SearchObserver, SearchReport, Systems};
 pub use report::{nearest_rank, wilson, CategorySummary, Report, Summary};
 pub use run::{input_hash, Eval, Observer, Row};
 pub use system::{Outcome, System, Tokens};

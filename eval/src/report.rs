@@ -4,11 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use jielong_fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -173,7 +172,7 @@ impl Report {
             })?;
             bytes.push(b'\n');
         }
-        write_atomic(path, &bytes)
+        Ok(write_atomic(path, &bytes)?)
     }
 
     /// Writes `{"system", "interrupted", "total", "cached", "summary"}` as JSON, whole
@@ -189,7 +188,7 @@ impl Report {
         let mut bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| EvalError::file(path, format!("cannot encode summary: {e}")))?;
         bytes.push(b'\n');
-        write_atomic(path, &bytes)
+        Ok(write_atomic(path, &bytes)?)
     }
 
     /// Reads rows written by [`Report::write_rows`] (or a cache file: its header line
@@ -289,57 +288,5 @@ impl fmt::Display for Summary {
             }
         }
         Ok(())
-    }
-}
-
-/// Distinguishes the temporary files of concurrent writes in one process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` whole or not at all: a synced temporary file in the same
-/// directory renamed over `path`, then the directory synced.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io_err("write", path))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    sync_dir(dir)
-}
-
-/// The folder holding `path` (`.` for a bare file name).
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Syncs a directory, so entries created or renamed in it survive a power loss.
-/// Filesystems that cannot sync a directory (`EINVAL`) are accepted as they are.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), EvalError> {
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Err(e) if e.kind() != ErrorKind::InvalidInput => Err(io_err("sync", dir)(e)),
-        _ => Ok(()),
     }
 }

@@ -26,7 +26,9 @@ use sha2::{Digest, Sha256};
 use crate::dataset::Example;
 use crate::error::{io_err, EvalError};
 use crate::metric::{metric_for, Metric};
-use crate::report::{is_header, parent_dir, sync_dir, Report, Summary};
+use jielong_fsutil::{parent_dir, sync_dir};
+
+use crate::report::{is_header, Report, Summary};
 use crate::system::{Outcome, System};
 
 /// One graded example: what was asked, what came back, and whether it was right.

@@ -88,14 +88,7 @@ impl Drop for TempDir {
 
 /// Best-effort fsync of the directory holding `path`, so a rename survives a crash.
 pub(crate) fn sync_dir(path: &Path) {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
+    let _ = jielong_fsutil::sync_dir(jielong_fsutil::parent_dir(path));
 }
 
 /// `FILE.verified`, beside `FILE`.

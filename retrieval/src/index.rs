@@ -236,10 +236,13 @@ impl Index {
             version: FORMAT_VERSION,
         };
         let marker_path = dir.join(MARKER_FILE);
-        let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
         let json = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-        fs::write(&tmp, json).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &marker_path).map_err(io_err(&marker_path))?;
+        jielong_fsutil::write_atomic(&marker_path, &json).map_err(|failure| {
+            RetrievalError::Io {
+                path: failure.path,
+                source: failure.source,
+            }
+        })?;
         let index = tantivy::Index::create_in_dir(dir, Fields::schema()).map_err(|source| {
             RetrievalError::Tantivy {
                 dir: dir.to_path_buf(),

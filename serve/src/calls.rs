@@ -4,8 +4,12 @@
 //! `{"name": …, "arguments": {…}}` block rather than their `<tool_call>` token. A
 //! client of an OpenAI server expects `tool_calls` then, so a reply whose whole text
 //! is one such object naming a listed tool (with arguments its schema accepts)
-//! becomes a call. Anything else — text around the object, an unknown name, arguments
-//! the schema refuses — stays text.
+//! becomes a call. What small models get wrong in such blocks and still clearly mean
+//! is forgiven: `//` comments, a number written as a string (or the reverse) where
+//! the schema says which, and — when only one tool is listed — a made-up name (the
+//! arguments must still pass that tool's schema). Anything else — text around the
+//! object, an unknown name among several tools, arguments the schema refuses — stays
+//! text.
 
 use jielong_core::{call_check, ToolCall, ToolSpec};
 use serde_json::Value;
@@ -44,7 +48,7 @@ pub fn written_call(text: &str, tools: &[ToolSpec]) -> Option<ToolCall> {
     if !body.starts_with('{') {
         return None;
     }
-    let Value::Object(map) = serde_json::from_str::<Value>(body).ok()? else {
+    let Value::Object(map) = serde_json::from_str::<Value>(&without_comments(body)).ok()? else {
         return None;
     };
     let name = map.get("name")?.as_str()?;
@@ -64,10 +68,85 @@ pub fn written_call(text: &str, tools: &[ToolSpec]) -> Option<ToolCall> {
     {
         return None;
     }
-    tools.iter().find(|t| t.name == name)?;
-    let call = ToolCall::new(name, arguments);
+    // A made-up name means the one tool there is.
+    let tool = match tools.iter().find(|t| t.name == name) {
+        Some(tool) => tool,
+        None if tools.len() == 1 => &tools[0],
+        None => return None,
+    };
+    let arguments = coerced(arguments, &tool.parameters);
+    let call = ToolCall::new(tool.name.clone(), arguments);
     call_check(tools)(&call).ok()?;
     Some(call)
+}
+
+/// `text` without `//` comments (outside strings), which small models put after values.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let (mut in_string, mut escaped) = (false, false);
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '/' && chars.peek() == Some(&'/') {
+            for rest in chars.by_ref() {
+                if rest == '\n' {
+                    out.push('\n');
+                    break;
+                }
+            }
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `arguments` with each top-level value the schema types as a number (or integer)
+/// but written as a numeric string made a number, and each one typed as a string but
+/// written as a number made a string. Everything else is left for the schema check.
+fn coerced(arguments: Value, schema: &Value) -> Value {
+    let Value::Object(mut map) = arguments else {
+        return arguments;
+    };
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Value::Object(map);
+    };
+    for (key, value) in map.iter_mut() {
+        let Some(kind) = properties
+            .get(key)
+            .and_then(|p| p.get("type"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let replacement = match (kind, &*value) {
+            ("number", Value::String(text)) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            ("integer", Value::String(text)) => text.trim().parse::<i64>().ok().map(Value::from),
+            ("string", Value::Number(number)) => Some(Value::String(number.to_string())),
+            _ => None,
+        };
+        if let Some(replacement) = replacement {
+            *value = replacement;
+        }
+    }
+    Value::Object(map)
 }
 
 #[cfg(test)]
@@ -95,6 +174,45 @@ mod tests {
             written_call(bare, &tools()).map(|c| c.arguments),
             Some(json!({"city": "Oslo"}))
         );
+    }
+
+    #[test]
+    fn what_small_models_get_wrong_in_a_written_call_is_forgiven() {
+        let plot = vec![ToolSpec::new(
+            "plot_sine_wave",
+            "Plot a sine wave",
+            json!({"type": "object", "properties": {
+                "start_range": {"type": "number"}, "end_range": {"type": "number"},
+                "frequency": {"type": "integer"}, "label": {"type": "string"}},
+                "required": ["start_range", "end_range", "frequency"]}),
+        )];
+        // Comments after values (a `//` inside a string is kept), numbers as strings
+        // and the reverse.
+        let text = "```json\n{\n  \"name\": \"plot_sine_wave\",\n  \"arguments\": {\n    \"start_range\": \"0.0\", // in s\n    \"end_range\": 2.5,\n    \"frequency\": \"5\",\n    \"label\": 7 // a // b\n  }\n}\n```";
+        let call = written_call(text, &plot).expect("a call");
+        assert_eq!(
+            call.arguments,
+            json!({"start_range": 0.0, "end_range": 2.5, "frequency": 5, "label": "7"})
+        );
+        let url = "{\"name\": \"plot_sine_wave\", \"arguments\": {\"start_range\": 0, \"end_range\": 1, \"frequency\": 2, \"label\": \"http://x\"}}";
+        assert_eq!(
+            written_call(url, &plot).unwrap().arguments["label"],
+            "http://x"
+        );
+        // A made-up name with the only tool's arguments is a call of that tool...
+        let renamed = "{\"name\": \"Sine Wave Plotter\", \"arguments\": {\"start_range\": 0, \"end_range\": 1, \"frequency\": 2}}";
+        assert_eq!(written_call(renamed, &plot).unwrap().name, "plot_sine_wave");
+        // ...but not when its arguments do not fit, nor among several tools.
+        assert!(written_call(
+            "{\"name\": \"x\", \"arguments\": {\"city\": \"Oslo\"}}",
+            &plot
+        )
+        .is_none());
+        let mut two = plot.clone();
+        two.extend(tools());
+        assert!(written_call(renamed, &two).is_none());
+        // A value that is no JSON (an expression) keeps the reply text.
+        assert!(written_call("{\"name\": \"plot_sine_wave\", \"arguments\": {\"start_range\": 3 * 60, \"end_range\": 1, \"frequency\": 2}}", &plot).is_none());
     }
 
     #[test]

@@ -52,6 +52,7 @@ async fn chat(
     let inner = &state.inner;
     let wire: ChatCompletionRequest = parse(body)?;
     let mut t = wire.translate(inner.config.max_n, &inner.config.sampling)?;
+    t.request.calls = inner.config.calls;
     let format = inner.model.prompt_format();
     let prompt = format.render(&t.chat)?;
     let tokens = inner.model.tokenize(&prompt);

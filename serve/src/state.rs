@@ -4,7 +4,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jielong_core::{BranchId, KvUsage, LlamaModel, LlamaSession, SamplingParams, SessionOptions};
+use jielong_core::{
+    BranchId, CallMode, KvUsage, LlamaModel, LlamaSession, SamplingParams, SessionOptions,
+};
 
 use crate::error::ServeError;
 use crate::metrics::Metrics;
@@ -30,6 +32,9 @@ pub struct ServeConfig {
     pub sampling: SamplingParams,
     /// The largest request body in bytes (bigger ones get 413).
     pub body_limit: usize,
+    /// How tool calls are held to their schemas: a grammar once a call opens
+    /// ([`CallMode::Constrained`], the default) or only parsed and validated.
+    pub calls: CallMode,
 }
 
 impl ServeConfig {
@@ -55,6 +60,7 @@ impl ServeConfig {
                 ..SamplingParams::greedy()
             },
             body_limit: Self::DEFAULT_BODY_LIMIT,
+            calls: CallMode::Constrained,
         }
     }
 

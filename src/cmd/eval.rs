@@ -60,106 +60,20 @@ fn rows_path(path: &Path) -> PathBuf {
 }
 
 async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Result<()> {
-    let fields = Fields {
-        input: args.input_field.clone(),
-        answer: args.answer_field.clone(),
-        id: Some(args.id_field.clone()),
-    };
-    let mut examples = load_jsonl(data, &fields)?;
-    if let Some(split) = &args.split {
-        examples = Split::parse(split)?.apply(&examples).to_vec();
-    }
-    if let Some(n) = args.sample {
-        examples = sample(&examples, n, args.sample_seed);
-    }
-    if let Some(limit) = args.limit {
-        examples.truncate(limit);
-    }
-    anyhow::ensure!(
-        !examples.is_empty(),
-        "{}: no examples to run",
-        data.display()
-    );
+    let examples = examples(&args, data, args.split.as_deref(), Subset::Sampled)?;
     let metric = Metric::parse(&args.metric)?;
     for example in &examples {
         metric_for(example, &metric)?;
     }
-
-    let tools = tool_names(&args.tools);
-    let needs_index = tools.iter().any(|t| t == "rag_search")
-        || examples
-            .iter()
-            .any(|e| row_tools(e).is_some_and(|t| t.iter().any(|t| t == "rag_search")));
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| default_out(data, &tools));
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
-    let mut config = super::tools::config(&args.tool_options);
-    if let Some(sources) = &args.sources {
-        let dir = out.join("index");
-        let report = ingest(sources, &dir).await?;
-        eprintln!("index {}: {report}", dir.display());
-        config.rag_index = Some(dir);
-    }
-    if needs_index && config.rag_index.is_none() {
-        anyhow::bail!("rag_search needs an index: give --sources DIR or --index DIR");
-    }
-
+        .unwrap_or_else(|| default_out(data, &tool_names(&args.tools)));
     let framing = super::framing(&args.framing, &args.input_field, &args.answer_field)?;
-    let model = super::load_model(global).await?;
-    let session = model.open_session(&super::session_options(global))?;
-    let strategy = args.strategy.unwrap_or_default();
-    let system: Box<dyn System> = if tools.is_empty()
-        && strategy == Strategy::Direct
-        && !all_rows_have_tools(&examples)
-    {
-        Box::new(PlainModel {
-            name: format!("plain:{}", global.model),
-            session: AsyncMutex::new(session),
-            request: super::request(global),
-            system: args.system.clone(),
-            framing,
-        })
-    } else {
-        Box::new(AgentSystem {
-            name: match strategy {
-                Strategy::TreeOfThoughts => format!("tot:{}:{}", global.model, args.tree.thoughts),
-                _ => format!("agent:{}:{}", global.model, tools.join("+")),
-            },
-            global: global.clone(),
-            model: model.clone(),
-            session: AsyncMutex::new(session),
-            tools,
-            config,
-            options: AgentOptions {
-                system: args.system.clone(),
-                strategy,
-                samples: args.samples,
-                max_steps: args.max_steps,
-                trace: None,
-                initial_calls: Vec::new(),
-                code_actions: args.code_actions.into(),
-                prompts: args.prompts.clone(),
-                framing,
-                tree: args.tree.shape(),
-                thoughts: super::thoughts(&args.tree)?,
-            },
-        })
-    };
+    let evaluated = Evaluated::new(global, &args, &examples, &out).await?;
+    let system = evaluated.system(framing);
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\njielong eval: stopping after the current example (Ctrl-C again to quit)");
-            on_signal.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let cancel = cancel_on_ctrl_c("eval");
     let cache = out.join("cache.jsonl");
     if !args.resume && cache.exists() {
         std::fs::remove_file(&cache)
@@ -189,6 +103,187 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// Which of `--sample` and `--limit` apply to a split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Subset {
+    /// Both (the split that is evaluated, or searched on).
+    Sampled,
+    /// Neither (a held-out split is taken whole).
+    Whole,
+}
+
+/// The examples of `data` the options select: `split` of them, then (for
+/// [`Subset::Sampled`]) `--sample` and `--limit`.
+pub(super) fn examples(
+    args: &EvalRunArgs,
+    data: &Path,
+    split: Option<&str>,
+    subset: Subset,
+) -> anyhow::Result<Vec<Example>> {
+    let fields = Fields {
+        input: args.input_field.clone(),
+        answer: args.answer_field.clone(),
+        id: Some(args.id_field.clone()),
+    };
+    let mut examples = load_jsonl(data, &fields)?;
+    if let Some(split) = split {
+        examples = Split::parse(split)?.apply(&examples).to_vec();
+    }
+    if subset == Subset::Sampled {
+        if let Some(n) = args.sample {
+            examples = sample(&examples, n, args.sample_seed);
+        }
+        if let Some(limit) = args.limit {
+            examples.truncate(limit);
+        }
+    }
+    anyhow::ensure!(
+        !examples.is_empty(),
+        "{}: no examples to run{}",
+        data.display(),
+        split
+            .map(|s| format!(" in the split {s}"))
+            .unwrap_or_default()
+    );
+    Ok(examples)
+}
+
+/// What the options evaluate, but for the wording: the plain model, or the agent with
+/// its tools, on one session (kept across examples and systems, so the system prompt
+/// stays in the KV cache).
+pub(super) struct Evaluated {
+    global: GlobalArgs,
+    model: Arc<dyn LanguageModel>,
+    session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
+    system_prompt: Option<String>,
+    /// `None`: the plain model answers.
+    agent: Option<AgentSystemSetup>,
+}
+
+/// The agent's part of [`Evaluated`].
+struct AgentSystemSetup {
+    name: String,
+    tools: Vec<String>,
+    config: BuiltinConfig,
+    options: AgentOptions,
+}
+
+impl Evaluated {
+    /// Loads the model and sets up the tools (indexing `--sources` into `out/index`).
+    pub(super) async fn new(
+        global: &GlobalArgs,
+        args: &EvalRunArgs,
+        examples: &[Example],
+        out: &Path,
+    ) -> anyhow::Result<Evaluated> {
+        let tools = tool_names(&args.tools);
+        let needs_index = tools.iter().any(|t| t == "rag_search")
+            || examples
+                .iter()
+                .any(|e| row_tools(e).is_some_and(|t| t.iter().any(|t| t == "rag_search")));
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+        let mut config = super::tools::config(&args.tool_options);
+        if let Some(sources) = &args.sources {
+            let dir = out.join("index");
+            let report = ingest(sources, &dir).await?;
+            eprintln!("index {}: {report}", dir.display());
+            config.rag_index = Some(dir);
+        }
+        if needs_index && config.rag_index.is_none() {
+            anyhow::bail!("rag_search needs an index: give --sources DIR or --index DIR");
+        }
+        let model = super::load_model(global).await?;
+        let session = model.open_session(&super::session_options(global))?;
+        let strategy = args.strategy.unwrap_or_default();
+        let plain =
+            tools.is_empty() && strategy == Strategy::Direct && !all_rows_have_tools(examples);
+        let agent = if plain {
+            None
+        } else {
+            Some(AgentSystemSetup {
+                name: match strategy {
+                    Strategy::TreeOfThoughts => {
+                        format!("tot:{}:{}", global.model, args.tree.thoughts)
+                    }
+                    _ => format!("agent:{}:{}", global.model, tools.join("+")),
+                },
+                tools,
+                config,
+                options: AgentOptions {
+                    system: args.system.clone(),
+                    strategy,
+                    samples: args.samples,
+                    max_steps: args.max_steps,
+                    trace: None,
+                    initial_calls: Vec::new(),
+                    code_actions: args.code_actions.into(),
+                    prompts: args.prompts.clone(),
+                    framing: Default::default(),
+                    tree: args.tree.shape(),
+                    thoughts: super::thoughts(&args.tree)?,
+                },
+            })
+        };
+        Ok(Evaluated {
+            global: global.clone(),
+            model,
+            session: Arc::new(AsyncMutex::new(session)),
+            system_prompt: args.system.clone(),
+            agent,
+        })
+    }
+
+    /// The system that puts each input to the model with `framing`.
+    pub(super) fn system(&self, framing: jielong::core::Framing) -> Box<dyn System> {
+        match &self.agent {
+            None => Box::new(PlainModel {
+                name: format!("plain:{}", self.global.model),
+                session: self.session.clone(),
+                request: super::request(&self.global),
+                system: self.system_prompt.clone(),
+                framing,
+            }),
+            Some(setup) => Box::new(AgentSystem {
+                name: setup.name.clone(),
+                global: self.global.clone(),
+                model: self.model.clone(),
+                session: self.session.clone(),
+                tools: setup.tools.clone(),
+                config: setup.config.clone(),
+                options: AgentOptions {
+                    framing,
+                    ..setup.options.clone()
+                },
+            }),
+        }
+    }
+
+    /// The session the systems answer on (for whatever else must use the model).
+    pub(super) fn session(&self) -> Arc<AsyncMutex<Box<dyn ModelSession>>> {
+        self.session.clone()
+    }
+}
+
+/// A flag Ctrl-C sets (the run then stops after the current example, saying so as
+/// `jielong COMMAND`); a second Ctrl-C quits at once.
+pub(super) fn cancel_on_ctrl_c(command: &'static str) -> Arc<AtomicBool> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\njielong {command}: stopping after the current example (Ctrl-C again to quit)"
+            );
+            on_signal.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    cancel
 }
 
 /// Whether every example names its own tools (then the agent runs even with
@@ -253,7 +348,7 @@ async fn ingest(sources: &Path, dir: &Path) -> anyhow::Result<String> {
 /// The model answering on its own: the input as the user's message.
 struct PlainModel {
     name: String,
-    session: AsyncMutex<Box<dyn ModelSession>>,
+    session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
     request: GenerateRequest,
     system: Option<String>,
     framing: jielong::core::Framing,
@@ -268,7 +363,7 @@ impl System for PlainModel {
         json!({
             "request": self.request,
             "system": self.system,
-            "technique": self.framing.technique,
+            "technique": super::wording_config(&self.framing.wording),
             "shots": self.framing.shots,
         })
     }
@@ -329,7 +424,7 @@ struct AgentSystem {
     name: String,
     global: GlobalArgs,
     model: Arc<dyn LanguageModel>,
-    session: AsyncMutex<Box<dyn ModelSession>>,
+    session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
     tools: Vec<String>,
     config: BuiltinConfig,
     options: AgentOptions,
@@ -348,7 +443,7 @@ impl System for AgentSystem {
             "code_actions": self.options.code_actions,
             "strategy": self.options.strategy,
             "samples": self.options.samples,
-            "technique": self.options.framing.technique,
+            "technique": super::wording_config(&self.options.framing.wording),
             "shots": self.options.framing.shots,
             "prompts": prompt_texts(self.options.prompts.as_deref()),
         });
@@ -448,15 +543,16 @@ fn outcome_of(run: AgentRun, events: Vec<AgentEvent>) -> Outcome {
     }
 }
 
-/// A progress bar with an ETA and the accuracy so far.
-struct Bar {
+/// A progress bar with an ETA and the accuracy so far (of the current run: each
+/// `started` begins a new count).
+pub(super) struct Bar {
     bar: ProgressBar,
     right: Mutex<(usize, usize)>,
     verbose: bool,
 }
 
 impl Bar {
-    fn new(verbose: bool) -> Self {
+    pub(super) fn new(verbose: bool) -> Self {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
@@ -471,18 +567,31 @@ impl Bar {
         }
     }
 
-    fn done(&self) {
+    pub(super) fn done(&self) {
         self.bar.finish_and_clear();
+    }
+
+    /// Prints a line above the bar (to stderr as it is when the bar is hidden, as it
+    /// is when stderr is not a terminal).
+    pub(super) fn println(&self, line: impl AsRef<str>) {
+        if self.bar.is_hidden() {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.bar.println(line.as_ref());
+        }
     }
 }
 
 impl Observer for Bar {
     fn started(&self, total: usize, cached: usize) {
+        if let Ok(mut right) = self.right.lock() {
+            *right = (0, 0);
+        }
+        self.bar.set_message("");
         self.bar.set_length(total as u64);
         self.bar.set_position(cached as u64);
         if cached > 0 {
-            self.bar
-                .println(format!("{cached} of {total} examples from the cache"));
+            self.println(format!("{cached} of {total} examples from the cache"));
         }
     }
 
@@ -507,7 +616,7 @@ impl Observer for Bar {
                 None => "·",
             };
             let answer = row.outcome.answer.as_deref().unwrap_or("(no answer)");
-            self.bar.println(format!(
+            self.println(format!(
                 "{mark} {} [{:.1} s, {}] {}",
                 row.id,
                 row.outcome.seconds,
@@ -519,7 +628,6 @@ impl Observer for Bar {
     }
 
     fn warning(&self, message: &str) {
-        self.bar
-            .println(format!("jielong eval: warning: {message}"));
+        self.println(format!("jielong eval: warning: {message}"));
     }
 }

@@ -8,6 +8,7 @@ pub mod game24;
 pub mod generate;
 pub mod index;
 pub mod models;
+pub mod optimize;
 pub mod run;
 pub mod runs;
 pub mod serve;
@@ -15,6 +16,8 @@ pub mod tools;
 pub mod workflow;
 
 use std::sync::Arc;
+
+use anyhow::Context;
 
 use jielong::core::{ChatRequest, LanguageModel};
 use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
@@ -60,10 +63,31 @@ pub fn framing(
         }
         None => jielong::core::Shots::default(),
     };
-    Ok(jielong::core::Framing {
-        technique: args.technique,
-        shots,
-    })
+    let wording = match (&args.instruction, &args.instruction_file) {
+        (Some(text), _) => jielong::core::Wording::Instruction(text.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the instruction file {}", path.display()))?;
+            anyhow::ensure!(
+                !text.trim().is_empty(),
+                "the instruction file {} is empty",
+                path.display()
+            );
+            jielong::core::Wording::Instruction(text)
+        }
+        (None, None) => args.technique.into(),
+    };
+    Ok(jielong::core::Framing { wording, shots })
+}
+
+/// How a wording is recorded in an eval cache's configuration: a technique by its
+/// name (as before instructions existed, so older caches stay valid), an instruction
+/// by its text.
+pub fn wording_config(wording: &jielong::core::Wording) -> serde_json::Value {
+    match wording {
+        jielong::core::Wording::Technique(technique) => serde_json::json!(technique),
+        jielong::core::Wording::Instruction(text) => serde_json::json!({ "instruction": text }),
+    }
 }
 
 /// The thought space `--thoughts` names.

@@ -64,6 +64,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// How `run` and `ask` set up their agent.
+#[derive(Clone)]
 pub struct AgentOptions {
     /// Replaces the system prompt.
     pub system: Option<String>,

@@ -25,6 +25,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         default_max_tokens: global.max_tokens,
         // The sampling flags are the defaults of requests that leave them out.
         sampling: super::request(global).sampling,
+        calls: args.calls.into(),
         ..ServeConfig::new(global.model.clone())
     };
     let options = super::session_options(global);

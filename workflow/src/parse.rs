@@ -569,6 +569,8 @@ const SPANNED_AT: &[&[&str]] = &[
     &["agents", "*", "model"],
     &["agents", "*", "system_file"],
     &["agents", "*", "technique"],
+    &["agents", "*", "instruction"],
+    &["agents", "*", "instruction_file"],
     &["agents", "*", "few_shot"],
     &["agents", "*", "tools", "*"],
     &["inputs", "*", "default"],

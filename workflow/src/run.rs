@@ -17,7 +17,7 @@ use std::time::Instant;
 use futures::stream::{FuturesUnordered, StreamExt};
 use jielong_core::agent::{AgentEvent, AgentSettings};
 use jielong_core::tool::ToolRegistry;
-use jielong_core::{Agent, Framing, LanguageModel, ModelSession, SamplingParams, Shots};
+use jielong_core::{Agent, Framing, LanguageModel, ModelSession, SamplingParams, Shots, Wording};
 use jielong_retrieval::{Index, IngestOptions};
 use jielong_tools::builtin::{builtin_registry_with, BuiltinConfig};
 use jielong_tools::python::PythonSandbox;
@@ -806,10 +806,25 @@ impl Executor<'_> {
             }
             None => Shots::default(),
         };
-        let framing = Framing {
-            technique: spec.technique.as_ref().map(|t| t.value).unwrap_or_default(),
-            shots,
+        let wording = match (&spec.instruction, &spec.instruction_file) {
+            (Some(text), _) => Wording::Instruction(text.value.clone()),
+            (None, Some(file)) => {
+                let path = self.workflow.resolve_path(&file.value);
+                Wording::Instruction(std::fs::read_to_string(&path).map_err(|e| {
+                    StepError(format!(
+                        "cannot read the instruction {}: {e}",
+                        path.display()
+                    ))
+                })?)
+            }
+            (None, None) => spec
+                .technique
+                .as_ref()
+                .map(|t| t.value)
+                .unwrap_or_default()
+                .into(),
         };
+        let framing = Framing { wording, shots };
         let events = self.events.clone();
         let event_step = id.clone();
         let mut builder = Agent::for_model(loaded.model.as_ref())

@@ -331,6 +331,16 @@ pub struct AgentSpec {
     #[serde(default)]
     #[schemars(with = "Option<Technique>")]
     pub technique: Option<Spanned<Technique>>,
+    /// An instruction of one's own in place of `technique`: put after the task (a
+    /// blank line between), or around it where it says `{task}` (for example the
+    /// `best.md` that `jielong optimize` writes).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub instruction: Option<Spanned<String>>,
+    /// The instruction from a file, relative to the workflow file.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub instruction_file: Option<Spanned<PathBuf>>,
     /// Worked examples shown before the task: a JSONL file (`question` and `answer`
     /// per line), relative to the workflow file.
     #[serde(default)]

@@ -62,6 +62,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use jielong_fsutil::{
+    is_temporary, sync_dir as sync_folder, write_atomic as write_whole, IoFailure,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -184,6 +187,26 @@ impl fmt::Display for Holder {
 }
 
 /// Turns an I/O error into [`StoreError::Io`] for `op` on `path`.
+/// [`jielong_fsutil::write_atomic`], failing as a [`StoreError`].
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    Ok(write_whole(path, bytes)?)
+}
+
+/// [`jielong_fsutil::sync_dir`], failing as a [`StoreError`].
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    Ok(sync_folder(dir)?)
+}
+
+impl From<IoFailure> for StoreError {
+    fn from(failure: IoFailure) -> Self {
+        StoreError::Io {
+            op: failure.action,
+            path: failure.path,
+            source: failure.source,
+        }
+    }
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         op,
@@ -1064,17 +1087,12 @@ impl RunFiles {
             };
             for entry in entries.flatten() {
                 let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-                if is_file && entry.file_name().to_str().is_some_and(is_temp_name) {
+                if is_file && entry.file_name().to_str().is_some_and(is_temporary) {
                     let _ = fs::remove_file(entry.path());
                 }
             }
         }
     }
-}
-
-/// Whether `name` is a temporary file of [`write_atomic`]: `.<name>.tmp-…`.
-fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp-")
 }
 
 /// The regular files in `dir` whose names are UTF-8 and do not start with `.` (which
@@ -1133,54 +1151,6 @@ fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()
     })?;
     bytes.push(b'\n');
     write_atomic(path, &bytes)
-}
-
-/// Distinguishes the temporary files of concurrent writes in one process.
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `bytes` to `path` whole or not at all: a synced temporary file in the same
-/// directory renamed over `path`, then the directory synced.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        file.write_all(bytes).map_err(io_err("write", &tmp))?;
-        file.sync_all().map_err(io_err("sync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io_err("write", path))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    sync_dir(dir)
-}
-
-/// Syncs a directory, so entries created or renamed in it survive a power loss.
-/// Filesystems that cannot sync a directory (`EINVAL`) are accepted as they are.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    let synced = File::open(dir).and_then(|d| d.sync_all());
-    match synced {
-        Err(e) if e.kind() != ErrorKind::InvalidInput => Err(io_err("sync", dir)(e)),
-        _ => Ok(()),
-    }
 }
 
 /// Takes the exclusive lock of run `id` in `dir` and records this process's pid in the

@@ -372,6 +372,34 @@ impl<'a> Checker<'a> {
                 }
                 self.check_file(system_file, field, "system prompt file");
             }
+            if let (Some(_), Some(file)) = (&agent.instruction, &agent.instruction_file) {
+                self.push(
+                    at(file),
+                    format!("{path}.instruction_file"),
+                    "`instruction` and `instruction_file` both give the instruction: keep one",
+                );
+            }
+            if let Some(technique) = &agent.technique {
+                if agent.instruction.is_some() || agent.instruction_file.is_some() {
+                    self.push(
+                        at(technique),
+                        format!("{path}.technique"),
+                        "`technique` and an instruction both word the task: keep one",
+                    );
+                }
+            }
+            if let Some(instruction) = &agent.instruction {
+                if instruction.value.trim().is_empty() {
+                    self.push(
+                        at(instruction),
+                        format!("{path}.instruction"),
+                        "`instruction` is empty",
+                    );
+                }
+            }
+            if let Some(file) = &agent.instruction_file {
+                self.check_file(file, format!("{path}.instruction_file"), "instruction file");
+            }
             if let Some(few_shot) = &agent.few_shot {
                 self.check_file(few_shot, format!("{path}.few_shot"), "few-shot file");
             } else if agent.shots.is_some() {

@@ -195,7 +195,7 @@ impl<'a> Runner<'a> {
 
     /// The task, then steps with tools until the answer.
     async fn direct(&mut self, task: &str) -> Flow<String> {
-        let worded = self.agent.settings.framing.technique.apply(task);
+        let worded = self.agent.settings.framing.wording.apply(task);
         let message = self.task_message(worded, PromptKind::CodeTask);
         self.messages.push(Message::user(message));
         self.initial_calls(task).await?;
