@@ -30,6 +30,7 @@ pub mod generate;
 pub mod llama;
 pub mod logprob;
 pub mod model;
+pub mod quotes;
 pub mod respond;
 pub mod stop;
 pub mod technique;
@@ -52,6 +53,7 @@ pub use model::{
     physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, LanguageModel, ModelInfo,
     ModelSession, OnBranch, SessionOptions,
 };
+pub use quotes::Quotes;
 pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 pub use stop::StopMatcher;
 pub use technique::{Framing, Shot, Shots, ShotsError, Technique, Wording};

@@ -19,6 +19,7 @@
 use serde_json::Value;
 
 use crate::chat::{ToolCall, ToolSpec};
+use crate::quotes::Quotes;
 
 /// A model's tool-call syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -317,23 +318,15 @@ fn call_from_json(value: Value, args_key: &str) -> Result<ToolCall, String> {
 /// complete; `None` while it is still open or if `text` does not start with one.
 fn json_end(text: &str) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut quotes = Quotes::default();
     for (i, c) in text.char_indices() {
         if i == 0 && c != '{' && c != '[' {
             return None;
         }
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
+        if quotes.feed(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' | '[' => depth += 1,
             '}' | ']' => {
                 depth = depth.checked_sub(1)?;

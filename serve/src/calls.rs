@@ -11,7 +11,7 @@
 //! object, an unknown name among several tools, arguments the schema refuses — stays
 //! text.
 
-use jielong_core::{call_check, ToolCall, ToolSpec};
+use jielong_core::{call_check, Quotes, ToolCall, ToolSpec};
 use serde_json::Value;
 
 /// The body of `text` without an optional Markdown code fence (```` ```json ````).
@@ -84,16 +84,10 @@ pub fn written_call(text: &str, tools: &[ToolSpec]) -> Option<ToolCall> {
 fn without_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
-    let (mut in_string, mut escaped) = (false, false);
+    let mut quotes = Quotes::default();
     while let Some(c) = chars.next() {
-        if in_string {
+        if quotes.feed(c) {
             out.push(c);
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
             continue;
         }
         if c == '/' && chars.peek() == Some(&'/') {
@@ -104,9 +98,6 @@ fn without_comments(text: &str) -> String {
                 }
             }
             continue;
-        }
-        if c == '"' {
-            in_string = true;
         }
         out.push(c);
     }

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::chat::ToolSpec;
 use crate::error::RuntimeError;
 use crate::generate::{ReplyFormat, ToolChoice, ToolConstraint};
+use crate::quotes::Quotes;
 use crate::tool_format::ToolCallFormat;
 
 /// The rule the converted schema's `root` is renamed to.
@@ -301,8 +302,7 @@ fn rename_root(grammar: &str) -> String {
         .lines()
         .map(|line| {
             let mut out = String::with_capacity(line.len() + 8);
-            let mut in_string = false;
-            let mut escaped = false;
+            let mut quotes = Quotes::default();
             let mut word = String::new();
             let flush = |word: &mut String, out: &mut String| {
                 if word == "root" {
@@ -313,14 +313,12 @@ fn rename_root(grammar: &str) -> String {
                 word.clear();
             };
             for c in line.chars() {
-                if in_string {
-                    out.push(c);
-                    match c {
-                        _ if escaped => escaped = false,
-                        '\\' => escaped = true,
-                        '"' => in_string = false,
-                        _ => {}
+                let opening = !quotes.inside();
+                if quotes.feed(c) {
+                    if opening {
+                        flush(&mut word, &mut out);
                     }
+                    out.push(c);
                     continue;
                 }
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
@@ -328,9 +326,6 @@ fn rename_root(grammar: &str) -> String {
                     continue;
                 }
                 flush(&mut word, &mut out);
-                if c == '"' {
-                    in_string = true;
-                }
                 out.push(c);
             }
             flush(&mut word, &mut out);
