@@ -245,6 +245,53 @@ pub enum EvalCommand {
         /// The second run.
         b: PathBuf,
     },
+    /// Compare two runs' answers with an LLM judge, each pair shown in both orders
+    /// (a verdict that flips with the order is a tie; the share of flips is
+    /// reported).
+    Pairwise(PairwiseArgs),
+    /// Needle in a haystack on the context path: a grid of context lengths × needle
+    /// depths × prompt variants, read by the model itself (JSON and an SVG heatmap).
+    Needle(NeedleArgs),
+}
+
+/// `jielong eval needle DIR`.
+#[derive(Debug, Args)]
+pub struct NeedleArgs {
+    /// A folder of .txt documents, the haystack (read in sorted order, repeated if
+    /// too short, cut at a sentence boundary).
+    pub dir: PathBuf,
+    /// Context lengths in tokens (the haystack with the needle), comma-separated;
+    /// each must fit the context size (raise it with --ctx-size).
+    #[arg(long, default_value = "1000,2000,4000,8000")]
+    pub lengths: String,
+    /// Needle depths in percent of the haystack (0: the start, 100: the end).
+    #[arg(long, default_value = "0,25,50,75,100")]
+    pub depths: String,
+    /// The sentence to hide (default: the San Francisco sandwich); needs
+    /// --question and --key.
+    #[arg(long, requires_all = ["question", "key"])]
+    pub needle: Option<String>,
+    /// The question whose answer is the needle.
+    #[arg(long)]
+    pub question: Option<String>,
+    /// Key phrases of the needle, comma-separated: an answer holding all of them
+    /// is found, its score the share it holds (default: sandwich,dolores park).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Prompt variants: `plain`, and `tip` (the answer starts with "Here is the
+    /// most relevant sentence in the context:").
+    #[arg(long, default_value = "plain,tip")]
+    pub variants: String,
+    /// The output folder: needle.json, needle.svg and the cache (default
+    /// `eval-out/needle.DIRNAME`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted grid: cells in the folder's cache are not run again.
+    #[arg(long)]
+    pub resume: bool,
+    /// The most tokens of an answer (`--max-tokens` is not used here).
+    #[arg(long, default_value_t = 64)]
+    pub answer_tokens: usize,
 }
 
 /// `jielong eval DATA.jsonl`.
@@ -267,7 +314,8 @@ pub struct EvalRunArgs {
     #[arg(long, default_value = "id")]
     pub id_field: String,
     /// How answers are graded: `numeric` (the last number, 1e-6 relative), `exact`,
-    /// `contains`, `regex:PATTERN`; a row's own `metric` field takes precedence.
+    /// `contains`, `regex:PATTERN`, `game24`, or `judge` (an LLM judge rates each
+    /// answer, see --rubric); a row's own `metric` field takes precedence.
     #[arg(long, default_value = "numeric")]
     pub metric: String,
     /// Only these examples, by position: `100:` (from the 101st), `:100`, `50:150`.
@@ -320,6 +368,84 @@ pub struct EvalRunArgs {
     /// The shape of `--strategy tree-of-thoughts`.
     #[command(flatten)]
     pub tree: TreeArgs,
+    /// Answer through `jielong ask` (its prompt, citations and checks) over
+    /// `--index DIR` or the documents of `--sources DIR`.
+    #[arg(long, conflicts_with_all = ["workflow", "strategy"])]
+    pub ask: bool,
+    /// Passages per search with `--ask`.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub ask_k: u8,
+    /// Answer by running this workflow once per example (its inputs from the
+    /// example's fields, see --map; its answer from --output).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["strategy"])]
+    pub workflow: Option<PathBuf>,
+    /// A workflow input from a dataset field, `INPUT=FIELD` (repeatable). Default:
+    /// the workflow's one input without a default takes the input field.
+    #[arg(long = "map", value_name = "INPUT=FIELD", requires = "workflow")]
+    pub map: Vec<String>,
+    /// The workflow output that is the answer (default: its only output).
+    #[arg(long, value_name = "NAME", requires = "workflow")]
+    pub output: Option<String>,
+    /// How `--metric judge` judges.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
+}
+
+/// The LLM judge (`--metric judge`, `eval pairwise`).
+#[derive(Debug, Args, Clone)]
+pub struct JudgeArgs {
+    /// The judge model (a catalog name, a GGUF path or `openai:URL#MODEL`; default:
+    /// `--model`).
+    #[arg(long, value_name = "MODEL")]
+    pub judge_model: Option<String>,
+    /// The judge prompt by name; `auto` picks by kind, turns and whether the example
+    /// has a reference (built-in: single, single-ref, pair, pair-ref and their
+    /// `-multi-turn` forms).
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub judge_prompt: String,
+    /// Judge prompts in MT-Bench's `judge_prompts.jsonl` format (default: Jielong's
+    /// own, prompts/judge_prompts.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub judge_prompts: Option<PathBuf>,
+    /// The rubric the judge grades by (default: prompts/rubrics/default.md); a
+    /// prompt without `{rubric}` gets it after its system message.
+    #[arg(long, value_name = "FILE")]
+    pub rubric: Option<PathBuf>,
+    /// The lowest rating (of 10) that counts as right.
+    #[arg(long, default_value_t = 7.0)]
+    pub pass_score: f64,
+    /// Tokens the judge may write per verdict.
+    #[arg(long, default_value_t = 384)]
+    pub judge_max_tokens: usize,
+}
+
+/// `jielong eval pairwise A B`.
+#[derive(Debug, Args)]
+pub struct PairwiseArgs {
+    /// The first run (its folder or `rows.jsonl`): Assistant A when shown first.
+    pub a: PathBuf,
+    /// The second run.
+    pub b: PathBuf,
+    /// The dataset both ran on, for reference answers beyond the first (MT-Bench's
+    /// `reference` lists).
+    #[arg(long, value_name = "DATA.jsonl")]
+    pub data: Option<PathBuf>,
+    /// The field holding the input (with --data).
+    #[arg(long, default_value = "question")]
+    pub input_field: String,
+    /// The field holding the expected answer (with --data).
+    #[arg(long, default_value = "answer")]
+    pub answer_field: String,
+    /// The output folder: pairs.jsonl, pairwise.json and the judge's caches
+    /// (default `eval-out/pairwise.A-vs-B`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Reuse the judge's cached verdicts in the output folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// How the judge judges.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
 }
 
 /// Where workflow runs are kept (`workflow run`, `runs …`).

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{model_lock, model_path, QWEN, SMOLLM};
+use common::{model_lock, model_path, text, QWEN, SMOLLM};
 
 /// Runs the binary with `args`, extra environment and optional stdin.
 fn jielong(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
@@ -32,10 +32,6 @@ fn jielong(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         drop(child.stdin.take());
     }
     child.wait_with_output().expect("the binary ends")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// A failure: exit code 3, one error line (the last on stderr) containing every

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model_lock, model_path, QWEN};
+use common::{model_lock, model_path, text, QWEN};
 use serde_json::Value;
 
 fn jielong(args: &[&str], index: &Path) -> Output {
@@ -19,10 +19,6 @@ fn jielong(args: &[&str], index: &Path) -> Output {
         .arg(index)
         .output()
         .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The hits of `index search --json`: one JSON object per line of stdout.

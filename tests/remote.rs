@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model_lock, QWEN};
+use common::{model_lock, text, QWEN};
 use jielong::core::{
     Chat, ChatRequest, GenerationEvent, LanguageModel, Message, RemoteFault, RuntimeError,
     SessionOptions,
@@ -160,10 +160,6 @@ fn jielong(args: &[&str], dir: &Path) -> Output {
         .current_dir(dir)
         .output()
         .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{model_lock, model_path, QWEN};
+use common::{model_lock, model_path, text, QWEN};
 use jielong::workflow::{store::RunStore, RunOptions, Workflow};
 use serde_json::Value;
 
@@ -46,14 +46,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// `jielong ARGS` (commands that keep no runs).
-fn jielong_plain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jielong"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
 /// `jielong ARGS --runs RUNS`.
 fn jielong(args: &[&str], runs: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_jielong"))
@@ -62,10 +54,6 @@ fn jielong(args: &[&str], runs: &Path) -> Output {
         .arg(runs)
         .output()
         .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `jielong workflow run FILE --json` with inputs: the outputs object.
@@ -468,7 +456,7 @@ fn broken_workflows_fail_validation_with_their_place() {
     assert!(files.len() >= 6);
     let runs = tempfile::tempdir().expect("a runs directory");
     for file in &files {
-        let out = jielong_plain(&["workflow", "validate", file.to_str().expect("UTF-8")]);
+        let out = common::jielong(&["workflow", "validate", file.to_str().expect("UTF-8")]);
         assert_eq!(out.status.code(), Some(2), "{}", file.display());
         let stderr = text(&out.stderr);
         let prefix = format!("{}:", file.display());
@@ -496,7 +484,7 @@ fn broken_workflows_fail_validation_with_their_place() {
     // Every example validates.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows");
     for name in ["math.yaml", "fan_out.yaml", "writer.yaml", "research.yaml"] {
-        let out = jielong_plain(&[
+        let out = common::jielong(&[
             "workflow",
             "validate",
             examples.join(name).to_str().expect("UTF-8"),
@@ -504,7 +492,7 @@ fn broken_workflows_fail_validation_with_their_place() {
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
     }
     // The schema is JSON and describes the steps.
-    let schema = jielong_plain(&["workflow", "schema"]);
+    let schema = common::jielong(&["workflow", "schema"]);
     let schema: Value = serde_json::from_slice(&schema.stdout).expect("the schema is JSON");
     assert!(schema["properties"]["steps"].is_object(), "{schema}");
 }

@@ -78,10 +78,33 @@ impl Default for Fields {
     }
 }
 
+/// The `turns` of an MT-Bench question (`{"question_id": 81, "category": "writing",
+/// "turns": ["…", "…"], "reference": ["…"]}`): a non-empty list of strings.
+pub fn mt_bench_turns(record: &Map<String, Value>) -> Option<Vec<&str>> {
+    let turns: Option<Vec<&str>> = record
+        .get("turns")?
+        .as_array()?
+        .iter()
+        .map(Value::as_str)
+        .collect();
+    turns.filter(|t| !t.is_empty())
+}
+
+/// The first `reference` answer of an MT-Bench question, if it has one.
+fn mt_bench_reference(record: &Map<String, Value>) -> Option<&Value> {
+    mt_bench_turns(record)?;
+    record.get("reference")?.as_array()?.first()
+}
+
 /// Reads a JSONL dataset: one JSON object per line, blank lines skipped. Errors name
 /// the file and line (`data.jsonl:7: not a JSON object`); a file without examples
 /// and duplicate ids are errors. Answers that are numbers become their text; GSM8K
 /// answers become their final number ([`normalize_answer`]).
+///
+/// MT-Bench questions are read as published: a row without the input field but with
+/// `turns` takes its first turn as the input (the rest stay in the record, see
+/// [`mt_bench_turns`]), `question_id` as its id and `reference[0]` as its answer
+/// when the configured fields are missing.
 pub fn load_jsonl(path: &Path, fields: &Fields) -> Result<Vec<Example>, EvalError> {
     let bytes = std::fs::read(path).map_err(io_err("read", path))?;
     let mut examples = Vec::new();
@@ -100,11 +123,17 @@ pub fn load_jsonl(path: &Path, fields: &Fields) -> Result<Vec<Example>, EvalErro
             return Err(at("not a JSON object".into()));
         };
         let input = match record.get(&fields.input) {
-            None => return Err(at(format!("no field {:?}", fields.input))),
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(at(format!("field {:?} is not a string", fields.input))),
+            None => match mt_bench_turns(&record) {
+                Some(turns) => turns[0].to_string(),
+                None => return Err(at(format!("no field {:?}", fields.input))),
+            },
         };
-        let expected = match record.get(&fields.answer) {
+        let answer = record
+            .get(&fields.answer)
+            .or_else(|| mt_bench_reference(&record));
+        let expected = match answer {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(normalize_answer(s)),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -115,11 +144,16 @@ pub fn load_jsonl(path: &Path, fields: &Fields) -> Result<Vec<Example>, EvalErro
                 )))
             }
         };
-        let id = match fields
+        let question_id = "question_id".to_string();
+        let id_field = fields
             .id
             .as_ref()
             .and_then(|f| record.get(f).map(|v| (f, v)))
-        {
+            .or_else(|| {
+                mt_bench_turns(&record)?;
+                record.get("question_id").map(|v| (&question_id, v))
+            });
+        let id = match id_field {
             None => line.to_string(),
             Some((_, Value::String(s))) => s.clone(),
             Some((_, Value::Number(n))) if n.is_i64() || n.is_u64() => n.to_string(),

@@ -48,6 +48,16 @@ pub enum EvalError {
         /// What is wrong with it.
         message: String,
     },
+    /// A setting (a list of lengths or depths, a needle's keys) is unusable.
+    #[error("{}", setting_message(name, text, message))]
+    Setting {
+        /// What the setting is (`lengths`, `depths`, `variants`, `key`, …).
+        name: String,
+        /// The text given (empty when there is none to show).
+        text: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The cache file was written for another system or configuration.
     #[error(
         "{}: the cache was written for system `{found_system}` with config {found_config}, not `{system}` with config {config}; use another cache file or remove it",
@@ -65,6 +75,15 @@ pub enum EvalError {
         /// Its configuration (compact JSON).
         config: String,
     },
+}
+
+/// `NAME `TEXT`: MESSAGE`, or `NAME: MESSAGE` without a text.
+fn setting_message(name: &str, text: &str, message: &str) -> String {
+    if text.is_empty() {
+        format!("{name}: {message}")
+    } else {
+        format!("{name} `{text}`: {message}")
+    }
 }
 
 impl EvalError {

@@ -10,6 +10,11 @@
 //! - [`metric`]: [`Metric`] — `exact`, `numeric` (the last number in the answer, or a
 //!   `\boxed{…}` one; `$1,234.50`, `3/4`, `1e3`, `50%` understood), `contains`,
 //!   `regex:PATTERN`; an example's `metric` field overrides the default.
+//! - [`judge`]: LLM-as-judge. [`JudgePrompt`]s in MT-Bench's `judge_prompts.jsonl`
+//!   format; single grading of a run's answers against a rubric (`judge` metric:
+//!   [`single_examples`], then [`apply_grades`]); two runs compared pairwise in both
+//!   orders ([`pair_examples`], [`PairwiseReport`] with the share of flipped
+//!   verdicts). The judge is any [`System`], run through [`Eval`] (so cached).
 //! - [`system`]: the [`System`] trait and the [`Outcome`] of one example (answer,
 //!   error, stop reason, [`Tokens`], tools, steps, seconds, free-form detail).
 //! - [`run`]: [`Eval`] runs a system over the examples (in order, or `concurrency`
@@ -19,6 +24,13 @@
 //! - [`report`]: the [`Report`] and its [`Summary`] (accuracy with a Wilson
 //!   interval, nearest-rank latency percentiles, tokens, stops, tools, categories);
 //!   rows and summary written atomically.
+//! - [`needle`]: needle in a haystack on the context path: a [`Grid`] of context
+//!   lengths × depths × [`Variant`]s (`plain`, and `tip`, whose answer starts with
+//!   "Here is the most relevant sentence in the context:"), a haystack of the user's
+//!   [`Documents`] cut to each length with the [`Needle`] at each depth, read by a
+//!   [`Reader`] (the seam the CLI implements: count tokens, answer a prompt), graded
+//!   by key phrases, cached per cell; the [`GridReport`] as JSON, a table and an SVG
+//!   heatmap.
 //! - [`optimize`]: [`Search`], automatic prompt search (APE/OPRO): a [`Proposer`]
 //!   rewrites an instruction from scores and failures, each variant is evaluated
 //!   through [`Systems`] with its own cache, the best is kept and checked on a
@@ -64,17 +76,26 @@
 pub mod compare;
 pub mod dataset;
 pub mod error;
+pub mod judge;
 pub mod metric;
+pub mod needle;
 pub mod optimize;
 pub mod report;
 pub mod run;
 pub mod system;
 
 pub use compare::{compare, mcnemar_p, Change, Comparison};
-pub use dataset::{load_jsonl, normalize_answer, sample, Example, Fields, Split};
+pub use dataset::{load_jsonl, mt_bench_turns, normalize_answer, sample, Example, Fields, Split};
 pub use error::EvalError;
+pub use judge::{
+    apply_grades, pair_examples, read_rating, read_verdict, single_examples, Agreement, JudgeKind,
+    JudgePrompt, Judgement, Pair, PairInputs, PairwiseReport, Transcript, Turn, Verdict, Winner,
+};
 pub use metric::{extract_number, metric_for, Metric, Score};
+pub use needle::{
+    Documents, Grid, GridObserver, GridReport, Haystack, Needle, Reader, Reply, Variant,
+};
 pub use optimize::{Candidate, Proposer, Scored, Search, SearchObserver, SearchReport, Systems};
-pub use report::{nearest_rank, wilson, CategorySummary, Report, Summary};
+pub use report::{nearest_rank, wilson, CategorySummary, JudgeSummary, Report, Summary};
 pub use run::{input_hash, Eval, Observer, Row};
 pub use system::{Outcome, System, Tokens};

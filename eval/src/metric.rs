@@ -37,6 +37,10 @@ pub enum Metric {
     /// and the answer must hold an expression that uses each of them once and makes
     /// 24 ([`jielong_puzzles::game24::check`]); the expression is what is extracted.
     Game24,
+    /// Graded by an LLM judge after the run ([`judge`](crate::judge)): a row stays
+    /// ungraded until [`apply_grades`](crate::judge::apply_grades) rates it, and
+    /// [`Metric::score`] never counts an answer right.
+    Judge,
 }
 
 /// The verdict on one answer.
@@ -50,8 +54,8 @@ pub struct Score {
 }
 
 impl Metric {
-    /// Parses `exact`, `numeric` (or `numeric:TOLERANCE`), `contains`, `game24` or
-    /// `regex:PATTERN`.
+    /// Parses `exact`, `numeric` (or `numeric:TOLERANCE`), `contains`, `game24`,
+    /// `judge` or `regex:PATTERN`.
     pub fn parse(name: &str) -> Result<Metric, EvalError> {
         let bad = |message: String| EvalError::Metric {
             name: name.to_owned(),
@@ -66,6 +70,7 @@ impl Metric {
             None if name == "exact" => Ok(Metric::Exact),
             None if name == "contains" => Ok(Metric::Contains),
             None if name == "game24" => Ok(Metric::Game24),
+            None if name == "judge" => Ok(Metric::Judge),
             None if name == "numeric" => Ok(Metric::Numeric {
                 rel_tolerance: DEFAULT_REL_TOLERANCE,
             }),
@@ -76,7 +81,7 @@ impl Metric {
                 ))),
             },
             _ => Err(bad(
-                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24 or regex:PATTERN)"
+                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24, judge or regex:PATTERN)"
                     .into(),
             )),
         }
@@ -120,6 +125,7 @@ impl Metric {
                 };
                 Score { correct, extracted }
             }
+            Metric::Judge => Score::default(),
             Metric::Game24 => {
                 let numbers: Vec<i64> = expected
                     .split(|c: char| !c.is_ascii_digit())
@@ -155,6 +161,7 @@ impl fmt::Display for Metric {
             Metric::Exact => f.write_str("exact"),
             Metric::Contains => f.write_str("contains"),
             Metric::Game24 => f.write_str("game24"),
+            Metric::Judge => f.write_str("judge"),
             Metric::Numeric { rel_tolerance } if *rel_tolerance == DEFAULT_REL_TOLERANCE => {
                 f.write_str("numeric")
             }

@@ -66,6 +66,22 @@ pub struct Summary {
     pub by_category: BTreeMap<String, CategorySummary>,
     /// Per tool, the number of rows that called it at least once.
     pub tools: BTreeMap<String, usize>,
+    /// The judge's ratings, when rows were judged (metric `judge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeSummary>,
+}
+
+/// What a judge made of a run's answers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct JudgeSummary {
+    /// Rows the judge saw.
+    pub judged: usize,
+    /// Of them, rows with a readable rating.
+    pub rated: usize,
+    /// The mean rating (0 when none was readable).
+    pub mean_score: f64,
+    /// Rows whose judgement held no readable rating (or whose judge failed).
+    pub unreadable: usize,
 }
 
 /// Accuracy within one category.
@@ -107,10 +123,28 @@ impl Summary {
                     c.correct += usize::from(correct);
                 }
             }
+            if let Some(judgement) = &row.judgement {
+                let judge = summary.judge.get_or_insert_with(JudgeSummary::default);
+                judge.judged += 1;
+                match judgement.score {
+                    Some(score) => {
+                        judge.rated += 1;
+                        judge.mean_score += score;
+                    }
+                    None => judge.unreadable += 1,
+                }
+            }
             let used: BTreeSet<&String> = outcome.tools.iter().collect();
             for tool in used {
                 *summary.tools.entry(tool.clone()).or_default() += 1;
             }
+        }
+        if let Some(judge) = summary.judge.as_mut() {
+            judge.mean_score = if judge.rated == 0 {
+                0.0
+            } else {
+                judge.mean_score / judge.rated as f64
+            };
         }
         summary.accuracy = ratio(summary.correct, summary.graded);
         summary.ci95 = wilson(summary.correct, summary.graded);
@@ -251,6 +285,13 @@ impl fmt::Display for Summary {
             "{:<10}prompt {} (cached {}, evaluated {}), generated {}",
             "tokens", t.prompt, t.cached, t.evaluated, t.generated
         )?;
+        if let Some(judge) = &self.judge {
+            writeln!(
+                f,
+                "{:<10}mean rating {:.2} over {} rated ({} judged, {} unreadable)",
+                "judge", judge.mean_score, judge.rated, judge.judged, judge.unreadable
+            )?;
+        }
         writeln!(f, "{:<10}{}", "errors", self.errors)?;
         let counts = |map: &BTreeMap<String, usize>| {
             if map.is_empty() {

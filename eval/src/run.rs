@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::dataset::Example;
 use crate::error::{io_err, EvalError};
+use crate::judge::Judgement;
 use crate::metric::{metric_for, Metric};
 use jielong_fsutil::{parent_dir, sync_dir};
 
@@ -50,13 +51,19 @@ pub struct Row {
     pub category: Option<String>,
     /// What the system did.
     pub outcome: Outcome,
+    /// An LLM judge's rating, when the metric is `judge` (set by
+    /// [`apply_grades`](crate::judge::apply_grades)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
 }
 
 impl Row {
     /// Grades `outcome` for `example` with `metric`. An outcome without an answer is
-    /// wrong; an example without an expected answer is not graded.
+    /// wrong; an example without an expected answer is not graded, nor (until a judge
+    /// rates it) one whose metric is [`Metric::Judge`].
     pub fn grade(example: &Example, metric: &Metric, outcome: Outcome) -> Row {
         let score = match (&example.expected, &outcome.answer) {
+            _ if matches!(metric, Metric::Judge) => None,
             (Some(expected), Some(answer)) => Some(metric.score(answer, expected)),
             (Some(_), None) => Some(Default::default()),
             (None, _) => None,
@@ -70,6 +77,7 @@ impl Row {
             extracted: score.and_then(|s| s.extracted),
             category: example.category().map(str::to_owned),
             outcome,
+            judgement: None,
         }
     }
 }

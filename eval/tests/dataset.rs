@@ -67,6 +67,28 @@ fn loads_rows() {
 }
 
 #[test]
+fn mt_bench_questions_as_published() {
+    check(
+        br#"{"question_id": 81, "category": "writing", "turns": ["Write a blog post.", "Rewrite it."]}
+{"question_id": 111, "category": "math", "turns": ["Area of the triangle?", "And the circle?"], "reference": ["Area is 3", "5pi"]}
+{"question_id": 7, "turns": []}
+"#,
+        &Fields::default(),
+        Err("data.jsonl:3: no field \"question\""),
+    );
+    check(
+        br#"{"question_id": 81, "category": "writing", "turns": ["Write a blog post.", "Rewrite it."]}
+{"question_id": 111, "category": "math", "turns": ["Area of the triangle?", "And the circle?"], "reference": ["Area is 3", "5pi"]}
+"#,
+        &Fields::default(),
+        Ok(&[
+            ("81", "Write a blog post.", None),
+            ("111", "Area of the triangle?", Some("Area is 3")),
+        ]),
+    );
+}
+
+#[test]
 fn load_errors_name_file_and_line() {
     let default = Fields::default();
     let cases: &[(&[u8], &str)] = &[

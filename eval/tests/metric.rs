@@ -191,13 +191,14 @@ fn names() {
         "numeric",
         "numeric:0.01",
         "game24",
+        "judge",
         r"regex:^\d+$",
     ] {
         let metric = Metric::parse(name).expect(name);
         assert_eq!(metric.to_string(), name);
     }
     for (name, message) in [
-        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24 or regex:PATTERN)"),
+        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24, judge or regex:PATTERN)"),
         ("numeric:x", "metric `numeric:x`: tolerance `x` is not a non-negative number"),
         ("numeric:-1", "metric `numeric:-1`: tolerance `-1` is not a non-negative number"),
         ("regex:(", "metric `regex:(`: unclosed group"),

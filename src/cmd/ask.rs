@@ -11,7 +11,7 @@ use super::run::{drive, AgentOptions, NoAnswer};
 use crate::cli::AskArgs;
 
 /// The system prompt of `ask`.
-const ASK_SYSTEM: &str = include_str!("../../prompts/ask_system.md");
+pub(crate) const ASK_SYSTEM: &str = include_str!("../../prompts/ask_system.md");
 
 /// Runs `jielong ask`.
 pub async fn ask(global: &crate::cli::GlobalArgs, args: AskArgs) -> anyhow::Result<()> {
@@ -44,6 +44,12 @@ pub(crate) struct Answered {
     pub sources: Vec<Citation>,
     /// Every passage the searches showed the model.
     pub shown: Vec<Citation>,
+    /// Tokens of the run's model calls, added up.
+    pub usage: jielong::Usage,
+    /// Model steps taken.
+    pub steps: usize,
+    /// Searches made.
+    pub tool_calls: usize,
 }
 
 /// Answers `args.question` from `index` with the ask agent (`args.index` is not read);
@@ -84,6 +90,7 @@ pub(crate) async fn answer(
     )
     .await?;
     let stop = run.stop.clone();
+    let (usage, steps, tool_calls) = (run.usage.clone(), run.steps, run.tool_calls);
     let Some(answer) = run.answer.filter(|_| stop.is_answered()) else {
         return Err(NoAnswer(stop).into());
     };
@@ -102,5 +109,8 @@ pub(crate) async fn answer(
         answer,
         sources,
         shown: citations.all(),
+        usage,
+        steps,
+        tool_calls,
     })
 }

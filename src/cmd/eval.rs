@@ -16,10 +16,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use jielong::core::agent::{AgentEvent, AgentRun, Strategy};
-use jielong::core::Chat;
+use jielong::core::{Chat, Message};
 use jielong::eval::{
-    compare, load_jsonl, metric_for, sample, Eval, Example, Fields, Metric, Observer, Outcome,
-    Report, Row, Split, System, Tokens,
+    compare, load_jsonl, metric_for, mt_bench_turns, sample, Eval, Example, Fields, Metric,
+    Observer, Outcome, Report, Row, Split, Summary, System, Tokens,
 };
 use jielong::retrieval::{Index, IngestOptions, NoProgress};
 use jielong::tools::builtin::{builtin_registry_with, BuiltinConfig};
@@ -27,6 +27,8 @@ use jielong::{GenerateRequest, LanguageModel, ModelSession};
 use serde_json::{json, Value};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::eval_systems::{AskSystem, Shared, WorkflowSystem};
+use super::judge::Judge;
 use super::run::{build_agent, AgentOptions};
 use crate::cli::{EvalArgs, EvalCommand, EvalRunArgs, GlobalArgs};
 
@@ -34,6 +36,8 @@ use crate::cli::{EvalArgs, EvalCommand, EvalRunArgs, GlobalArgs};
 pub async fn eval(global: &GlobalArgs, args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
         Some(EvalCommand::Compare { a, b }) => compare_files(&a, &b),
+        Some(EvalCommand::Pairwise(args)) => super::judge::pairwise(global, args).await,
+        Some(EvalCommand::Needle(args)) => super::needle::needle(global, args).await,
         None => match args.run.data.clone() {
             Some(data) => run(global, args.run, &data).await,
             None => anyhow::bail!("jielong eval: give a dataset (DATA.jsonl) or `compare A B`"),
@@ -51,7 +55,7 @@ fn compare_files(a: &Path, b: &Path) -> anyhow::Result<()> {
 }
 
 /// A run directory stands for its `rows.jsonl`.
-fn rows_path(path: &Path) -> PathBuf {
+pub(super) fn rows_path(path: &Path) -> PathBuf {
     if path.is_dir() {
         path.join("rows.jsonl")
     } else {
@@ -62,8 +66,12 @@ fn rows_path(path: &Path) -> PathBuf {
 async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Result<()> {
     let examples = examples(&args, data, args.split.as_deref(), Subset::Sampled)?;
     let metric = Metric::parse(&args.metric)?;
+    let mut judged = matches!(metric, Metric::Judge);
     for example in &examples {
-        metric_for(example, &metric)?;
+        judged |= matches!(metric_for(example, &metric)?.as_ref(), Metric::Judge);
+    }
+    if judged {
+        Judge::check(&args.judge)?;
     }
     let out = args
         .out
@@ -79,11 +87,20 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
         std::fs::remove_file(&cache)
             .with_context(|| format!("cannot remove the old cache {}", cache.display()))?;
     }
-    let eval = Eval::new(examples, metric).cache(&cache).cancel(cancel);
+    let eval = Eval::new(examples.clone(), metric)
+        .cache(&cache)
+        .cancel(cancel);
     let bar = Bar::new(global.verbose > 0);
     let started = Instant::now();
-    let report = eval.run(system.as_ref(), &bar).await?;
+    let mut report = eval.run(system.as_ref(), &bar).await?;
     bar.done();
+    if judged && !report.interrupted {
+        let judge = Judge::new(global, &args.judge, Some(evaluated.session())).await?;
+        judge
+            .grade(&mut report.rows, &examples, &out, args.resume.into())
+            .await?;
+        report.summary = Summary::from_rows(&report.rows);
+    }
     report.write_rows(&out.join("rows.jsonl"))?;
     report.write_summary(&out.join("summary.json"))?;
     println!("{} on {}", report.system, data.display());
@@ -158,8 +175,23 @@ pub(super) struct Evaluated {
     model: Arc<dyn LanguageModel>,
     session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
     system_prompt: Option<String>,
-    /// `None`: the plain model answers.
-    agent: Option<AgentSystemSetup>,
+    answerer: Answerer,
+    /// Passages per search with `--ask`.
+    ask_k: u8,
+    /// Model calls per example (agent, `--ask`).
+    max_steps: usize,
+}
+
+/// What answers each example.
+enum Answerer {
+    /// The model on its own.
+    Plain,
+    /// The agent with tools and a strategy.
+    Agent(Box<AgentSystemSetup>),
+    /// `jielong ask` over an index.
+    Ask(Arc<Index>),
+    /// A workflow, once per example.
+    Workflow(Arc<WorkflowSystem>),
 }
 
 /// The agent's part of [`Evaluated`].
@@ -185,6 +217,10 @@ impl Evaluated {
                 .any(|e| row_tools(e).is_some_and(|t| t.iter().any(|t| t == "rag_search")));
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+        let workflow = match &args.workflow {
+            Some(file) => Some(WorkflowSystem::check(global, args, file, examples, out)?),
+            None => None,
+        };
         let mut config = super::tools::config(&args.tool_options);
         if let Some(sources) = &args.sources {
             let dir = out.join("index");
@@ -192,18 +228,35 @@ impl Evaluated {
             eprintln!("index {}: {report}", dir.display());
             config.rag_index = Some(dir);
         }
-        if needs_index && config.rag_index.is_none() {
+        if (needs_index || args.ask) && config.rag_index.is_none() {
             anyhow::bail!("rag_search needs an index: give --sources DIR or --index DIR");
         }
-        let model = super::load_model(global).await?;
+        let ask_index = match (&config.rag_index, args.ask) {
+            (Some(dir), true) => Some(Arc::new(Index::open(dir).with_context(|| {
+                format!(
+                    "--ask: cannot open the index {} (build it with `jielong index add`, or give --sources DIR)",
+                    dir.display()
+                )
+            })?)),
+            _ => None,
+        };
+        // One loaded model, shared with the workflow's agents when they use `--model`.
+        let model = match &workflow {
+            Some(workflow) => workflow.default_model().await?,
+            None => super::load_model(global).await?,
+        };
         let session = model.open_session(&super::session_options(global))?;
         let strategy = args.strategy.unwrap_or_default();
         let plain =
             tools.is_empty() && strategy == Strategy::Direct && !all_rows_have_tools(examples);
-        let agent = if plain {
-            None
+        let answerer = if let Some(workflow) = workflow {
+            Answerer::Workflow(Arc::new(workflow))
+        } else if let Some(index) = ask_index {
+            Answerer::Ask(index)
+        } else if plain {
+            Answerer::Plain
         } else {
-            Some(AgentSystemSetup {
+            Answerer::Agent(Box::new(AgentSystemSetup {
                 name: match strategy {
                     Strategy::TreeOfThoughts => {
                         format!("tot:{}:{}", global.model, args.tree.thoughts)
@@ -225,28 +278,38 @@ impl Evaluated {
                     tree: args.tree.shape(),
                     thoughts: super::thoughts(&args.tree)?,
                 },
-            })
+            }))
         };
         Ok(Evaluated {
             global: global.clone(),
             model,
             session: Arc::new(AsyncMutex::new(session)),
             system_prompt: args.system.clone(),
-            agent,
+            answerer,
+            ask_k: args.ask_k,
+            max_steps: args.max_steps,
         })
     }
 
     /// The system that puts each input to the model with `framing`.
     pub(super) fn system(&self, framing: jielong::core::Framing) -> Box<dyn System> {
-        match &self.agent {
-            None => Box::new(PlainModel {
+        match &self.answerer {
+            Answerer::Workflow(workflow) => Box::new(Shared(workflow.clone())),
+            Answerer::Ask(index) => Box::new(AskSystem {
+                global: self.global.clone(),
+                model: self.model.clone(),
+                index: index.clone(),
+                k: self.ask_k,
+                max_steps: self.max_steps,
+            }),
+            Answerer::Plain => Box::new(PlainModel {
                 name: format!("plain:{}", self.global.model),
                 session: self.session.clone(),
                 request: super::request(&self.global),
                 system: self.system_prompt.clone(),
                 framing,
             }),
-            Some(setup) => Box::new(AgentSystem {
+            Answerer::Agent(setup) => Box::new(AgentSystem {
                 name: setup.name.clone(),
                 global: self.global.clone(),
                 model: self.model.clone(),
@@ -345,13 +408,35 @@ async fn ingest(sources: &Path, dir: &Path) -> anyhow::Result<String> {
     .context("the index task failed")?
 }
 
-/// The model answering on its own: the input as the user's message.
-struct PlainModel {
+/// The model answering on its own: the input as the user's message. An MT-Bench
+/// question with several `turns` is one conversation: each turn is answered after
+/// the ones before it, the last answer is the example's, and every turn is kept in
+/// the outcome's `detail.turns` (`[{"question", "answer"}]`, what a judge reads).
+pub(super) struct PlainModel {
     name: String,
     session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
     request: GenerateRequest,
     system: Option<String>,
     framing: jielong::core::Framing,
+}
+
+impl PlainModel {
+    /// The model behind `session`, named `name`, answering with `request` after the
+    /// system message `system`.
+    pub(super) fn new(
+        name: String,
+        session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
+        request: GenerateRequest,
+        system: Option<String>,
+    ) -> PlainModel {
+        PlainModel {
+            name,
+            session,
+            request,
+            system,
+            framing: Default::default(),
+        }
+    }
 }
 
 impl System for PlainModel {
@@ -370,9 +455,12 @@ impl System for PlainModel {
 
     fn answer<'a>(&'a self, example: &'a Example) -> BoxFuture<'a, Outcome> {
         async move {
-            let messages = self
+            let mut messages = self
                 .framing
                 .messages(self.system.as_deref(), &example.input);
+            let later_turns: Vec<String> = mt_bench_turns(&example.record)
+                .map(|turns| turns[1..].iter().map(|t| t.to_string()).collect())
+                .unwrap_or_default();
             let request = jielong::core::ChatRequest {
                 max_tokens: self.request.max_tokens,
                 sampling: self.request.sampling.clone(),
@@ -380,25 +468,41 @@ impl System for PlainModel {
                 ..Default::default()
             };
             let mut session = self.session.lock().await;
-            let completion = match session.respond(&Chat::new(messages), &request) {
-                Ok(generation) => generation.finish(|_| {}).await,
-                Err(e) => Err(e),
-            };
-            match completion {
-                Ok(completion) => {
-                    let mut outcome = Outcome::answered(completion.text.trim());
-                    outcome.stop = finish_name(&completion.finish);
-                    outcome.tokens = tokens(&completion.usage);
-                    outcome
+            let mut outcome = Outcome::answered("");
+            let mut turns = Vec::new();
+            let mut questions = std::iter::once(example.input.clone()).chain(later_turns);
+            let mut question = questions.next();
+            while let Some(asked) = question.take() {
+                let completion = match session.respond(&Chat::new(messages.clone()), &request) {
+                    Ok(generation) => generation.finish(|_| {}).await,
+                    Err(e) => Err(e),
+                };
+                let completion = match completion {
+                    Ok(completion) => completion,
+                    Err(e) => return Outcome::failed(e.to_string()),
+                };
+                let answer = completion.text.trim().to_string();
+                outcome.stop = finish_name(&completion.finish);
+                outcome.tokens += tokens(&completion.usage);
+                messages.push(Message::assistant(answer.clone()));
+                turns.push(json!({"question": asked, "answer": answer}));
+                outcome.answer = Some(answer);
+                question = questions.next();
+                if let Some(next) = &question {
+                    messages.push(Message::user(next.clone()));
                 }
-                Err(e) => Outcome::failed(e.to_string()),
             }
+            outcome.steps = turns.len();
+            if turns.len() > 1 {
+                outcome.detail = json!({ "turns": turns });
+            }
+            outcome
         }
         .boxed()
     }
 }
 
-fn finish_name(finish: &jielong::FinishReason) -> String {
+pub(super) fn finish_name(finish: &jielong::FinishReason) -> String {
     match finish {
         jielong::FinishReason::EndOfText | jielong::FinishReason::StopString(_) => "answered",
         jielong::FinishReason::MaxTokens => "max_tokens",
@@ -408,7 +512,7 @@ fn finish_name(finish: &jielong::FinishReason) -> String {
     .to_string()
 }
 
-fn tokens(usage: &jielong::Usage) -> Tokens {
+pub(super) fn tokens(usage: &jielong::Usage) -> Tokens {
     Tokens {
         prompt: usage.prompt_tokens,
         cached: usage.cached_tokens,
@@ -511,6 +615,18 @@ fn keep_event(event: &AgentEvent) -> bool {
     )
 }
 
+/// A stop reason's name as its trace writes it (`answered`, `max_steps`, …).
+pub(super) fn stop_name(stop: &jielong::core::agent::StopReason) -> String {
+    match serde_json::to_value(stop) {
+        Ok(Value::Object(map)) => map
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+        _ => "unknown".to_string(),
+    }
+}
+
 fn outcome_of(run: AgentRun, events: Vec<AgentEvent>) -> Outcome {
     let tools = events
         .iter()
@@ -519,14 +635,7 @@ fn outcome_of(run: AgentRun, events: Vec<AgentEvent>) -> Outcome {
             _ => None,
         })
         .collect();
-    let stop = match serde_json::to_value(&run.stop) {
-        Ok(Value::Object(map)) => map
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string(),
-        _ => "unknown".to_string(),
-    };
+    let stop = stop_name(&run.stop);
     Outcome {
         answer: if run.stop.is_answered() {
             run.answer

@@ -43,3 +43,16 @@ pub fn model_path(name: &str) -> std::path::PathBuf {
         .clone()
         .expect("a local model has a path")
 }
+
+/// Runs the `jielong` binary with `args` and waits for it.
+pub fn jielong(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_jielong"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// A process's output as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
