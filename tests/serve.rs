@@ -313,6 +313,59 @@ async fn serves_the_openai_api_on_a_server() {
             "{choice}: the call leaked as text: {text}"
         );
     }
+    // A reply that writes its call as JSON with an expression for a value (`2 * pi`,
+    // which no schema takes) is generated again with the call required: the client
+    // gets a call with a number, in both shapes, and the metric counts each redo.
+    let sine = json!({"type": "function", "function": {
+        "name": "plot_sine_wave",
+        "description": "Plot a sine wave with given start and end of the range, frequency, amplitude",
+        "parameters": {"type": "object", "properties": {
+            "start_range": {"type": "number", "description": "Start of the range in radians"},
+            "end_range": {"type": "number", "description": "End of the range in radians"},
+            "frequency": {"type": "integer", "description": "Frequency in Hz"}},
+            "required": ["start_range", "end_range", "frequency"]},
+    }});
+    let plot = user("Plot a sine wave from 0 to 2 pi with a frequency of 5 Hz.");
+    let (_, before) = get(&server, "/metrics", None).await;
+    let before = metric(&before, "jielong_calls_regenerated_total");
+    for stream in [false, true] {
+        let body = json!({"messages": plot, "tools": [sine], "temperature": 0,
+                          "max_tokens": 120, "stream": stream});
+        let call = if stream {
+            let (_, text) = post_text(&server, &body).await;
+            let events = sse_events(&text);
+            events
+                .iter()
+                .find_map(|e| {
+                    e["choices"][0]["delta"]["tool_calls"][0]
+                        .as_object()
+                        .cloned()
+                })
+                .map(Value::Object)
+                .unwrap_or_else(|| panic!("no tool_calls delta in {events:?}"))
+        } else {
+            let (status, reply) = post(&server, "/v1/chat/completions", &body).await;
+            assert_eq!(status, 200, "{reply}");
+            assert_eq!(
+                reply["choices"][0]["finish_reason"], "tool_calls",
+                "{reply}"
+            );
+            reply["choices"][0]["message"]["tool_calls"][0].clone()
+        };
+        assert_eq!(call["function"]["name"], "plot_sine_wave", "{call}");
+        let arguments: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))
+                .expect("JSON");
+        assert!(arguments["end_range"].is_number(), "{arguments}");
+        assert_eq!(arguments["frequency"], 5, "{arguments}");
+    }
+    let (_, after) = get(&server, "/metrics", None).await;
+    assert_eq!(
+        metric(&after, "jielong_calls_regenerated_total") - before,
+        2.0,
+        "{after}"
+    );
+
     // The conversation goes on with the call and its result.
     let (status, reply) = post(
         &server,

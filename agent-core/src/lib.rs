@@ -26,6 +26,7 @@ pub mod agent;
 pub mod chat;
 pub mod error;
 pub mod generate;
+pub mod intent;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod logprob;

@@ -9,26 +9,12 @@
 //! the schema says which, and — when only one tool is listed — a made-up name (the
 //! arguments must still pass that tool's schema). Anything else — text around the
 //! object, an unknown name among several tools, arguments the schema refuses — stays
-//! text.
+//! text here; the chat handler then generates such a reply again with the call
+//! required when it still means a call (`jielong_core::intent`).
 
+use jielong_core::intent::fenced_body;
 use jielong_core::{call_check, Quotes, ToolCall, ToolSpec};
 use serde_json::Value;
-
-/// The body of `text` without an optional Markdown code fence (```` ```json ````).
-fn unfenced(text: &str) -> &str {
-    let text = text.trim();
-    let Some(rest) = text.strip_prefix("```") else {
-        return text;
-    };
-    let Some(body) = rest.strip_suffix("```") else {
-        return text;
-    };
-    // The info string (`json`) runs to the end of the first line.
-    match body.split_once('\n') {
-        Some((info, rest)) if !info.trim_start().starts_with('{') => rest.trim(),
-        _ => body.trim(),
-    }
-}
 
 /// Whether streamed text that starts like this could turn out to be a written call
 /// (so it is held back until the reply ends).
@@ -44,7 +30,7 @@ pub fn written_call(text: &str, tools: &[ToolSpec]) -> Option<ToolCall> {
     if tools.is_empty() {
         return None;
     }
-    let body = unfenced(text);
+    let body = fenced_body(text);
     if !body.starts_with('{') {
         return None;
     }

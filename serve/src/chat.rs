@@ -6,7 +6,11 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use jielong_core::{Completion, GenerationEvent, ToolCall, ToolChoice, ToolSpec};
+use jielong_core::intent::{intended_call, looks_like_call};
+use jielong_core::{
+    Chat, ChatRequest, Completion, Generation, GenerationEvent, RuntimeError, ToolCall, ToolChoice,
+    ToolSpec,
+};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -29,19 +33,85 @@ pub(crate) async fn chat_completions(
     }
 }
 
-/// What a reply needs to know about the request's tools.
+/// What a reply needs to know about the request's tools, and what it is generated
+/// again from when it meant a call it did not make.
 #[derive(Clone)]
 struct CallRules {
     /// The tools a call may use.
     callable: Vec<ToolSpec>,
-    /// Whether a call written as JSON in the text is taken as a call.
+    /// Whether a call written as JSON in the text is taken as a call (or asked for
+    /// again): the client let the model choose (`tool_choice: auto`) and asked for no
+    /// reply format.
     recover: bool,
+    chat: Chat,
+    request: ChatRequest,
 }
 
 impl CallRules {
     /// A call the text is, when the model wrote one as JSON instead of its syntax.
     fn written(&self, text: &str) -> Option<ToolCall> {
         self.recover.then(|| written_call(text, &self.callable))?
+    }
+
+    /// The request that generates a reply again with the call required, when its text
+    /// means a call (a JSON call with an expression for a value, arguments its schema
+    /// refuses, the `<tools>` list echoed) that cannot be taken as written. A call of
+    /// a listed tool is held to that tool. `None`: the text is an answer, or a call.
+    fn again(&self, text: &str) -> Option<ChatRequest> {
+        if !self.recover || self.callable.is_empty() || self.written(text).is_some() {
+            return None;
+        }
+        let intent = intended_call(text, &self.callable);
+        if intent.is_none() && !looks_like_call(text) {
+            return None;
+        }
+        let mut request = self.request.clone();
+        request.tool_choice = ToolChoice::Required;
+        if let Some(tool) = intent.and_then(|i| self.callable.iter().find(|t| t.name == i.name)) {
+            request.call_tools = Some(vec![tool.clone()]);
+        }
+        Some(request)
+    }
+
+    /// Whether a regenerated reply's calls are all calls the conversation already made
+    /// (same tool, same arguments): the first reply restated what was done, and taking
+    /// the redo would have the client call the tool again, so the text stands.
+    fn repeats(&self, calls: &[ToolCall]) -> bool {
+        let made = |call: &ToolCall| {
+            self.chat.messages.iter().any(|m| {
+                m.tool_calls
+                    .iter()
+                    .any(|c| c.name == call.name && c.arguments == call.arguments)
+            })
+        };
+        !calls.is_empty() && calls.iter().all(made)
+    }
+
+    /// Whether a regenerated reply is taken in place of the first one.
+    fn takes(&self, again: &Completion) -> bool {
+        !again.calls.is_empty() && !self.repeats(&again.calls)
+    }
+}
+
+/// The rest of `generation` (`first`: an event already taken from it): its text and
+/// completion. `Err(None)`: it ended without a result.
+async fn drain(
+    generation: &mut Generation,
+    mut first: Option<GenerationEvent>,
+) -> Result<(String, Completion), Option<RuntimeError>> {
+    let mut prose = String::new();
+    loop {
+        let event = match first.take() {
+            Some(event) => Some(event),
+            None => generation.next().await,
+        };
+        match event {
+            Some(GenerationEvent::Text(text)) => prose.push_str(&text),
+            Some(GenerationEvent::Done(Ok(completion))) => return Ok((prose, completion)),
+            Some(GenerationEvent::Done(Err(error))) => return Err(Some(error)),
+            Some(_) => {}
+            None => return Err(None),
+        }
     }
 }
 
@@ -72,6 +142,8 @@ async fn chat(
     let rules = CallRules {
         callable: t.request.callable(&t.chat).to_vec(),
         recover: t.request.tool_choice == ToolChoice::Auto && t.request.format.is_none(),
+        chat: t.chat.clone(),
+        request: t.request.clone(),
     };
     let budget = t.request.max_tokens * t.n;
     let mut running = Running::start(
@@ -112,30 +184,47 @@ async fn chat(
     let mut pending_first = first;
     let mut failure = None;
     for generation in running.generations.iter_mut() {
-        let mut prose = String::new();
-        let mut done = None;
-        loop {
-            let event = match pending_first.take() {
-                Some(event) => Some(event),
-                None => generation.next().await,
-            };
-            match event {
-                Some(GenerationEvent::Text(text)) => prose.push_str(&text),
-                Some(GenerationEvent::Done(Ok(completion))) => {
-                    done = Some(completion);
-                    break;
-                }
-                Some(GenerationEvent::Done(Err(error))) => {
-                    failure = Some(error);
-                    break;
-                }
-                Some(_) => {}
-                None => break,
+        match drain(generation, pending_first.take()).await {
+            Ok(reply) => replies.push(reply),
+            Err(error) => {
+                failure = error;
+                break;
             }
         }
-        match done {
-            Some(completion) => replies.push((prose, completion)),
-            None => break,
+    }
+    // A reply that meant a call it could not make is generated again with the call
+    // required (kept only when that yields a call).
+    if failure.is_none() && replies.len() == running.generations.len() {
+        for (index, reply) in replies.iter_mut().enumerate() {
+            let Some(request) = reply
+                .1
+                .calls
+                .is_empty()
+                .then(|| rules.again(&reply.0))
+                .flatten()
+            else {
+                continue;
+            };
+            let again = match running.again(index, &rules.chat, &request) {
+                Ok(mut generation) => drain(&mut generation, None).await,
+                Err(error) => {
+                    running.repair();
+                    return Err(error);
+                }
+            };
+            match again {
+                Ok(again) if rules.takes(&again.1) => {
+                    running.discard(reply.1.usage.generated_tokens);
+                    *reply = again;
+                }
+                Ok(again) => running.discard(again.1.usage.generated_tokens),
+                Err(error) => {
+                    failure = Some(error.unwrap_or_else(|| {
+                        RuntimeError::Backend("the generation ended without a result".into())
+                    }));
+                    break;
+                }
+            }
         }
     }
     if failure.is_some() || replies.len() < running.generations.len() {
@@ -366,7 +455,7 @@ async fn stream(
                 choice.calls += 1;
                 out.push(send(i, delta, choice.take_logprobs(), None));
             }
-            GenerationEvent::Done(Ok(completion)) => {
+            GenerationEvent::Done(Ok(mut completion)) => {
                 // The end-of-text token's entry is no part of the reply.
                 let allowed = completion
                     .usage
@@ -374,12 +463,65 @@ async fn stream(
                     .saturating_sub(choice.sent);
                 choice.logprobs.truncate(allowed);
                 if let Some(held) = choice.held.take() {
-                    match rules.written(&held) {
-                        Some(call) if completion.calls.is_empty() => {
+                    let again = completion
+                        .calls
+                        .is_empty()
+                        .then(|| rules.again(&held))
+                        .flatten();
+                    let again = match again {
+                        Some(request) => Some(match running.again(i, &rules.chat, &request) {
+                            Ok(mut generation) => {
+                                drain(&mut generation, None).await.map_err(|error| {
+                                    error.map_or_else(
+                                        || {
+                                            ApiError::internal(
+                                                "the generation ended without a result",
+                                            )
+                                        },
+                                        ApiError::from,
+                                    )
+                                })
+                            }
+                            Err(error) => Err(error),
+                        }),
+                        None => None,
+                    };
+                    match (rules.written(&held), again) {
+                        (Some(call), _) if completion.calls.is_empty() => {
                             let delta =
                                 json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
                             choice.calls += 1;
                             out.push(send(i, delta, choice.take_logprobs(), None));
+                        }
+                        (_, Some(Ok((_, redone)))) if rules.takes(&redone) => {
+                            running.discard(completion.usage.generated_tokens);
+                            choice.logprobs = if logprobs {
+                                let kept =
+                                    redone.logprobs.iter().take(redone.usage.generated_tokens);
+                                kept.map(chat_logprob).collect()
+                            } else {
+                                Vec::new()
+                            };
+                            for call in &redone.calls {
+                                let delta =
+                                    json!({"tool_calls": [call_json(call, Some(choice.calls))]});
+                                choice.calls += 1;
+                                out.push(send(i, delta, choice.take_logprobs(), None));
+                            }
+                            completion = redone;
+                        }
+                        (_, Some(Err(error))) => {
+                            running.repair();
+                            failed = Some(error);
+                        }
+                        (_, Some(Ok((_, redone)))) if !held.is_empty() => {
+                            running.discard(redone.usage.generated_tokens);
+                            out.push(send(
+                                i,
+                                json!({"content": held}),
+                                choice.take_logprobs(),
+                                None,
+                            ));
                         }
                         _ if !held.is_empty() => {
                             out.push(send(
@@ -449,4 +591,92 @@ async fn stream(
     let _ = tx
         .send(axum::response::sse::Event::default().data("[DONE]"))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `CallRules::again` decides for a reply `text` given two tools: `None` (the
+    /// reply stands), or the tools the required call may use.
+    fn check(recover: bool, text: &str, want: Option<&[&str]>) {
+        let tool = |name: &str| {
+            ToolSpec::new(
+                name,
+                "",
+                json!({"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}),
+            )
+        };
+        let tools = vec![tool("plot"), tool("scale")];
+        let chat = Chat::new(vec![jielong_core::Message::user("q")]).with_tools(tools.clone());
+        let request = ChatRequest::new(64);
+        let rules = CallRules {
+            callable: request.callable(&chat).to_vec(),
+            recover,
+            chat: chat.clone(),
+            request: request.clone(),
+        };
+        let got = rules.again(text).map(|r| {
+            assert_eq!(r.tool_choice, ToolChoice::Required, "{text}");
+            assert_eq!(r.max_tokens, request.max_tokens);
+            r.callable(&chat)
+                .iter()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>()
+        });
+        let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(got, want, "{text}");
+    }
+
+    #[test]
+    fn a_reply_that_means_a_call_is_asked_for_again() {
+        let both: &[&str] = &["plot", "scale"];
+        // An expression for a value: held to the tool it names.
+        check(
+            true,
+            "```json\n{\"name\": \"plot\", \"arguments\": {\"x\": 2 * pi}}\n```",
+            Some(&["plot"]),
+        );
+        // Arguments its schema refuses.
+        check(
+            true,
+            "{\"name\": \"scale\", \"arguments\": {\"x\": \"big\"}}",
+            Some(&["scale"]),
+        );
+        // The tool list echoed.
+        check(
+            true,
+            "<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"plot\"",
+            Some(both),
+        );
+        // A call as written is taken, not asked for again.
+        check(
+            true,
+            "{\"name\": \"plot\", \"arguments\": {\"x\": 6.28}}",
+            None,
+        );
+        // Prose is an answer.
+        check(true, "The wave goes from 0 to 2 pi.", None);
+        // Not when the client chose (tool_choice, a reply format).
+        check(
+            false,
+            "{\"name\": \"plot\", \"arguments\": {\"x\": 2 * pi}}",
+            None,
+        );
+        // A redo that only repeats a call the conversation made is not taken.
+        let made = ToolCall::new("plot", json!({"x": 1}));
+        let chat = Chat::new(vec![
+            jielong_core::Message::user("q"),
+            jielong_core::Message::assistant_with_tool_calls("", vec![made.clone()]),
+        ]);
+        let rules = CallRules {
+            callable: Vec::new(),
+            recover: true,
+            chat,
+            request: ChatRequest::new(8),
+        };
+        assert!(rules.repeats(std::slice::from_ref(&made)));
+        assert!(!rules.repeats(&[ToolCall::new("plot", json!({"x": 2}))]));
+        assert!(!rules.repeats(&[]));
+    }
 }

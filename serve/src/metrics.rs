@@ -26,6 +26,9 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     /// Generations cut short because the client went away.
     pub cancelled: AtomicU64,
+    /// Replies that meant a call but could not be taken as written, generated again
+    /// with the call required.
+    pub regenerated: AtomicU64,
 }
 
 impl Metrics {
@@ -106,6 +109,12 @@ impl Metrics {
             "jielong_requests_cancelled_total",
             "Generations cut short because the client went away.",
             load(&self.cancelled),
+        );
+        counter(
+            &mut out,
+            "jielong_calls_regenerated_total",
+            "Replies that meant a call but could not be taken as written, generated again with the call required.",
+            load(&self.regenerated),
         );
         gauge(
             &mut out,

@@ -161,6 +161,9 @@ pub(crate) struct Running {
     pub(crate) cached: Option<usize>,
     /// The prompt text (the slot then holds it and the first choice's reply).
     pub(crate) prompt: String,
+    /// Tokens generated for replies that were generated again ([`Running::again`]):
+    /// no part of any choice, still part of the usage.
+    discarded: usize,
     /// Whether the request came to an end (finished or failed); a request dropped
     /// before that was cancelled by its client.
     ended: bool,
@@ -259,9 +262,44 @@ impl Running {
             _in_flight: in_flight,
             cached,
             prompt,
+            discarded: 0,
             ended: false,
             started: std::time::Instant::now(),
         })
+    }
+
+    /// Generates choice `index` again from its prompt, on the branch that holds it (the
+    /// prompt's cells are reused), as `request` says. The choice's own generation must
+    /// be done; the reply left out is then [`Running::discard`]ed.
+    pub(crate) fn again(
+        &mut self,
+        index: usize,
+        chat: &jielong_core::Chat,
+        request: &jielong_core::ChatRequest,
+    ) -> Result<Generation, ApiError> {
+        let branch = match index.checked_sub(1) {
+            None => self.guard.branch,
+            Some(i) => *self
+                ._temps
+                .as_ref()
+                .and_then(|t| t.branches.get(i))
+                .ok_or_else(|| ApiError::internal(format!("no branch for choice {index}")))?,
+        };
+        self.state
+            .inner
+            .metrics
+            .regenerated
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .state
+            .inner
+            .session
+            .respond(&chat.clone().on(branch), request)?)
+    }
+
+    /// Counts the `tokens` of a reply no choice keeps into the usage.
+    pub(crate) fn discard(&mut self, tokens: usize) {
+        self.discarded += tokens;
     }
 
     /// After a failed generation: re-creates slots whose branches the worker cleared
@@ -336,6 +374,10 @@ impl Running {
             };
             metrics.tokens(&usage);
         }
+        metrics.tokens(&Usage {
+            generated_tokens: self.discarded,
+            ..Usage::default()
+        });
     }
 
     /// Prompt tokens, reused ones and generated ones over `completions`.
@@ -345,7 +387,11 @@ impl Running {
             .cached
             .or_else(|| completions.first().map(|c| c.usage.cached_tokens))
             .unwrap_or(0);
-        let generated = completions.iter().map(|c| c.usage.generated_tokens).sum();
+        let generated = completions
+            .iter()
+            .map(|c| c.usage.generated_tokens)
+            .sum::<usize>()
+            + self.discarded;
         usage_json(prompt, cached, generated)
     }
 }

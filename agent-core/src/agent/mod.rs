@@ -51,7 +51,6 @@
 mod code;
 mod consistency;
 mod events;
-mod intent;
 mod judge;
 mod prompts;
 mod run;

@@ -9,9 +9,6 @@ use tokio::time::Instant as Deadline;
 
 use super::code::{after_last_output, closed_python_block, code_from_blob, is_grounded, CodeBlock};
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
-use super::intent::{
-    bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
-};
 use super::prompts::{fill, PromptKind};
 use super::{
     Agent, CodeActions, Grounding, Prefetch, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN,
@@ -19,6 +16,9 @@ use super::{
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
+use crate::intent::{
+    bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
+};
 use crate::model::ModelSession;
 use crate::respond::{Chat, ChatRequest};
 use crate::tool::ToolError;

@@ -1,9 +1,11 @@
 //! Recognising a call the model meant to make but wrote as bare JSON.
 //!
 //! Small models often answer `{"name": "python", "arguments": {...}}`, or the same in a
-//! ```` ```json ```` fence, instead of opening a call block. The loop then generates the
-//! step again: with calls required when the call would do something new, as prose when
-//! it would only repeat a call already made or restate a result the model already has.
+//! ```` ```json ```` fence, instead of opening a call block. Whoever drives the model
+//! then generates the reply again: the agent loop with calls required when the call
+//! would do something new (as prose when it would only repeat a call already made or
+//! restate a result the model already has), `jielong serve` with the call required
+//! when a client's `tool_choice: auto` got such a reply.
 
 use serde_json::Value;
 
@@ -11,18 +13,18 @@ use crate::chat::ToolSpec;
 
 /// A call written as bare JSON.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Intent {
+pub struct Intent {
     /// The tool it names (one of the tools, or any name when it has arguments).
-    pub(crate) name: String,
+    pub name: String,
     /// Its arguments, when the object is complete and has them.
-    pub(crate) arguments: Option<Value>,
+    pub arguments: Option<Value>,
 }
 
 /// The call a reply means to make: the reply (trimmed, an optional leading code fence
 /// removed) starts with a JSON object whose `name` (or `function.name`) is one of
 /// `tools`, or that has a name and `arguments` (or `parameters`): a call of a tool the
 /// model misnamed. A truncated object counts when it starts with a tool's `name`.
-pub(crate) fn intended_call(reply: &str, tools: &[ToolSpec]) -> Option<Intent> {
+pub fn intended_call(reply: &str, tools: &[ToolSpec]) -> Option<Intent> {
     let text = strip_fence(reply.trim());
     if !text.starts_with('{') || tools.is_empty() {
         return None;
@@ -53,12 +55,14 @@ pub(crate) fn intended_call(reply: &str, tools: &[ToolSpec]) -> Option<Intent> {
 
 /// Whether a reply is shaped like a tool call rather than an answer: a JSON object
 /// (bare or in a fence) with a `name` and `arguments`/`parameters`, a call marker
-/// left in the text, or an object whose keys name values (`{"total": 5 * 3}`).
-pub(crate) fn looks_like_call(reply: &str) -> bool {
+/// left in the text, or the prompt's `<tools>` list echoed back (what a small model
+/// writes when it means to call but loses its way).
+pub fn looks_like_call(reply: &str) -> bool {
     let text = reply.trim();
     if text.contains("<tool_call>")
         || text.contains("<|python_tag|>")
         || text.contains("[TOOL_CALLS]")
+        || text.starts_with("<tools>")
     {
         return true;
     }
@@ -110,7 +114,7 @@ pub(crate) fn bare_call_state(text: &str) -> BareCall {
 fn strip_fence(text: &str) -> &str {
     match text.strip_prefix("```") {
         Some(rest) => rest
-            .trim_start_matches(|c: char| c.is_ascii_alphanumeric())
+            .trim_start_matches(|c: char| c.is_ascii_alphanumeric() || "_+-".contains(c))
             .trim_start(),
         None => text,
     }
@@ -118,7 +122,7 @@ fn strip_fence(text: &str) -> &str {
 
 /// `text` without its opening fence line and a closing fence: what a fenced (or bare)
 /// blob holds.
-pub(crate) fn fenced_body(text: &str) -> &str {
+pub fn fenced_body(text: &str) -> &str {
     strip_fence(text.trim()).trim_end_matches("```").trim()
 }
 
@@ -221,6 +225,8 @@ mod tests {
             ),
             ("{\"total\": 5 * 3}", false),
             ("<tool_call>\n{\"name\": \"python\"", true),
+            ("<tools>\n{\"type\": \"function\", \"function\": {}}", true),
+            ("The list is in <tools>.", false),
             ("The answer is 18.", false),
             ("{not a call", false),
             ("She has {3} apples", false),
