@@ -8,8 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use jielong_core::intent::{intended_call, looks_like_call};
 use jielong_core::{
-    Chat, ChatRequest, Completion, Generation, GenerationEvent, RuntimeError, ToolCall, ToolChoice,
-    ToolSpec,
+    Chat, ChatRequest, Completion, Generation, GenerationEvent, ToolCall, ToolChoice, ToolSpec,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -33,24 +32,33 @@ pub(crate) async fn chat_completions(
     }
 }
 
-/// What a reply needs to know about the request's tools, and what it is generated
-/// again from when it meant a call it did not make.
+/// What a reply needs to know about the request's tools: the chat and request it
+/// answers, which it is generated again from when it meant a call it did not make.
 #[derive(Clone)]
 struct CallRules {
-    /// The tools a call may use.
-    callable: Vec<ToolSpec>,
-    /// Whether a call written as JSON in the text is taken as a call (or asked for
-    /// again): the client let the model choose (`tool_choice: auto`) and asked for no
-    /// reply format.
-    recover: bool,
     chat: Chat,
     request: ChatRequest,
 }
 
 impl CallRules {
+    /// The tools a call may use.
+    fn callable(&self) -> &[ToolSpec] {
+        self.request.callable(&self.chat)
+    }
+
+    /// Whether a call written as JSON in the text is taken as a call (or asked for
+    /// again): the client let the model choose (`tool_choice: auto`), asked for no
+    /// reply format, and listed tools.
+    fn recover(&self) -> bool {
+        self.request.tool_choice == ToolChoice::Auto
+            && self.request.format.is_none()
+            && !self.callable().is_empty()
+    }
+
     /// A call the text is, when the model wrote one as JSON instead of its syntax.
     fn written(&self, text: &str) -> Option<ToolCall> {
-        self.recover.then(|| written_call(text, &self.callable))?
+        self.recover()
+            .then(|| written_call(text, self.callable()))?
     }
 
     /// The request that generates a reply again with the call required, when its text
@@ -58,16 +66,16 @@ impl CallRules {
     /// refuses, the `<tools>` list echoed) that cannot be taken as written. A call of
     /// a listed tool is held to that tool. `None`: the text is an answer, or a call.
     fn again(&self, text: &str) -> Option<ChatRequest> {
-        if !self.recover || self.callable.is_empty() || self.written(text).is_some() {
+        if !self.recover() || self.written(text).is_some() {
             return None;
         }
-        let intent = intended_call(text, &self.callable);
+        let intent = intended_call(text, self.callable());
         if intent.is_none() && !looks_like_call(text) {
             return None;
         }
         let mut request = self.request.clone();
         request.tool_choice = ToolChoice::Required;
-        if let Some(tool) = intent.and_then(|i| self.callable.iter().find(|t| t.name == i.name)) {
+        if let Some(tool) = intent.and_then(|i| self.callable().iter().find(|t| t.name == i.name)) {
             request.call_tools = Some(vec![tool.clone()]);
         }
         Some(request)
@@ -94,11 +102,11 @@ impl CallRules {
 }
 
 /// The rest of `generation` (`first`: an event already taken from it): its text and
-/// completion. `Err(None)`: it ended without a result.
+/// completion.
 async fn drain(
     generation: &mut Generation,
     mut first: Option<GenerationEvent>,
-) -> Result<(String, Completion), Option<RuntimeError>> {
+) -> Result<(String, Completion), ApiError> {
     let mut prose = String::new();
     loop {
         let event = match first.take() {
@@ -108,9 +116,48 @@ async fn drain(
         match event {
             Some(GenerationEvent::Text(text)) => prose.push_str(&text),
             Some(GenerationEvent::Done(Ok(completion))) => return Ok((prose, completion)),
-            Some(GenerationEvent::Done(Err(error))) => return Err(Some(error)),
+            Some(GenerationEvent::Done(Err(error))) => return Err(error.into()),
             Some(_) => {}
-            None => return Err(None),
+            None => return Err(ApiError::internal("the generation ended without a result")),
+        }
+    }
+}
+
+/// Choice `index`'s reply (`text`, `completion`) generated again when it meant a call
+/// it could not make ([`CallRules::again`]): the redo when it is taken in the reply's
+/// place. Whichever reply is left out counts as discarded usage; a failure repairs the
+/// slots.
+async fn redo(
+    running: &mut Running,
+    rules: &CallRules,
+    index: usize,
+    text: &str,
+    completion: &Completion,
+) -> Result<Option<(String, Completion)>, ApiError> {
+    let Some(request) = completion
+        .calls
+        .is_empty()
+        .then(|| rules.again(text))
+        .flatten()
+    else {
+        return Ok(None);
+    };
+    let redone = match running.again(index, &rules.chat, &request) {
+        Ok(mut generation) => drain(&mut generation, None).await,
+        Err(error) => Err(error),
+    };
+    match redone {
+        Ok(redone) if rules.takes(&redone.1) => {
+            running.discard(completion.usage.generated_tokens);
+            Ok(Some(redone))
+        }
+        Ok(redone) => {
+            running.discard(redone.1.usage.generated_tokens);
+            Ok(None)
+        }
+        Err(error) => {
+            running.repair();
+            Err(error)
         }
     }
 }
@@ -140,8 +187,6 @@ async fn chat(
         crate::grammar::check_format(reply)?;
     }
     let rules = CallRules {
-        callable: t.request.callable(&t.chat).to_vec(),
-        recover: t.request.tool_choice == ToolChoice::Auto && t.request.format.is_none(),
         chat: t.chat.clone(),
         request: t.request.clone(),
     };
@@ -179,60 +224,23 @@ async fn chat(
         ));
         return Ok(sse(rx));
     }
-    // One reply per choice.
+    // One reply per choice; one that meant a call it could not make is generated
+    // again with the call required.
     let mut replies = Vec::with_capacity(running.generations.len());
     let mut pending_first = first;
-    let mut failure = None;
     for generation in running.generations.iter_mut() {
         match drain(generation, pending_first.take()).await {
             Ok(reply) => replies.push(reply),
             Err(error) => {
-                failure = error;
-                break;
+                running.repair();
+                return Err(error);
             }
         }
     }
-    // A reply that meant a call it could not make is generated again with the call
-    // required (kept only when that yields a call).
-    if failure.is_none() && replies.len() == running.generations.len() {
-        for (index, reply) in replies.iter_mut().enumerate() {
-            let Some(request) = reply
-                .1
-                .calls
-                .is_empty()
-                .then(|| rules.again(&reply.0))
-                .flatten()
-            else {
-                continue;
-            };
-            let again = match running.again(index, &rules.chat, &request) {
-                Ok(mut generation) => drain(&mut generation, None).await,
-                Err(error) => {
-                    running.repair();
-                    return Err(error);
-                }
-            };
-            match again {
-                Ok(again) if rules.takes(&again.1) => {
-                    running.discard(reply.1.usage.generated_tokens);
-                    *reply = again;
-                }
-                Ok(again) => running.discard(again.1.usage.generated_tokens),
-                Err(error) => {
-                    failure = Some(error.unwrap_or_else(|| {
-                        RuntimeError::Backend("the generation ended without a result".into())
-                    }));
-                    break;
-                }
-            }
+    for (index, reply) in replies.iter_mut().enumerate() {
+        if let Some(redone) = redo(&mut running, &rules, index, &reply.0, &reply.1).await? {
+            *reply = redone;
         }
-    }
-    if failure.is_some() || replies.len() < running.generations.len() {
-        running.repair();
-        return Err(failure.map_or_else(
-            || ApiError::internal("the generation ended without a result"),
-            ApiError::from,
-        ));
     }
     let completions: Vec<&Completion> = replies.iter().map(|(_, c)| c).collect();
     running.finished(&completions);
@@ -370,7 +378,7 @@ async fn stream(
     tx: mpsc::Sender<axum::response::sse::Event>,
 ) {
     let n = running.generations.len();
-    let hold = rules.recover && !rules.callable.is_empty();
+    let hold = rules.recover();
     let mut choices: Vec<ChoiceStream> = (0..n)
         .map(|_| ChoiceStream {
             held: hold.then(String::new),
@@ -463,38 +471,9 @@ async fn stream(
                     .saturating_sub(choice.sent);
                 choice.logprobs.truncate(allowed);
                 if let Some(held) = choice.held.take() {
-                    let again = completion
-                        .calls
-                        .is_empty()
-                        .then(|| rules.again(&held))
-                        .flatten();
-                    let again = match again {
-                        Some(request) => Some(match running.again(i, &rules.chat, &request) {
-                            Ok(mut generation) => {
-                                drain(&mut generation, None).await.map_err(|error| {
-                                    error.map_or_else(
-                                        || {
-                                            ApiError::internal(
-                                                "the generation ended without a result",
-                                            )
-                                        },
-                                        ApiError::from,
-                                    )
-                                })
-                            }
-                            Err(error) => Err(error),
-                        }),
-                        None => None,
-                    };
-                    match (rules.written(&held), again) {
-                        (Some(call), _) if completion.calls.is_empty() => {
-                            let delta =
-                                json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
-                            choice.calls += 1;
-                            out.push(send(i, delta, choice.take_logprobs(), None));
-                        }
-                        (_, Some(Ok((_, redone)))) if rules.takes(&redone) => {
-                            running.discard(completion.usage.generated_tokens);
+                    match redo(&mut running, &rules, i, &held, &completion).await {
+                        Err(error) => failed = Some(error),
+                        Ok(Some((_, redone))) => {
                             choice.logprobs = if logprobs {
                                 let kept =
                                     redone.logprobs.iter().take(redone.usage.generated_tokens);
@@ -510,28 +489,23 @@ async fn stream(
                             }
                             completion = redone;
                         }
-                        (_, Some(Err(error))) => {
-                            running.repair();
-                            failed = Some(error);
-                        }
-                        (_, Some(Ok((_, redone)))) if !held.is_empty() => {
-                            running.discard(redone.usage.generated_tokens);
-                            out.push(send(
-                                i,
-                                json!({"content": held}),
-                                choice.take_logprobs(),
-                                None,
-                            ));
-                        }
-                        _ if !held.is_empty() => {
-                            out.push(send(
-                                i,
-                                json!({"content": held}),
-                                choice.take_logprobs(),
-                                None,
-                            ));
-                        }
-                        _ => {}
+                        Ok(None) => match rules.written(&held) {
+                            Some(call) if completion.calls.is_empty() => {
+                                let delta =
+                                    json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
+                                choice.calls += 1;
+                                out.push(send(i, delta, choice.take_logprobs(), None));
+                            }
+                            _ if !held.is_empty() => {
+                                out.push(send(
+                                    i,
+                                    json!({"content": held}),
+                                    choice.take_logprobs(),
+                                    None,
+                                ));
+                            }
+                            _ => {}
+                        },
                     }
                 }
                 let finish = if choice.calls > 0 {
@@ -609,10 +583,11 @@ mod tests {
         };
         let tools = vec![tool("plot"), tool("scale")];
         let chat = Chat::new(vec![jielong_core::Message::user("q")]).with_tools(tools.clone());
-        let request = ChatRequest::new(64);
+        let mut request = ChatRequest::new(64);
+        if !recover {
+            request.tool_choice = ToolChoice::Required;
+        }
         let rules = CallRules {
-            callable: request.callable(&chat).to_vec(),
-            recover,
             chat: chat.clone(),
             request: request.clone(),
         };
@@ -670,8 +645,6 @@ mod tests {
             jielong_core::Message::assistant_with_tool_calls("", vec![made.clone()]),
         ]);
         let rules = CallRules {
-            callable: Vec::new(),
-            recover: true,
             chat,
             request: ChatRequest::new(8),
         };
