@@ -5,6 +5,7 @@
 mod common;
 
 use common::{model, model_lock, QWEN, SMOLLM};
+use jielong::core::BranchId;
 use jielong::{
     Completion, FinishReason, GenerateRequest, LlamaSession, Message, RuntimeError, SamplingParams,
     SessionOptions,
@@ -30,6 +31,15 @@ fn greedy(max_tokens: usize) -> GenerateRequest {
         max_tokens,
         ..GenerateRequest::default()
     }
+}
+
+/// A session of `m` that holds up to `branches` live sequences.
+fn with_branches(m: &jielong::LlamaModel, branches: u32) -> LlamaSession {
+    m.session(&SessionOptions {
+        max_sequences: branches,
+        ..SessionOptions::default()
+    })
+    .unwrap()
 }
 
 #[test]
@@ -98,6 +108,55 @@ fn prefix_reuse_evaluates_only_the_new_part_and_changes_nothing() {
     reused.reset().unwrap();
     let after_reset = ask(&reused, &prompt2, &greedy(4));
     assert_eq!(after_reset.usage.cached_tokens, 0);
+}
+
+#[test]
+fn a_branch_borrows_the_prefix_another_branch_evaluated() {
+    let _lock = model_lock();
+    let m = model(QWEN);
+    let session = with_branches(&m, 3);
+    let conversation = chat_prompt(
+        QWEN,
+        &[
+            Message::user("Name three primary colours."),
+            Message::assistant("Red, yellow and blue."),
+            Message::user("Which of them is the colour of the sky?"),
+        ],
+    );
+    let on_main = ask(&session, &conversation, &greedy(16));
+    // A second branch that holds something else (it shares only the system prompt).
+    let other = session.fork(BranchId::MAIN, 1).unwrap()[0];
+    let unrelated = chat_prompt(QWEN, &[Message::user("Count to five.")]);
+    session
+        .generate_on(other, &unrelated, &greedy(8))
+        .unwrap()
+        .wait(|_| {})
+        .unwrap();
+    let cells_before = session.kv_usage().unwrap().cells;
+
+    // The conversation on that branch: the main branch's cells are shared, only the
+    // last token is evaluated, and the answer is the same.
+    let moved = session
+        .generate_on(other, &conversation, &greedy(16))
+        .unwrap()
+        .wait(|_| {})
+        .unwrap();
+    assert_eq!(moved.usage.evaluated_tokens, 1, "{:?}", moved.usage);
+    assert_eq!(
+        moved.text, on_main.text,
+        "borrowed cells changed the answer"
+    );
+    let usage = session.kv_usage().unwrap();
+    let branch = usage.branches.iter().find(|b| b.id == other).unwrap();
+    assert!(branch.shared >= moved.usage.prompt_tokens - 1, "{usage:?}");
+    assert!(
+        usage.cells <= cells_before + moved.usage.generated_tokens + 1,
+        "the borrowed prefix took new cells: {usage:?}"
+    );
+    // The donor is untouched: its own conversation still reuses everything.
+    let again = ask(&session, &conversation, &greedy(16));
+    assert_eq!(again.usage.evaluated_tokens, 1);
+    assert_eq!(again.text, on_main.text);
 }
 
 #[test]
@@ -242,12 +301,7 @@ fn cancelling_stops_generation_and_keeps_the_session_usable() {
 fn a_prompt_forks_into_parallel_sequences() {
     let _lock = model_lock();
     let m = model(QWEN);
-    let session = m
-        .session(&SessionOptions {
-            max_sequences: 5,
-            ..SessionOptions::default()
-        })
-        .unwrap();
+    let session = with_branches(&m, 5);
     let prompt = chat_prompt(QWEN, &[Message::user("Name three primary colours.")]);
     let single = ask(&session, &prompt, &greedy(16));
 

@@ -465,6 +465,42 @@ async fn serves_the_openai_api_on_a_server() {
         "the second turn reused {cached} tokens: {one} {two}"
     );
 
+    // A request on another slot takes the system prompt a busy slot already holds.
+    let system = "You are the help desk of the Lindqvist municipal library in Vaxholm. \
+                  Answer questions about opening hours, borrowing rules, late fees, the \
+                  reading room, the children's corner, interlibrary loans and printing, in \
+                  one friendly sentence, and never invent a rule the library does not have.";
+    let asking = |question: &str| json!([{"role": "system", "content": system}, {"role": "user", "content": question}]);
+    let mut busy = client()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .body(
+            json!({"messages": asking("Describe every service of the library in detail."),
+                   "temperature": 0, "max_tokens": 200, "stream": true})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("a stream");
+    // Its first chunk: the prompt has been evaluated and the slot is generating.
+    let _ = busy.chunk().await;
+    let (status, other) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"messages": asking("Can I print there?"), "temperature": 0, "max_tokens": 8}),
+    )
+    .await;
+    drop(busy);
+    assert_eq!(status, 200, "{other}");
+    let cached = other["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    let prompt = other["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    // Everything but the question and the template's tail comes from the busy slot.
+    assert!(
+        cached >= 60 && prompt - cached <= 20,
+        "reused {cached} of {prompt} prompt tokens: {other}"
+    );
+
     // JSON-Schema output.
     let schema = json!({"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
                         "required": ["name", "age"], "additionalProperties": false});

@@ -1,9 +1,13 @@
 """`jielong serve` against llama.cpp's own `llama-server` on the same GGUF, threads and
-requests, one server at a time (never both on the cores at once), through the official
+requests, both started and sent requests one at a time (never both decoding at once; the
+order alternates per round), through the official
 `openai` client: single-stream decode speed and time to first token, the aggregate
-speed of 8 concurrent streams, and the prompt tokens a 10-turn conversation evaluates.
+speed of 8 concurrent streams (requests that share their opening instruction, and
+requests that share nothing but the chat template), and the prompt tokens a 10-turn
+conversation evaluates. Each speed is measured `--rounds` times and the median run is
+reported, with every round's figure beside it.
 
-    python3 benchmarks/serve/run.py [--threads 2] [--json out.json]
+    python3 benchmarks/serve/run.py [--threads 2] [--rounds 3] [--json out.json]
 
 Needs `target/release/jielong` and `~/.cache/jielong/llama-server/bin/llama-server`
 (`scripts/llama-server.sh`).
@@ -25,6 +29,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 JIELONG = os.path.join(ROOT, "target", "release", "jielong")
 LLAMA_SERVER = os.path.expanduser("~/.cache/jielong/llama-server/bin/llama-server")
 ESSAY = "Write a long, detailed essay about the history of rivers and the cities built on them."
+STREAMS = 8
+# Distinct opening words, so no two requests share more than the template.
+QUESTIONS = [
+    "Explain how a refrigerator keeps food cold.",
+    "Describe the rules of chess for a beginner.",
+    "Why do leaves change colour in autumn?",
+    "Tell a short story about a lighthouse keeper.",
+    "List the planets of the solar system with one fact each.",
+    "How does compound interest work? Give an example.",
+    "What makes bread rise when it is baked?",
+    "Compare trains and planes for travel across Europe.",
+    "Give advice to someone learning to play the guitar.",
+    "Summarise the causes of the French Revolution.",
+    "How do vaccines train the immune system?",
+    "Write a poem about the sea at night.",
+    "Which habits help people sleep better?",
+    "Outline a plan for a small vegetable garden.",
+    "Can you explain what a black hole is?",
+    "Recommend three exercises for a stronger back.",
+    "Translate the idea of recursion into everyday terms.",
+    "Describe a day in the life of a medieval farmer.",
+    "Suggest names for a bakery and explain each.",
+    "Walk me through changing a flat bicycle tyre.",
+    "Detail how glaciers shape valleys over time.",
+    "Note the pros and cons of working from home.",
+    "Picture a city in the year 2200 and describe it.",
+    "Argue for and against school uniforms.",
+]
 TURNS = [
     "Hi! I am planning a trip to Japan in spring. What cities should I visit?",
     "How many days would you spend in Kyoto?",
@@ -89,21 +121,46 @@ def single_stream(client, model, max_tokens=128):
     }
 
 
-def concurrent_streams(client, model, n=8, max_tokens=64):
-    def one(i):
+def concurrent_streams(client, model, prompts, max_tokens=64):
+    """`prompts` sent at once, one client thread each; aggregate completion tokens/s."""
+
+    def one(prompt):
         reply = client.chat.completions.create(
             model=model,
-            messages=[{"role": "user", "content": f"{ESSAY} Part {i + 1}."}],
+            messages=[{"role": "user", "content": prompt}],
             max_tokens=max_tokens,
             temperature=0,
         )
-        return reply.usage.completion_tokens
+        return reply.usage.completion_tokens, reply.usage.prompt_tokens
 
     started = time.time()
-    with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        tokens = sum(pool.map(one, range(n)))
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        done = list(pool.map(one, prompts))
     wall = time.time() - started
-    return {"streams": n, "tokens": tokens, "wall_s": wall, "aggregate_tokens_per_s": tokens / wall}
+    tokens = sum(t for t, _ in done)
+    return {
+        "streams": len(prompts),
+        "tokens": tokens,
+        "prompt_tokens": sum(p for _, p in done),
+        "wall_s": wall,
+        "aggregate_tokens_per_s": tokens / wall,
+    }
+
+
+def shared_prompts(round_, n=STREAMS):
+    """Requests that share their opening (one instruction, as clients of one app do)."""
+    return [f"{ESSAY} Part {round_ + 1}.{i + 1}." for i in range(n)]
+
+
+def distinct_prompts(round_, n=STREAMS):
+    """Requests that share nothing but the chat template; new ones every round."""
+    return [QUESTIONS[(round_ * n + i) % len(QUESTIONS)] for i in range(n)]
+
+
+def median_run(runs):
+    """The run with the median aggregate speed (all runs kept beside it)."""
+    ranked = sorted(runs, key=lambda r: r["aggregate_tokens_per_s"])
+    return dict(ranked[len(ranked) // 2], rounds=[r["aggregate_tokens_per_s"] for r in runs])
 
 
 def conversation(port, model):
@@ -133,53 +190,106 @@ def conversation(port, model):
     return {"turns": len(TURNS), "prompt_tokens": total_prompt, "evaluated": evaluated}
 
 
-def measure(name, command, port, model):
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_healthy(port, proc)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        single_stream(client, model, 16)  # warm
+class Server:
+    """One server under test: its process, client and every round's figures."""
+
+    def __init__(self, name, command, port, model):
+        self.name, self.port, self.model = name, port, model
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+        self.singles, self.shared, self.distinct = [], [], []
+
+    def start(self):
+        wait_healthy(self.port, self.proc)
+        single_stream(self.client, self.model, 16)  # warm
+
+    def single_round(self):
+        self.singles.append(single_stream(self.client, self.model))
+
+    def concurrent_round(self, r):
+        self.shared.append(concurrent_streams(self.client, self.model, shared_prompts(r)))
+        self.distinct.append(concurrent_streams(self.client, self.model, distinct_prompts(r)))
+
+    def result(self):
+        singles = sorted(self.singles, key=lambda r: r["decode_tokens_per_s"])
         result = {
-            "single": single_stream(client, model),
-            "concurrent": concurrent_streams(client, model),
-            "conversation": conversation(port, model),
+            "single": dict(
+                singles[len(singles) // 2], rounds=[r["decode_tokens_per_s"] for r in self.singles]
+            ),
+            "concurrent": median_run(self.shared),
+            "concurrent_distinct": median_run(self.distinct),
+            "conversation": conversation(self.port, self.model),
         }
-        print(name, json.dumps(result), file=sys.stderr)
+        print(self.name, json.dumps(result), file=sys.stderr)
         return result
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of each measurement (the median is reported)"
+    )
     args = parser.parse_args()
     gguf = subprocess.check_output([JIELONG, "models", "path"], text=True).strip()
     t = str(args.threads)
+    llama_port = free_port()
+    servers = [
+        Server(
+            "llama-server",
+            [LLAMA_SERVER, "-m", gguf, "--host", "127.0.0.1", "--port", str(llama_port),
+             "-t", t, "-tb", t, "-c", "8192", "-np", "8", "--jinja", "--alias", "qwen"],
+            llama_port,
+            "qwen",
+        ),
+    ]
     port = free_port()
-    llama = measure(
-        "llama-server",
-        [LLAMA_SERVER, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-t", t, "-tb", t,
-         "-c", "8192", "-np", "8", "--jinja", "--alias", "qwen"],
-        port,
-        "qwen",
+    servers.append(
+        Server(
+            "jielong serve",
+            [JIELONG, "-t", t, "serve", "--port", str(port), "--parallel", "8"],
+            port,
+            "qwen2.5-coder-0.5b",
+        )
     )
-    port = free_port()
-    ours = measure(
-        "jielong serve",
-        [JIELONG, "-t", t, "serve", "--port", str(port), "--parallel", "8"],
-        port,
-        "qwen2.5-coder-0.5b",
-    )
+    try:
+        for server in servers:
+            server.start()
+        # Both are up, only one is sent requests at a time; the order alternates per
+        # round so a machine that speeds up or slows down favours neither. The single
+        # streams go first: their prompt stays cached on its slot (the concurrent
+        # rounds fill every slot with other prompts).
+        def turns(r):
+            return servers if r % 2 == 0 else list(reversed(servers))
+
+        for r in range(args.rounds):
+            for server in turns(r):
+                server.single_round()
+        for r in range(args.rounds):
+            for server in turns(r):
+                server.concurrent_round(r)
+        llama, ours = (server.result() for server in servers)
+    finally:
+        for server in servers:
+            server.stop()
     report = {
         "threads": args.threads,
         "jielong": ours,
         "llama_server": llama,
         "single_decode_ratio": ours["single"]["decode_tokens_per_s"] / llama["single"]["decode_tokens_per_s"],
         "ttft_ratio": ours["single"]["ttft_s"] / llama["single"]["ttft_s"],
+        "rounds": args.rounds,
         "concurrent_ratio": ours["concurrent"]["aggregate_tokens_per_s"] / llama["concurrent"]["aggregate_tokens_per_s"],
+        "concurrent_distinct_ratio": ours["concurrent_distinct"]["aggregate_tokens_per_s"]
+        / llama["concurrent_distinct"]["aggregate_tokens_per_s"],
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -531,6 +531,22 @@ impl Cells {
         self.seqs.insert(to.0, seq);
     }
 
+    /// Appends `from`'s cells at `range` to `to`, which holds exactly `range.start`
+    /// tokens (llama.cpp's memory got the same sequence copy).
+    fn borrow(&mut self, from: BranchId, to: BranchId, range: std::ops::Range<usize>) {
+        let Some(source) = self.seqs.get(&from.0) else {
+            return;
+        };
+        let tokens = source.tokens[range.clone()].to_vec();
+        let cells = source.cells[range].to_vec();
+        for cell in &cells {
+            *self.refs.entry(*cell).or_default() += 1;
+        }
+        let seq = self.seqs.entry(to.0).or_default();
+        seq.tokens.extend(tokens);
+        seq.cells.extend(cells);
+    }
+
     fn remove(&mut self, branch: BranchId) {
         self.truncate(branch, 0);
         if branch != BranchId::MAIN {
@@ -1093,12 +1109,13 @@ impl Worker<'_> {
     }
 
     /// Drops what `branch` holds after its common prefix with `tokens` (at most
-    /// `limit` tokens are kept); returns how many were kept.
+    /// `limit` tokens are kept), then borrows a longer prefix from another branch
+    /// when one has it; returns how many tokens of `tokens` the branch holds.
     fn keep_prefix(&mut self, branch: BranchId, tokens: &[LlamaToken], limit: usize) -> usize {
         let held = self.cells.tokens(branch);
         let keep = super::kv::common_prefix_len(held, tokens).min(limit);
         if keep == held.len() {
-            return keep;
+            return self.borrow_prefix(branch, tokens, keep, limit);
         }
         let removed = self
             .ctx
@@ -1106,13 +1123,58 @@ impl Worker<'_> {
             .unwrap_or(false);
         if removed {
             self.cells.truncate(branch, keep);
-            keep
+            self.borrow_prefix(branch, tokens, keep, limit)
         } else {
             // Some memory kinds (recurrent models) cannot drop a tail: start over.
             let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
             self.cells.truncate(branch, 0);
             0
         }
+    }
+
+    /// Extends `branch`, which holds the first `keep` of `tokens`, with the cells of
+    /// the other branch sharing the longest prefix of `tokens` (at most `limit`), so a
+    /// prompt another request already evaluated (a common system prompt, a
+    /// conversation that moved to another branch) is not evaluated again. The cells
+    /// are shared, not copied; returns how many tokens `branch` now holds.
+    fn borrow_prefix(
+        &mut self,
+        branch: BranchId,
+        tokens: &[LlamaToken],
+        keep: usize,
+        limit: usize,
+    ) -> usize {
+        let model = &self.loaded.model;
+        // A recurrent state is one per sequence, not one per position.
+        if model.is_recurrent() || model.is_hybrid() {
+            return keep;
+        }
+        let donor = self
+            .cells
+            .seqs
+            .iter()
+            .filter(|(&id, _)| id != branch.0)
+            .map(|(&id, seq)| {
+                (
+                    id,
+                    super::kv::common_prefix_len(&seq.tokens, tokens).min(limit),
+                )
+            })
+            .max_by_key(|&(id, len)| (len, std::cmp::Reverse(id)));
+        let Some((donor, len)) = donor.filter(|&(_, len)| len > keep) else {
+            return keep;
+        };
+        let copied = self.ctx.copy_kv_cache_seq(
+            donor as i32,
+            branch.0 as i32,
+            u32::try_from(keep).ok(),
+            u32::try_from(len).ok(),
+        );
+        if copied.is_err() {
+            return keep;
+        }
+        self.cells.borrow(BranchId(donor), branch, keep..len);
+        len
     }
 
     /// Evaluates `entries` (each appended to its branch) in batches of at most
