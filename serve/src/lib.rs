@@ -25,8 +25,9 @@
 //!
 //! One session serves every request. Each request runs on a *slot* — a branch of the
 //! session's KV cache — chosen as the idle one sharing the longest prefix with its
-//! prompt, so a conversation that extends an earlier one only evaluates what is new.
-//! Requests on different slots decode together in one batch per step (the worker's
+//! prompt, so a conversation that extends an earlier one only evaluates what is new;
+//! an opening another slot holds (a shared system prompt) is borrowed from it by the
+//! runtime, not evaluated again. Requests on different slots decode together in one batch per step (the worker's
 //! continuous batching); requests beyond `parallel` wait in a bounded queue, and
 //! beyond that get 503 with `Retry-After`. A client that disconnects from a stream
 //! cancels its generation.
