@@ -77,6 +77,17 @@ fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// Sends a chat completion request of `body` (JSON) to `base`; the response, unread
+/// (a stream can be read chunk by chunk).
+async fn open_chat(base: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{base}/v1/chat/completions"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the server answers")
+}
+
 /// POSTs `body` (JSON) to `path`; the status and the body (JSON when it parses,
 /// else the text as a string).
 async fn post(server: &Server, path: &str, body: &Value) -> (u16, Value) {
@@ -204,16 +215,12 @@ async fn serves_the_openai_api_on_a_server() {
     );
 
     // Streamed, with the usage chunk.
-    let response = client()
-        .post(format!("{}/v1/chat/completions", server.base))
-        .body(
-            json!({"messages": question, "temperature": 0, "max_tokens": 16, "stream": true,
-                   "stream_options": {"include_usage": true}})
-            .to_string(),
-        )
-        .send()
-        .await
-        .expect("a stream");
+    let response = open_chat(
+        &server.base,
+        &json!({"messages": question, "temperature": 0, "max_tokens": 16, "stream": true,
+                "stream_options": {"include_usage": true}}),
+    )
+    .await;
     assert_eq!(response.status().as_u16(), 200);
     assert!(response
         .headers()
@@ -471,16 +478,12 @@ async fn serves_the_openai_api_on_a_server() {
                   reading room, the children's corner, interlibrary loans and printing, in \
                   one friendly sentence, and never invent a rule the library does not have.";
     let asking = |question: &str| json!([{"role": "system", "content": system}, {"role": "user", "content": question}]);
-    let mut busy = client()
-        .post(format!("{}/v1/chat/completions", server.base))
-        .body(
-            json!({"messages": asking("Describe every service of the library in detail."),
-                   "temperature": 0, "max_tokens": 200, "stream": true})
-            .to_string(),
-        )
-        .send()
-        .await
-        .expect("a stream");
+    let mut busy = open_chat(
+        &server.base,
+        &json!({"messages": asking("Describe every service of the library in detail."),
+                "temperature": 0, "max_tokens": 200, "stream": true}),
+    )
+    .await;
     // Its first chunk: the prompt has been evaluated and the slot is generating.
     let _ = busy.chunk().await;
     let (status, other) = post(
@@ -652,16 +655,12 @@ async fn serves_the_openai_api_on_a_server() {
     for c in 0..8 {
         let base = server.base.clone();
         hangups.push(tokio::spawn(async move {
-            let mut response = client()
-                .post(format!("{base}/v1/chat/completions"))
-                .body(
-                    json!({"messages": user(&format!("Tell a long story about the number {c}.")),
-                           "temperature": 0, "max_tokens": 400, "stream": true})
-                    .to_string(),
-                )
-                .send()
-                .await
-                .expect("a stream");
+            let mut response = open_chat(
+                &base,
+                &json!({"messages": user(&format!("Tell a long story about the number {c}.")),
+                        "temperature": 0, "max_tokens": 400, "stream": true}),
+            )
+            .await;
             let _ = response.chunk().await;
             let _ = response.chunk().await;
             drop(response);
@@ -757,12 +756,7 @@ fn incomplete(status: u16, text: &str, stream: bool) -> Option<String> {
 
 /// POSTs a chat request and returns the body as text (for streams).
 async fn post_text(server: &Server, body: &Value) -> (u16, String) {
-    let response = client()
-        .post(format!("{}/v1/chat/completions", server.base))
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("the server answers");
+    let response = open_chat(&server.base, body).await;
     let status = response.status().as_u16();
     (status, response.text().await.expect("a body"))
 }

@@ -157,10 +157,10 @@ def distinct_prompts(round_, n=STREAMS):
     return [QUESTIONS[(round_ * n + i) % len(QUESTIONS)] for i in range(n)]
 
 
-def median_run(runs):
-    """The run with the median aggregate speed (all runs kept beside it)."""
-    ranked = sorted(runs, key=lambda r: r["aggregate_tokens_per_s"])
-    return dict(ranked[len(ranked) // 2], rounds=[r["aggregate_tokens_per_s"] for r in runs])
+def median_run(runs, key="aggregate_tokens_per_s"):
+    """The run with the median `key` (every round's figure kept beside it)."""
+    ranked = sorted(runs, key=lambda r: r[key])
+    return dict(ranked[len(ranked) // 2], rounds=[r[key] for r in runs])
 
 
 def conversation(port, model):
@@ -211,11 +211,8 @@ class Server:
         self.distinct.append(concurrent_streams(self.client, self.model, distinct_prompts(r)))
 
     def result(self):
-        singles = sorted(self.singles, key=lambda r: r["decode_tokens_per_s"])
         result = {
-            "single": dict(
-                singles[len(singles) // 2], rounds=[r["decode_tokens_per_s"] for r in self.singles]
-            ),
+            "single": median_run(self.singles, "decode_tokens_per_s"),
             "concurrent": median_run(self.shared),
             "concurrent_distinct": median_run(self.distinct),
             "conversation": conversation(self.port, self.model),

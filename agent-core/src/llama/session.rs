@@ -522,19 +522,18 @@ impl Cells {
         seq.tokens.truncate(from);
     }
 
+    /// Makes `to` a copy of `from` (llama.cpp's memory got the same sequence copy).
     fn copy(&mut self, from: BranchId, to: BranchId) {
-        let seq = self.seqs.get(&from.0).cloned().unwrap_or_default();
-        for cell in &seq.cells {
-            *self.refs.entry(*cell).or_default() += 1;
-        }
         self.truncate(to, 0);
-        self.seqs.insert(to.0, seq);
+        let len = self.tokens(from).len();
+        self.borrow(from, to, 0..len);
     }
 
     /// Appends `from`'s cells at `range` to `to`, which holds exactly `range.start`
     /// tokens (llama.cpp's memory got the same sequence copy).
     fn borrow(&mut self, from: BranchId, to: BranchId, range: std::ops::Range<usize>) {
         let Some(source) = self.seqs.get(&from.0) else {
+            self.seqs.entry(to.0).or_default();
             return;
         };
         let tokens = source.tokens[range.clone()].to_vec();
@@ -1145,8 +1144,9 @@ impl Worker<'_> {
         limit: usize,
     ) -> usize {
         let model = &self.loaded.model;
-        // A recurrent state is one per sequence, not one per position.
-        if model.is_recurrent() || model.is_hybrid() {
+        // Nothing left to borrow; a recurrent state is one per sequence, not one per
+        // position.
+        if keep >= limit || model.is_recurrent() || model.is_hybrid() {
             return keep;
         }
         let donor = self
