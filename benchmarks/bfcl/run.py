@@ -2,7 +2,7 @@
 the share of well-formed calls and AST accuracy against the possible answers.
 
     python3 benchmarks/bfcl/run.py [--data DIR] [--limit N] [--ids A,B] [--json out.json]
-                                   [--calls constrained|validated]
+                                   [--calls constrained|validated] [--tool-choice auto|required]
 
 Starts `target/release/jielong serve` on a free loopback port (one at a time with any
 other model process). Function names are sent with `.` as `_` (OpenAI names allow no
@@ -92,6 +92,8 @@ def main():
     parser.add_argument("--calls", choices=["constrained", "validated"], default="constrained",
                         help="jielong serve --calls: a grammar once a call opens, or free decoding")
     parser.add_argument("--ids", help="only these question ids, comma-separated")
+    parser.add_argument("--tool-choice", choices=["auto", "required"], default="auto",
+                        help="the request's tool_choice (auto: the model may answer in text)")
     args = parser.parse_args()
     rows = [json.loads(l) for l in open(os.path.join(args.data, "simple_python.json"))]
     answers = {json.loads(l)["id"]: json.loads(l)["ground_truth"][0]
@@ -121,7 +123,7 @@ def main():
                 "parameters": schema(fn["parameters"])}}
             reply = client.chat.completions.create(
                 model="qwen2.5-coder-0.5b", messages=row["question"][0], tools=[tool],
-                tool_choice="auto", temperature=0, max_tokens=256)
+                tool_choice=args.tool_choice, temperature=0, max_tokens=256)
             calls = reply.choices[0].message.tool_calls or []
             if not calls:
                 return row["id"], False, False, "no call: " + (reply.choices[0].message.content or "")[:400]
@@ -142,7 +144,7 @@ def main():
         server.wait(timeout=30)
     formed = sum(r[1] for r in results)
     correct = sum(r[2] for r in results)
-    report = {"calls": args.calls, "questions": len(results), "well_formed_calls": formed,
+    report = {"calls": args.calls, "tool_choice": args.tool_choice, "questions": len(results), "well_formed_calls": formed,
               "ast_correct": correct,
               "well_formed_share": formed / len(results), "ast_accuracy": correct / len(results),
               "wall_s": wall,
