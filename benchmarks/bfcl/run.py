@@ -144,8 +144,8 @@ def main():
         server.wait(timeout=30)
     formed = sum(r[1] for r in results)
     correct = sum(r[2] for r in results)
-    report = {"calls": args.calls, "tool_choice": args.tool_choice, "questions": len(results), "well_formed_calls": formed,
-              "ast_correct": correct,
+    report = {"calls": args.calls, "tool_choice": args.tool_choice, "questions": len(results),
+              "well_formed_calls": formed, "ast_correct": correct,
               "well_formed_share": formed / len(results), "ast_accuracy": correct / len(results),
               "wall_s": wall,
               "no_call": [r for r in results if not r[1]],
