@@ -137,16 +137,37 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
 }
 
-fn weather_tool() -> Value {
+/// A function tool in OpenAI's shape: an object of `properties` with `required` ones.
+fn tool(name: &str, description: &str, properties: Value, required: &[&str]) -> Value {
     json!({"type": "function", "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "name": name,
+        "description": description,
+        "parameters": {"type": "object", "properties": properties, "required": required},
     }})
+}
+
+fn weather_tool() -> Value {
+    tool(
+        "get_weather",
+        "The current weather in a city",
+        json!({"city": {"type": "string"}}),
+        &["city"],
+    )
 }
 
 fn user(text: &str) -> Value {
     json!([{"role": "user", "content": text}])
+}
+
+/// The first tool-call delta of a streamed reply's events.
+fn first_call_delta(events: &[Value]) -> Value {
+    events
+        .iter()
+        .find_map(|e| {
+            let call = &e["choices"][0]["delta"]["tool_calls"][0];
+            call.is_object().then(|| call.clone())
+        })
+        .unwrap_or_else(|| panic!("no tool_calls delta in {events:?}"))
 }
 
 /// The reply's message content.
@@ -298,14 +319,7 @@ async fn serves_the_openai_api_on_a_server() {
         )
         .await;
         let events = sse_events(&body);
-        let call = events
-            .iter()
-            .find_map(|e| {
-                e["choices"][0]["delta"]["tool_calls"][0]
-                    .as_object()
-                    .cloned()
-            })
-            .unwrap_or_else(|| panic!("{choice}: no tool_calls delta in {events:?}"));
+        let call = first_call_delta(&events);
         assert_eq!(call["function"]["name"], "get_weather");
         assert_eq!(call["index"], 0);
         assert!(events
@@ -320,18 +334,88 @@ async fn serves_the_openai_api_on_a_server() {
             "{choice}: the call leaked as text: {text}"
         );
     }
+    // A call the budget cuts is returned as OpenAI does: the tool, its arguments as
+    // far as they go (no JSON yet), `finish_reason: "length"`; streamed the same.
+    let cut = json!({"messages": ask, "tools": [weather_tool()], "tool_choice": "required",
+                     "temperature": 0, "max_tokens": 16});
+    let (status, reply) = post(&server, "/v1/chat/completions", &cut).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["choices"][0]["finish_reason"], "length", "{reply}");
+    let call = &reply["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather", "{reply}");
+    let partial = call["arguments"].as_str().expect("arguments as a string");
+    assert!(
+        serde_json::from_str::<Value>(partial).is_err() && partial.starts_with('{'),
+        "{reply}"
+    );
+    let mut streamed = cut.clone();
+    streamed["stream"] = json!(true);
+    let (_, body) = post_text(&server, &streamed).await;
+    let events = sse_events(&body);
+    let delta = first_call_delta(&events);
+    assert_eq!(delta["function"]["name"], "get_weather");
+    assert_eq!(delta["function"]["arguments"].as_str(), Some(partial));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "length"),
+        "{events:?}"
+    );
+
+    // Questions on which the model, held to the schema, lists the same ingredients
+    // round and round until the budget cuts the call: the loop guard ends the list,
+    // so each gets a whole call well within the budget.
+    let recipes = tool(
+        "search_recipes",
+        "Search recipes by diet, meal and the ingredients to use.",
+        json!({
+            "diet": {"type": "string", "description": "Dietary restriction, e.g. 'vegan'."},
+            "meal": {"type": "string", "description": "Meal type, e.g. 'lunch'."},
+            "ingredients": {"type": "array", "items": {"type": "string"},
+                            "description": "Ingredients to use; empty for any."}}),
+        &["diet", "meal"],
+    );
+    for question in [
+        "What are some gluten-free recipes for dinner?",
+        "Which dairy-free breakfast recipes are there?",
+        "Suggest gluten-free dinner recipes with lots of spices.",
+    ] {
+        let (status, reply) = post(
+            &server,
+            "/v1/chat/completions",
+            &json!({"messages": user(question), "tools": [recipes], "tool_choice": "required",
+                    "temperature": 0, "max_tokens": 256}),
+        )
+        .await;
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(
+            reply["choices"][0]["finish_reason"], "tool_calls",
+            "{question}: {reply}"
+        );
+        let arguments = reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .and_then(|a| serde_json::from_str::<Value>(a).ok())
+            .unwrap_or_else(|| panic!("{question}: arguments are not JSON: {reply}"));
+        assert!(arguments["diet"].is_string(), "{question}: {arguments}");
+    }
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(
+        metric(&metrics, "jielong_loops_broken_total") >= 1.0,
+        "{metrics}"
+    );
+
     // A reply that writes its call as JSON with an expression for a value (`2 * pi`,
     // which no schema takes) is generated again with the call required: the client
     // gets a call with a number, in both shapes, and the metric counts each redo.
-    let sine = json!({"type": "function", "function": {
-        "name": "plot_sine_wave",
-        "description": "Plot a sine wave with given start and end of the range, frequency, amplitude",
-        "parameters": {"type": "object", "properties": {
+    let sine = tool(
+        "plot_sine_wave",
+        "Plot a sine wave with given start and end of the range, frequency, amplitude",
+        json!({
             "start_range": {"type": "number", "description": "Start of the range in radians"},
             "end_range": {"type": "number", "description": "End of the range in radians"},
-            "frequency": {"type": "integer", "description": "Frequency in Hz"}},
-            "required": ["start_range", "end_range", "frequency"]},
-    }});
+            "frequency": {"type": "integer", "description": "Frequency in Hz"}}),
+        &["start_range", "end_range", "frequency"],
+    );
     let plot = user("Plot a sine wave from 0 to 2 pi with a frequency of 5 Hz.");
     let (_, before) = get(&server, "/metrics", None).await;
     let before = metric(&before, "jielong_calls_regenerated_total");
@@ -341,15 +425,7 @@ async fn serves_the_openai_api_on_a_server() {
         let call = if stream {
             let (_, text) = post_text(&server, &body).await;
             let events = sse_events(&text);
-            events
-                .iter()
-                .find_map(|e| {
-                    e["choices"][0]["delta"]["tool_calls"][0]
-                        .as_object()
-                        .cloned()
-                })
-                .map(Value::Object)
-                .unwrap_or_else(|| panic!("no tool_calls delta in {events:?}"))
+            first_call_delta(&events)
         } else {
             let (status, reply) = post(&server, "/v1/chat/completions", &body).await;
             assert_eq!(status, 200, "{reply}");

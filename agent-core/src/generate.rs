@@ -272,6 +272,9 @@ pub struct Usage {
     pub prompt_time: Duration,
     /// Time spent generating, from the first sampled token to the end.
     pub generation_time: Duration,
+    /// Loops the [`crate::LoopGuard`] broke in grammar-constrained output.
+    #[serde(default)]
+    pub loops_broken: usize,
 }
 
 impl Usage {
@@ -293,6 +296,7 @@ impl Usage {
         self.generated_tokens += other.generated_tokens;
         self.prompt_time += other.prompt_time;
         self.generation_time += other.generation_time;
+        self.loops_broken += other.loops_broken;
     }
 }
 

@@ -30,6 +30,7 @@ pub mod intent;
 #[cfg(feature = "llama")]
 pub mod llama;
 pub mod logprob;
+pub mod loop_guard;
 pub mod model;
 pub mod quotes;
 pub mod respond;
@@ -50,6 +51,7 @@ pub use generate::{
 #[cfg(feature = "llama")]
 pub use llama::{LlamaModel, LlamaSession, ParallelGeneration};
 pub use logprob::{Score, TokenLogprob, TokenProb};
+pub use loop_guard::LoopGuard;
 pub use model::{
     physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, LanguageModel, ModelInfo,
     ModelSession, OnBranch, SessionOptions,

@@ -100,6 +100,7 @@ impl ModelSession for Scripted {
             generated_tokens: text.chars().count(),
             prompt_time: Duration::from_millis(1),
             generation_time: Duration::from_millis(1),
+            ..Usage::default()
         };
         self.cache = format!("{prompt}{text}");
         let (sender, generation) = Generation::channel();

@@ -139,6 +139,9 @@ def main():
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, rows))
         wall = time.time() - started
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        loops = next((float(line.split()[1]) for line in metrics.splitlines()
+                      if line.startswith("jielong_loops_broken_total ")), None)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -147,10 +150,12 @@ def main():
     report = {"calls": args.calls, "tool_choice": args.tool_choice, "questions": len(results),
               "well_formed_calls": formed, "ast_correct": correct,
               "well_formed_share": formed / len(results), "ast_accuracy": correct / len(results),
-              "wall_s": wall,
+              "wall_s": wall, "loops_broken": loops,
               "no_call": [r for r in results if not r[1]],
-              "failures": [r for r in results if r[1] and not r[2]][:40]}
-    print(json.dumps({k: v for k, v in report.items() if k != "failures"}, indent=2))
+              "failures": [r for r in results if r[1] and not r[2]][:40],
+              "results": results}
+    print(json.dumps({k: v for k, v in report.items() if k not in ("failures", "results")},
+                     indent=2))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

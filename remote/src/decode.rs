@@ -254,6 +254,8 @@ impl Decoder {
                 .predicted_ms
                 .map(ms)
                 .unwrap_or_else(|| now.duration_since(first)),
+            // A server's own decoding has no loop guard of ours.
+            loops_broken: 0,
         }
     }
 

@@ -13,7 +13,7 @@
 //! required when it still means a call (`jielong_core::intent`).
 
 use jielong_core::intent::fenced_body;
-use jielong_core::{call_check, Quotes, ToolCall, ToolSpec};
+use jielong_core::{call_check, Completion, FinishReason, Quotes, ToolCall, ToolSpec};
 use serde_json::Value;
 
 /// Whether streamed text that starts like this could turn out to be a written call
@@ -64,6 +64,70 @@ pub fn written_call(text: &str, tools: &[ToolSpec]) -> Option<ToolCall> {
     let call = ToolCall::new(tool.name.clone(), arguments);
     call_check(tools)(&call).ok()?;
     Some(call)
+}
+
+/// A call the token budget (or the context) cut before it ended: the tool it names and
+/// the arguments written so far, which are not complete JSON. OpenAI returns such a
+/// call as it stands, with `finish_reason: "length"`, so a client sees why it is cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutCall {
+    /// The tool the call names.
+    pub name: String,
+    /// The arguments' text so far.
+    pub arguments: String,
+}
+
+/// The call `completion` ends inside of, when generation ran out of room in it: the
+/// last malformed block ends the reply and names one of `tools`.
+pub fn cut_call(completion: &Completion, tools: &[ToolSpec]) -> Option<CutCall> {
+    if !matches!(
+        completion.finish,
+        FinishReason::MaxTokens | FinishReason::ContextFull
+    ) {
+        return None;
+    }
+    let raw = completion.malformed.last()?.raw.trim();
+    if raw.is_empty() || !completion.text.trim_end().ends_with(raw) {
+        return None;
+    }
+    let name: String = key_value(raw, "name")
+        .and_then(|rest| serde_json::Deserializer::from_str(rest).into_iter().next())?
+        .ok()?;
+    if !tools.iter().any(|t| t.name == name) {
+        return None;
+    }
+    let arguments = key_value(raw, "arguments")
+        .or_else(|| key_value(raw, "parameters"))
+        .unwrap_or_default();
+    Some(CutCall {
+        name,
+        arguments: arguments.to_string(),
+    })
+}
+
+/// What follows `"key":` at the top level of the JSON object `text` starts.
+fn key_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut quotes = Quotes::default();
+    let mut depth = 0usize;
+    let quoted = format!("\"{key}\"");
+    for (at, c) in text.char_indices() {
+        let opening = c == '"' && !quotes.inside();
+        if quotes.feed(c) {
+            if opening && depth == 1 && text[at..].starts_with(&quoted) {
+                let rest = text[at + quoted.len()..].trim_start();
+                if let Some(value) = rest.strip_prefix(':') {
+                    return Some(value.trim_start());
+                }
+            }
+            continue;
+        }
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `text` without `//` comments (outside strings), which small models put after values.
@@ -190,6 +254,48 @@ mod tests {
         assert!(written_call(renamed, &two).is_none());
         // A value that is no JSON (an expression) keeps the reply text.
         assert!(written_call("{\"name\": \"plot_sine_wave\", \"arguments\": {\"start_range\": 3 * 60, \"end_range\": 1, \"frequency\": 2}}", &plot).is_none());
+    }
+
+    #[test]
+    fn a_call_cut_by_the_budget_keeps_its_name_and_partial_arguments() {
+        let cut = |text: &str, raw: &str, finish: FinishReason| {
+            let mut completion = Completion::new(text, finish, Default::default());
+            completion.malformed.push(jielong_core::MalformedCall {
+                raw: raw.into(),
+                error: "the call was not finished".into(),
+            });
+            cut_call(&completion, &tools())
+        };
+        let raw = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par";
+        let text = format!("<tool_call>\n{raw}");
+        assert_eq!(
+            cut(&text, raw, FinishReason::MaxTokens),
+            Some(CutCall {
+                name: "get_weather".into(),
+                arguments: "{\"city\": \"Par".into()
+            })
+        );
+        // Cut before the arguments: empty arguments.
+        let early = "{\"name\": \"get_weather\", \"argu";
+        assert_eq!(
+            cut(early, early, FinishReason::ContextFull).map(|c| c.arguments),
+            Some(String::new())
+        );
+        // A "name" inside the arguments is not the call's name.
+        let nested = "{\"arguments\": {\"name\": \"x\"}, \"name\": \"get_weather\"";
+        assert_eq!(
+            cut(nested, nested, FinishReason::MaxTokens).map(|c| c.name),
+            Some("get_weather".into())
+        );
+        // Not when the reply ended for another reason, when text follows the block,
+        // or when the name is no listed tool.
+        assert_eq!(cut(&text, raw, FinishReason::EndOfText), None);
+        assert_eq!(
+            cut(&format!("{text} and so on"), raw, FinishReason::MaxTokens),
+            None
+        );
+        let other = "{\"name\": \"other\", \"arguments\": {";
+        assert_eq!(cut(other, other, FinishReason::MaxTokens), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use jielong_core::{
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::calls::{may_be_call, written_call};
+use crate::calls::{cut_call, may_be_call, written_call, CutCall};
 use crate::error::ApiError;
 use crate::run::{
     chat_logprob, check_prompt, data, finish_reason, parse, sse, unique_id, Running, Start,
@@ -249,15 +249,10 @@ async fn chat(
         .iter()
         .enumerate()
         .map(|(index, (prose, completion))| {
-            let (content, calls) = split_reply(prose, completion, &rules);
-            let finish = if calls.is_empty() {
-                finish_reason(&completion.finish)
-            } else {
-                "tool_calls"
-            };
+            let (content, calls, finish) = split_reply(prose, completion, &rules);
             let mut message = json!({"role": "assistant", "content": content});
             if !calls.is_empty() {
-                message["tool_calls"] = calls.iter().map(|c| call_json(c, None)).collect();
+                message["tool_calls"] = calls.into();
             }
             let logprobs = t.logprobs.then(|| {
                 // The end-of-text token is no part of the reply.
@@ -283,32 +278,66 @@ async fn chat(
         .into_response())
 }
 
-/// The reply's text and calls: the parsed calls, or a call written as JSON.
-fn split_reply(prose: &str, completion: &Completion, rules: &CallRules) -> (Value, Vec<ToolCall>) {
-    if completion.calls.is_empty() {
+/// The reply's text, its calls in OpenAI's shape and its finish reason. The calls are
+/// the parsed ones or a call written as JSON, then a call the budget cut.
+fn split_reply(
+    prose: &str,
+    completion: &Completion,
+    rules: &CallRules,
+) -> (Value, Vec<Value>, &'static str) {
+    let mut calls = completion.calls.clone();
+    let mut prose = prose.trim_start();
+    if calls.is_empty() {
         if let Some(call) = rules.written(prose) {
-            return (Value::Null, vec![call]);
+            calls.push(call);
+            prose = "";
         }
     }
-    let content = if prose.trim().is_empty() && !completion.calls.is_empty() {
+    let cut = cut_call(completion, rules.callable());
+    let finish = reply_finish(completion, calls.len(), cut.as_ref());
+    let content = if prose.trim().is_empty() && (!calls.is_empty() || cut.is_some()) {
         Value::Null
     } else {
-        Value::from(prose.trim_start().to_string())
+        Value::from(prose.to_string())
     };
-    (content, completion.calls.clone())
+    let calls = calls.iter().map(|c| call_json(c, None));
+    let cut = cut.iter().map(|c| cut_json(c, None));
+    (content, calls.chain(cut).collect(), finish)
+}
+
+/// OpenAI's `finish_reason` for a reply with `calls` calls and perhaps one `cut` by
+/// the budget: `length` for a cut call, as for cut text.
+fn reply_finish(completion: &Completion, calls: usize, cut: Option<&CutCall>) -> &'static str {
+    if calls == 0 || cut.is_some() {
+        finish_reason(&completion.finish)
+    } else {
+        "tool_calls"
+    }
 }
 
 /// A call in OpenAI's shape (`index` for stream deltas).
 fn call_json(call: &ToolCall, stream_index: Option<usize>) -> Value {
-    let id = call
-        .id
-        .clone()
-        .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| unique_id("call_"));
+    let id = call.id.as_deref().filter(|id| !id.is_empty());
+    function_json(id, &call.name, call.arguments.to_string(), stream_index)
+}
+
+/// A call cut by the budget in OpenAI's shape: its arguments as far as they go.
+fn cut_json(cut: &CutCall, stream_index: Option<usize>) -> Value {
+    function_json(None, &cut.name, cut.arguments.clone(), stream_index)
+}
+
+/// A `function` tool call (a fresh id unless it has one).
+fn function_json(
+    id: Option<&str>,
+    name: &str,
+    arguments: String,
+    stream_index: Option<usize>,
+) -> Value {
+    let id = id.map_or_else(|| unique_id("call_"), str::to_string);
     let mut value = json!({
         "id": id,
         "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments.to_string()},
+        "function": {"name": name, "arguments": arguments},
     });
     if let Some(index) = stream_index {
         value["index"] = index.into();
@@ -508,11 +537,13 @@ async fn stream(
                         },
                     }
                 }
-                let finish = if choice.calls > 0 {
-                    "tool_calls"
-                } else {
-                    finish_reason(&completion.finish)
-                };
+                let cut = cut_call(&completion, rules.callable());
+                if let Some(cut) = &cut {
+                    let delta = json!({"tool_calls": [cut_json(cut, Some(choice.calls))]});
+                    choice.calls += 1;
+                    out.push(send(i, delta, choice.take_logprobs(), None));
+                }
+                let finish = reply_finish(&completion, choice.calls, cut.as_ref());
                 out.push(send(i, json!({}), choice.take_logprobs(), Some(finish)));
                 choice.completion = Some(completion);
             }

@@ -29,6 +29,8 @@ pub struct Metrics {
     /// Replies that meant a call but could not be taken as written, generated again
     /// with the call required.
     pub regenerated: AtomicU64,
+    /// Loops the loop guard broke in constrained output.
+    pub loops_broken: AtomicU64,
 }
 
 impl Metrics {
@@ -46,6 +48,8 @@ impl Metrics {
             .fetch_add(usage.cached_tokens as u64, Ordering::Relaxed);
         self.generated_tokens
             .fetch_add(usage.generated_tokens as u64, Ordering::Relaxed);
+        self.loops_broken
+            .fetch_add(usage.loops_broken as u64, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition, with the KV cache's state (`None`: not known
@@ -115,6 +119,12 @@ impl Metrics {
             "jielong_calls_regenerated_total",
             "Replies that meant a call but could not be taken as written, generated again with the call required.",
             load(&self.regenerated),
+        );
+        counter(
+            &mut out,
+            "jielong_loops_broken_total",
+            "Loops the loop guard broke in grammar-constrained calls and JSON replies.",
+            load(&self.loops_broken),
         );
         gauge(
             &mut out,

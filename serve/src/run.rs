@@ -369,6 +369,7 @@ impl Running {
                 // The prompt counts once.
                 Usage {
                     generated_tokens: c.usage.generated_tokens,
+                    loops_broken: c.usage.loops_broken,
                     ..Usage::default()
                 }
             };

@@ -10,8 +10,9 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::error::RuntimeError;
-use crate::generate::{FinishReason, GenerateRequest, SamplingParams};
+use crate::generate::{FinishReason, GenerateRequest, SamplingParams, ToolChoice};
 use crate::logprob::{log_softmax_top, TokenLogprob, TokenProb};
+use crate::loop_guard::LoopGuard;
 use crate::stop::StopMatcher;
 
 /// What a sampled token means for its branch.
@@ -29,6 +30,8 @@ pub(crate) struct Branch {
     sampler: LlamaSampler,
     /// The tool-call grammar, checked apart from `sampler` (see [`Branch::sample`]).
     grammar: Option<LlamaSampler>,
+    /// The structured part of the output (calls, a JSON reply), watched for loops.
+    structured: Option<Structured>,
     stops: StopMatcher,
     utf8: encoding_rs::Decoder,
     piece: Vec<u8>,
@@ -52,6 +55,7 @@ impl Branch {
         Ok(Self {
             sampler: build_sampler(&request.sampling),
             grammar,
+            structured: request.tools.as_ref().and_then(Structured::new),
             stops: StopMatcher::new(&request.stop),
             utf8: encoding_rs::UTF_8.new_decoder(),
             piece: Vec::with_capacity(32),
@@ -72,6 +76,7 @@ impl Branch {
     /// The sampler and the grammar accept only the token that is finally chosen.
     pub(crate) fn sample(
         &mut self,
+        model: &RawModel,
         ctx: &llama_cpp_2::context::LlamaContext<'_>,
         index: i32,
     ) -> LlamaToken {
@@ -88,13 +93,54 @@ impl Branch {
             single.apply_sampler(grammar);
             single.data.first().is_some_and(|d| d.logit().is_finite())
         });
-        let token = match drawn {
-            Some(token) if allowed => token,
-            _ => {
+        let structured = &mut self.structured;
+        let mut looping =
+            |token: LlamaToken| structured.as_mut().is_some_and(|s| s.refuses(model, token));
+        // The drawn token when the grammar allows it and the guard does not refuse it.
+        let mut refused = None;
+        let taken = match drawn {
+            Some(token) if allowed && looping(token) => {
+                refused = Some(token);
+                None
+            }
+            Some(token) if allowed => Some(token),
+            _ => None,
+        };
+        let token = match taken {
+            Some(token) => token,
+            None => {
+                // The candidates the grammar allows; when the guard refuses the best
+                // of them, the best of those it does not refuse (none: the grammar's
+                // best, as a schema's required member must still be written).
                 let mut all = ctx.token_data_array_ith(index);
                 all.apply_sampler(grammar);
-                all.apply_sampler(&mut self.sampler);
-                all.selected_token().or(drawn).unwrap_or(LlamaToken(0))
+                let candidates: Vec<LlamaTokenData> = all
+                    .data
+                    .into_iter()
+                    .filter(|d| d.logit().is_finite() && Some(d.id()) != refused)
+                    .collect();
+                let mut pick = |candidates: Vec<LlamaTokenData>| {
+                    if candidates.is_empty() {
+                        return None;
+                    }
+                    let mut array = LlamaTokenDataArray::new(candidates, false);
+                    array.apply_sampler(&mut self.sampler);
+                    array.selected_token()
+                };
+                let best = match pick(candidates.clone()) {
+                    Some(best) if looping(best) => {
+                        let kept: Vec<LlamaTokenData> = candidates
+                            .into_iter()
+                            .filter(|d| d.id() != best && !looping(d.id()))
+                            .collect();
+                        pick(kept).or(Some(best))
+                    }
+                    best => best,
+                };
+                if refused.is_some() {
+                    tracing::debug!("loop guard: {refused:?} refused, {best:?} taken");
+                }
+                best.or(drawn).unwrap_or(LlamaToken(0))
             }
         };
         self.sampler.accept(token);
@@ -131,6 +177,9 @@ impl Branch {
         let _ = self.utf8.decode_to_string(&self.piece, &mut text, false);
         let scan = self.stops.push(&text);
         self.text.push_str(&scan.emit);
+        if let Some(structured) = self.structured.as_mut() {
+            structured.observe(token.0, &String::from_utf8_lossy(&self.piece), &self.text);
+        }
         if let Some(stop) = scan.stopped {
             return Step::Finish(scan.emit, FinishReason::StopString(stop));
         }
@@ -147,12 +196,55 @@ impl Branch {
         Step::Continue(scan.emit)
     }
 
+    /// Loops the guard found in the structured output so far.
+    pub(crate) fn loops_broken(&self) -> usize {
+        self.structured.as_ref().map_or(0, |s| s.guard.loops())
+    }
+
     /// Ends the branch early (cancelled): releases text held back for stop strings.
     pub(crate) fn flush(&mut self) -> String {
         let mut rest = self.stops.flush();
         let _ = self.utf8.decode_to_string(&[], &mut rest, true);
         self.text.push_str(&rest);
         rest
+    }
+}
+
+/// The part of a constrained reply the [`LoopGuard`] watches: all of it when the
+/// grammar holds from the first token (a required call, a reply format), the calls
+/// after their opening marker when the model chooses (a lazy grammar). Free prose is
+/// not watched.
+struct Structured {
+    guard: LoopGuard,
+    /// The marker that starts the watched part, until it has been written.
+    from: Option<String>,
+}
+
+impl Structured {
+    fn new(constraint: &crate::generate::ToolConstraint) -> Option<Self> {
+        let from = match (constraint.choice, &constraint.reply) {
+            (ToolChoice::None, None) => return None,
+            (ToolChoice::Auto, None) => Some(constraint.format.open_marker().to_string()),
+            _ => None,
+        };
+        Some(Self {
+            guard: LoopGuard::new(),
+            from,
+        })
+    }
+
+    /// Whether the guard refuses `token` in the watched part.
+    fn refuses(&mut self, model: &RawModel, token: LlamaToken) -> bool {
+        self.from.is_none() && self.guard.refuses(token.0, &piece_text(model, token))
+    }
+
+    /// Takes an accepted `token` (its text `piece`); `text` is the reply so far.
+    fn observe(&mut self, token: i32, piece: &str, text: &str) {
+        match &self.from {
+            None => self.guard.push(token, piece),
+            Some(marker) if text.contains(marker.as_str()) => self.from = None,
+            Some(_) => {}
+        }
     }
 }
 

@@ -637,6 +637,7 @@ impl Lane {
         self.finish = Some(finish.clone());
         let mut usage = self.usage.clone();
         usage.generated_tokens = self.branch.generated;
+        usage.loops_broken = self.branch.loops_broken();
         usage.generation_time = self.generating.elapsed();
         let completion = Completion {
             text: std::mem::take(&mut self.branch.text),
@@ -874,7 +875,7 @@ impl Worker<'_> {
                     lane.end(FinishReason::Cancelled, &mut results);
                     continue;
                 }
-                let token = lane.branch.sample(&self.ctx, lane.logits);
+                let token = lane.branch.sample(model, &self.ctx, lane.logits);
                 let logprob = lane
                     .branch
                     .record_logprob(model, &self.ctx, lane.logits, token);
