@@ -133,8 +133,9 @@ impl LoopGuard {
         (1..=Self::MAX_PERIOD).find_map(|period| {
             let run = (Self::COPIES * period).max(Self::MIN_RUN);
             // The last `run` tokens repeat with this period when each equals the one
-            // `period` before it.
-            (run <= n && (n - run + period..n).all(|i| at(i) == at(i - period))).then_some(run)
+            // `period` before it; the candidate first, which settles most at once.
+            (run <= n && (n - run + period..n).rev().all(|i| at(i) == at(i - period)))
+                .then_some(run)
         })
     }
 }
