@@ -56,7 +56,7 @@ pub use model::{
     physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, LanguageModel, ModelInfo,
     ModelSession, OnBranch, SessionOptions,
 };
-pub use quotes::Quotes;
+pub use quotes::{Nesting, Quotes};
 pub use respond::{call_check, CallMode, Chat, ChatRequest, PromptFormat};
 pub use stop::StopMatcher;
 pub use technique::{Framing, Shot, Shots, ShotsError, Technique, Wording};

@@ -23,7 +23,7 @@
 //! `1000000`, a zero matrix, the same keys in the objects of an array are shorter
 //! than [`LoopGuard::MIN_RUN`] tokens or fewer than three copies.
 
-use crate::quotes::Quotes;
+use crate::quotes::Nesting;
 
 /// Watches the tokens of one structured output and says which next token to refuse.
 #[derive(Debug, Clone, Default)]
@@ -137,49 +137,6 @@ impl LoopGuard {
             (run <= n && (n - run + period..n).rev().all(|i| at(i) == at(i - period)))
                 .then_some(run)
         })
-    }
-}
-
-/// Where a stream of JSON text is: how many arrays and objects are open, and whether
-/// it is inside a string.
-#[derive(Debug, Clone, Copy, Default)]
-struct Nesting {
-    quotes: Quotes,
-    depth: u32,
-}
-
-impl Nesting {
-    fn feed(&mut self, c: char) {
-        if self.quotes.feed(c) {
-            return;
-        }
-        match c {
-            '{' | '[' => self.depth += 1,
-            '}' | ']' => self.depth = self.depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-
-    /// Twice the depth, one more inside a string: a string sits one level inside the
-    /// array or object that holds it.
-    fn level(&self) -> u32 {
-        2 * self.depth + u32::from(self.quotes.inside())
-    }
-
-    /// Whether `piece` goes on with the value at `level` instead of closing it: it
-    /// starts another member (a `,` at that level), or, for a string, does not end it.
-    fn continues(&self, piece: &str, level: u32) -> bool {
-        let mut after = *self;
-        for c in piece.chars() {
-            after.feed(c);
-            if after.level() < level {
-                return false;
-            }
-            if c == ',' && after.level() == level {
-                return true;
-            }
-        }
-        level % 2 == 1
     }
 }
 

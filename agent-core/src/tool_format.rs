@@ -19,7 +19,7 @@
 use serde_json::Value;
 
 use crate::chat::{ToolCall, ToolSpec};
-use crate::quotes::Quotes;
+use crate::quotes::Nesting;
 
 /// A model's tool-call syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -317,24 +317,13 @@ fn call_from_json(value: Value, args_key: &str) -> Result<ToolCall, String> {
 /// The length of the JSON value (object or array) at the start of `text`, once it is
 /// complete; `None` while it is still open or if `text` does not start with one.
 fn json_end(text: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut quotes = Quotes::default();
+    if !text.starts_with(['{', '[']) {
+        return None;
+    }
+    let mut nesting = Nesting::default();
     for (i, c) in text.char_indices() {
-        if i == 0 && c != '{' && c != '[' {
-            return None;
-        }
-        if quotes.feed(c) {
-            continue;
-        }
-        match c {
-            '{' | '[' => depth += 1,
-            '}' | ']' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
+        if !nesting.feed(c) && nesting.depth() == 0 {
+            return Some(i + c.len_utf8());
         }
     }
     None

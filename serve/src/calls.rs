@@ -13,7 +13,7 @@
 //! required when it still means a call (`jielong_core::intent`).
 
 use jielong_core::intent::fenced_body;
-use jielong_core::{call_check, Completion, FinishReason, Quotes, ToolCall, ToolSpec};
+use jielong_core::{call_check, Completion, FinishReason, Nesting, Quotes, ToolCall, ToolSpec};
 use serde_json::Value;
 
 /// Whether streamed text that starts like this could turn out to be a written call
@@ -107,24 +107,16 @@ pub fn cut_call(completion: &Completion, tools: &[ToolSpec]) -> Option<CutCall> 
 
 /// What follows `"key":` at the top level of the JSON object `text` starts.
 fn key_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let mut quotes = Quotes::default();
-    let mut depth = 0usize;
+    let mut nesting = Nesting::default();
     let quoted = format!("\"{key}\"");
     for (at, c) in text.char_indices() {
-        let opening = c == '"' && !quotes.inside();
-        if quotes.feed(c) {
-            if opening && depth == 1 && text[at..].starts_with(&quoted) {
-                let rest = text[at + quoted.len()..].trim_start();
-                if let Some(value) = rest.strip_prefix(':') {
-                    return Some(value.trim_start());
-                }
+        let opening = c == '"' && !nesting.in_string() && nesting.depth() == 1;
+        nesting.feed(c);
+        if opening && text[at..].starts_with(&quoted) {
+            let rest = text[at + quoted.len()..].trim_start();
+            if let Some(value) = rest.strip_prefix(':') {
+                return Some(value.trim_start());
             }
-            continue;
-        }
-        match c {
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth = depth.saturating_sub(1),
-            _ => {}
         }
     }
     None
