@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use jielong::core::{Chat, ChatRequest};
+use jielong::chat::{Chat, ChatRequest};
 use jielong::{Message, ModelSession, SessionOptions};
 
 /// Streams the reply to the conversation to stdout and appends it.

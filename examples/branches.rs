@@ -6,7 +6,7 @@
 //! cargo run --release --example branches
 //! ```
 
-use jielong::core::{BranchId, Chat, ChatRequest, KvUsage};
+use jielong::chat::{BranchId, Chat, ChatRequest, KvUsage};
 use jielong::{Message, ModelSession, SamplingParams, SessionOptions};
 
 fn show(stage: &str, usage: &KvUsage) {

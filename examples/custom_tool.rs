@@ -7,8 +7,8 @@
 //! cargo run --release --example custom_tool -- "How many blue mugs are in stock?"
 //! ```
 
-use jielong::core::agent::{Agent, AgentEvent};
-use jielong::core::tool::{Tool, ToolError, ToolRegistry};
+use jielong::agent::{Agent, AgentEvent};
+use jielong::chat::tool::{Tool, ToolError, ToolRegistry};
 use jielong::SessionOptions;
 use schemars::JsonSchema;
 use serde::Deserialize;

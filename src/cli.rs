@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use jielong::core::agent::{AgentSettings, Strategy, TreeSearch, THOUGHT_SPACES};
-use jielong::core::Technique;
+use jielong::agent::Technique;
+use jielong::agent::{AgentSettings, Strategy, TreeSearch};
 
 /// Agents on local language models.
 #[derive(Debug, Parser)]
@@ -162,11 +162,11 @@ pub enum CallsArg {
     Validated,
 }
 
-impl From<CallsArg> for jielong::core::CallMode {
+impl From<CallsArg> for jielong::chat::CallMode {
     fn from(arg: CallsArg) -> Self {
         match arg {
-            CallsArg::Constrained => jielong::core::CallMode::Constrained,
-            CallsArg::Validated => jielong::core::CallMode::Validated,
+            CallsArg::Constrained => jielong::chat::CallMode::Constrained,
+            CallsArg::Validated => jielong::chat::CallMode::Validated,
         }
     }
 }
@@ -679,7 +679,7 @@ pub enum CodeActionsArg {
     ToolCall,
 }
 
-impl From<CodeActionsArg> for jielong::core::agent::CodeActions {
+impl From<CodeActionsArg> for jielong::agent::CodeActions {
     fn from(arg: CodeActionsArg) -> Self {
         match arg {
             CodeActionsArg::Fenced => Self::Fenced,
@@ -728,6 +728,10 @@ pub struct FramingArgs {
     pub shots: usize,
 }
 
+/// The names `--thoughts` takes: those of [`jielong::thought_spaces`] (a test checks
+/// that the two agree).
+pub const THOUGHT_SPACE_NAMES: [&str; 2] = ["free", "game24"];
+
 /// The shape of `--strategy tree-of-thoughts` (`run`, `eval`).
 #[derive(Debug, Args)]
 pub struct TreeArgs {
@@ -736,7 +740,7 @@ pub struct TreeArgs {
     /// solved when 24 is left; the task names the four numbers), each with its own
     /// propose and evaluate prompts.
     #[arg(long, value_name = "SPACE", default_value = "free",
-          value_parser = clap::builder::PossibleValuesParser::new(THOUGHT_SPACES.iter().copied()))]
+          value_parser = clap::builder::PossibleValuesParser::new(THOUGHT_SPACE_NAMES))]
     pub thoughts: String,
     /// Proposals per state (1 to 8).
     #[arg(long, value_name = "N", default_value_t = TreeSearch::default().breadth)]
@@ -892,5 +896,10 @@ mod tests {
             }
             other => panic!("not `eval`: {other:?}"),
         }
+    }
+
+    #[test]
+    fn thoughts_takes_the_names_of_the_offered_spaces() {
+        assert_eq!(jielong::thought_spaces().names(), THOUGHT_SPACE_NAMES);
     }
 }

@@ -5,7 +5,7 @@
 //! turns a model name into a loaded model (downloading and verifying it on first use).
 //!
 //! ```no_run
-//! use jielong::core::{Chat, ChatRequest};
+//! use jielong::chat::{Chat, ChatRequest};
 //! use jielong::{Message, SessionOptions};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,8 +19,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The crates behind it: [`core`] (chat types, templates, the model runtime, tools,
-//! the agent loop), [`models`] (the catalog and the model cache), [`tools`] (the
+//! The crates behind it: [`chat`] (the vocabulary and the model seam: messages,
+//! requests, replies, sessions and branches, tools), [`llama`] (the embedded llama.cpp
+//! backend: templates, grammars, sessions), [`agent`] (the planner loop and its
+//! strategies), [`puzzles`] (exact checkers and the Game of 24 thought space), [`models`] (the catalog and the model cache), [`tools`] (the
 //! built-in tools), [`retrieval`] (the local search index), [`workflow`] (YAML
 //! workflows; [`LocalModels`] gives them models), [`remote`] (OpenAI-compatible
 //! servers as models), [`serve`] (the embedded model as an OpenAI-compatible server),
@@ -45,8 +47,10 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
 
-pub use jielong_core as core;
+pub use jielong_agent as agent;
+pub use jielong_chat as chat;
 pub use jielong_eval as eval;
+pub use jielong_llama as llama;
 pub use jielong_models as models;
 pub use jielong_puzzles as puzzles;
 pub use jielong_remote as remote;
@@ -58,13 +62,25 @@ pub use jielong_workflow as workflow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use jielong_core::{
-    ChatTemplate, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
-    LanguageModel, LlamaModel, LlamaSession, Message, ModelInfo, ModelSession, Role, RuntimeError,
-    SamplingParams, SessionOptions, ToolCall, ToolSpec, Usage,
+pub use jielong_chat::{
+    Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, LanguageModel, Message,
+    ModelInfo, ModelSession, Role, RuntimeError, SamplingParams, SessionOptions, ToolCall,
+    ToolSpec, Usage,
 };
+pub use jielong_llama::{ChatTemplate, LlamaModel, LlamaSession};
 pub use jielong_models::{ModelError, ModelRef, ModelStore};
 pub use jielong_remote::{RemoteConfig, RemoteModel, RemoteSession};
+
+/// The thought spaces Jielong offers by name (`--thoughts`, a workflow's
+/// `thoughts:`): the agent's `free` and the Game of 24 from [`puzzles`].
+pub fn thought_spaces() -> agent::ThoughtSpaces {
+    agent::ThoughtSpaces::new().with(Arc::new(puzzles::thoughts::Game24))
+}
+
+/// The names workflows may use that Jielong provides ([`thought_spaces`]).
+pub fn workflow_catalog() -> workflow::Catalog {
+    workflow::Catalog::default().with_thought_spaces(thought_spaces())
+}
 
 /// Why [`open_model`] failed.
 #[derive(Debug, thiserror::Error)]

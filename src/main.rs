@@ -118,7 +118,7 @@ fn runtime_exit_code(e: &jielong::RuntimeError) -> u8 {
         // No server at the address, or it does not serve the model: the model is not
         // available, as for a local file that is missing.
         jielong::RuntimeError::Remote {
-            kind: jielong::core::RemoteFault::Unreachable | jielong::core::RemoteFault::UnknownModel,
+            kind: jielong::chat::RemoteFault::Unreachable | jielong::chat::RemoteFault::UnknownModel,
             ..
         } => EXIT_MODEL,
         _ => EXIT_FAILURE,

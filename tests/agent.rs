@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::{model, model_lock, model_path, QWEN};
-use jielong::core::agent::{AgentEvent, AgentRun, StopReason};
-use jielong::core::tool::{SchemaTool, ToolError, ToolRegistry};
-use jielong::core::Agent;
+use jielong::agent::Agent;
+use jielong::agent::{AgentEvent, AgentRun, StopReason};
+use jielong::chat::tool::{SchemaTool, ToolError, ToolRegistry};
 use jielong::tools::builtin::builtin_registry;
 use jielong::{Role, SessionOptions};
 use serde_json::{json, Value};
@@ -74,7 +74,7 @@ fn run_answers_arithmetic_through_the_python_tool() {
 
 /// Runs an agent on the default model with greedy sampling.
 fn run_agent(
-    build: impl FnOnce(jielong::core::agent::AgentBuilder) -> Agent,
+    build: impl FnOnce(jielong::agent::AgentBuilder) -> Agent,
     task: &str,
 ) -> (AgentRun, Vec<AgentEvent>) {
     let m = model(QWEN);
@@ -237,7 +237,7 @@ fn every_failure_ends_with_its_typed_stop_reason() {
 /// afterwards and the vote is in the events.
 #[test]
 fn self_consistency_samples_on_branches_and_votes() {
-    let (events, branches) = sampled_product(jielong::core::agent::Strategy::SelfConsistency);
+    let (events, branches) = sampled_product(jielong::agent::Strategy::SelfConsistency);
     let samples: std::collections::BTreeSet<usize> = events
         .iter()
         .filter_map(|e| match e {
@@ -259,7 +259,7 @@ fn self_consistency_samples_on_branches_and_votes() {
 /// Runs the python agent with a sampling `strategy` of 3 samples on "What is
 /// 12345 * 6789?" and checks the product is the answer: the events, and how many
 /// branches the session holds afterwards.
-fn sampled_product(strategy: jielong::core::agent::Strategy) -> (Vec<AgentEvent>, usize) {
+fn sampled_product(strategy: jielong::agent::Strategy) -> (Vec<AgentEvent>, usize) {
     let _lock = model_lock();
     let m = model(QWEN);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -289,7 +289,7 @@ fn sampled_product(strategy: jielong::core::agent::Strategy) -> (Vec<AgentEvent>
 /// the right one wins once the orders are averaged.
 #[test]
 fn the_judge_prefers_the_right_solution_over_both_orders() {
-    use jielong::core::agent::{Judge, Prompts};
+    use jielong::agent::{Judge, Prompts};
     let _lock = model_lock();
     let m = model(QWEN);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -315,7 +315,7 @@ fn the_judge_prefers_the_right_solution_over_both_orders() {
 /// right product given; only the main branch is left.
 #[test]
 fn best_of_n_samples_on_branches_and_ranks_the_answers() {
-    let (events, branches) = sampled_product(jielong::core::agent::Strategy::BestOfN);
+    let (events, branches) = sampled_product(jielong::agent::Strategy::BestOfN);
     let ranking = events.iter().find_map(|e| match e {
         AgentEvent::Ranking { candidates, .. } => Some(candidates.clone()),
         _ => None,
@@ -337,7 +337,8 @@ fn best_of_n_samples_on_branches_and_ranks_the_answers() {
 /// checker accepts.
 #[test]
 fn tree_of_thoughts_solves_a_game_of_24_on_branches() {
-    use jielong::core::agent::{Game24, Strategy, ThoughtOutcome, TreeSearch};
+    use jielong::agent::{Strategy, ThoughtOutcome, TreeSearch};
+    use jielong::puzzles::thoughts::Game24;
     let _lock = model_lock();
     let m = model(QWEN);
     let runtime = tokio::runtime::Runtime::new().unwrap();

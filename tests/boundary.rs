@@ -6,7 +6,7 @@
 mod common;
 
 use common::{model, model_lock, QWEN, SMOLLM};
-use jielong::core::{
+use jielong::chat::{
     BranchId, Chat, ChatRequest, Completion, GenerationEvent, ToolChoice, ToolSpec,
 };
 use jielong::{LlamaSession, Message, RuntimeError, SamplingParams, SessionOptions};

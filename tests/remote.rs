@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{model_lock, text, QWEN};
-use jielong::core::{
+use jielong::chat::{
     Chat, ChatRequest, GenerationEvent, LanguageModel, Message, RemoteFault, RuntimeError,
     SessionOptions,
 };

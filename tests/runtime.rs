@@ -5,7 +5,7 @@
 mod common;
 
 use common::{model, model_lock, QWEN, SMOLLM};
-use jielong::core::BranchId;
+use jielong::chat::BranchId;
 use jielong::{
     Completion, FinishReason, GenerateRequest, LlamaSession, Message, RuntimeError, SamplingParams,
     SessionOptions,
@@ -370,10 +370,10 @@ fn the_tool_call_format_is_detected_from_the_model() {
     let _lock = model_lock();
     assert_eq!(
         model(QWEN).info().tool_call_format,
-        jielong::core::ToolCallFormat::Hermes
+        jielong::chat::ToolCallFormat::Hermes
     );
     assert_eq!(
         model(SMOLLM).info().tool_call_format,
-        jielong::core::ToolCallFormat::Generic
+        jielong::chat::ToolCallFormat::Generic
     );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{model, model_lock, QWEN, SMOLLM};
-use jielong::core::{ParsedEvent, ToolCallFormat, ToolChoice, ToolConstraint};
+use jielong::chat::{ParsedEvent, ToolCallFormat, ToolChoice, ToolConstraint};
 use jielong::{GenerateRequest, Message, SamplingParams, SessionOptions, ToolCall, ToolSpec};
 use serde_json::{json, Value};
 

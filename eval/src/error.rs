@@ -113,8 +113,8 @@ pub(crate) fn io_err<'a>(
     move |e| EvalError::file(path, format!("cannot {action}: {e}"))
 }
 
-impl From<jielong_fsutil::IoFailure> for EvalError {
-    fn from(failure: jielong_fsutil::IoFailure) -> Self {
+impl From<jielong_util::IoFailure> for EvalError {
+    fn from(failure: jielong_util::IoFailure) -> Self {
         EvalError::file(
             failure.path,
             format!("cannot {}: {}", failure.action, failure.source),

@@ -748,7 +748,7 @@ impl PairwiseReport {
             text.push_str(&line);
             text.push('\n');
         }
-        jielong_fsutil::write_atomic(path, text.as_bytes())?;
+        jielong_util::write_atomic(path, text.as_bytes())?;
         Ok(())
     }
 
@@ -761,7 +761,7 @@ impl PairwiseReport {
         }
         let text = serde_json::to_string_pretty(&value)
             .map_err(|e| EvalError::file(path, format!("cannot encode the report: {e}")))?;
-        jielong_fsutil::write_atomic(path, format!("{text}\n").as_bytes())?;
+        jielong_util::write_atomic(path, format!("{text}\n").as_bytes())?;
         Ok(())
     }
 }

@@ -434,7 +434,7 @@ impl Documents {
             hash.update((text.len() as u64).to_le_bytes());
             hash.update(text.as_bytes());
         }
-        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        jielong_util::hex(&hash.finalize())
     }
 
     /// The documents' sentences in order, each with the whitespace before it (so
@@ -1016,13 +1016,13 @@ impl GridReport {
         value["summary"] = Value::Array(summary);
         let text = serde_json::to_string_pretty(&value)
             .map_err(|e| EvalError::file(path, format!("cannot encode the report: {e}")))?;
-        jielong_fsutil::write_atomic(path, format!("{text}\n").as_bytes())?;
+        jielong_util::write_atomic(path, format!("{text}\n").as_bytes())?;
         Ok(())
     }
 
     /// Writes [`GridReport::svg`] to `path`, atomically.
     pub fn write_svg(&self, path: &Path) -> Result<(), EvalError> {
-        jielong_fsutil::write_atomic(path, self.svg().as_bytes())?;
+        jielong_util::write_atomic(path, self.svg().as_bytes())?;
         Ok(())
     }
 
@@ -1427,7 +1427,7 @@ impl GridCache {
             clean.push_str(line);
             clean.push('\n');
         }
-        jielong_fsutil::write_atomic(path, clean.as_bytes())?;
+        jielong_util::write_atomic(path, clean.as_bytes())?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)

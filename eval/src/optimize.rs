@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use jielong_fsutil::write_atomic;
+use jielong_util::write_atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::error::io_err;

@@ -7,7 +7,7 @@ use std::fmt;
 use std::fs;
 use std::path::Path;
 
-use jielong_fsutil::write_atomic;
+use jielong_util::write_atomic;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -21,13 +21,12 @@ use std::time::Instant;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::dataset::Example;
 use crate::error::{io_err, EvalError};
 use crate::judge::Judgement;
 use crate::metric::{metric_for, Metric};
-use jielong_fsutil::{parent_dir, sync_dir};
+use jielong_util::{parent_dir, sync_dir};
 
 use crate::report::{is_header, Report, Summary};
 use crate::system::{Outcome, System};
@@ -84,10 +83,7 @@ impl Row {
 
 /// The SHA-256 of `input`, in lower-case hex.
 pub fn input_hash(input: &str) -> String {
-    Sha256::digest(input.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    jielong_util::sha256_hex(input.as_bytes())
 }
 
 /// Told about a run's progress (the CLI draws a progress bar from it). Every method

@@ -1,8 +1,9 @@
-//! Small file-system helpers: partial-file and temp-dir guards, the verification
-//! marker, the per-model lock, hashing, and blocking work with progress.
+//! The model store's own file handling: partial-file and temp-dir guards, the
+//! verification marker, the per-model lock, file hashing, and blocking work with
+//! progress. Atomic writes, directory syncs and hex come from `jielong-util`.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -88,7 +89,7 @@ impl Drop for TempDir {
 
 /// Best-effort fsync of the directory holding `path`, so a rename survives a crash.
 pub(crate) fn sync_dir(path: &Path) {
-    let _ = jielong_fsutil::sync_dir(jielong_fsutil::parent_dir(path));
+    let _ = jielong_util::sync_dir(jielong_util::parent_dir(path));
 }
 
 /// `FILE.verified`, beside `FILE`.
@@ -123,15 +124,9 @@ pub(crate) fn read_marker(file: &Path) -> Option<Marker> {
 }
 
 pub(crate) fn write_marker(file: &Path, marker: &Marker) -> Result<()> {
-    let path = marker_path(file);
-    let tmp = PartialFile::new(path.with_extension("verified.tmp"));
     let text = format!("sha256={}\nsize={}\n", marker.sha256, marker.size);
-    let mut f = File::create(tmp.path()).map_err(|e| ModelError::io(tmp.path(), e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| ModelError::io(tmp.path(), e))?;
-    drop(f);
-    tmp.commit(&path)
+    jielong_util::write_atomic(&marker_path(file), text.as_bytes())
+        .map_err(|failure| ModelError::io(failure.path, failure.source))
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
@@ -142,10 +137,7 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use jielong_util::hex;
 
 /// An exclusive advisory lock on a file, held until dropped.
 pub(crate) struct FileLock {

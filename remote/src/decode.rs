@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use jielong_core::{
+use jielong_chat::{
     call_check, CallCheck, Completion, FinishReason, GenerationEvent, MalformedCall, ParsedEvent,
     RemoteFault, TokenLogprob, TokenProb, ToolCall, ToolCallFormat, ToolCallParser, ToolSpec,
     Usage,

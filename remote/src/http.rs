@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use jielong_core::{GenerationSender, RemoteFault, RuntimeError};
+use jielong_chat::{GenerationSender, RemoteFault, RuntimeError};
 use reqwest::{Response, StatusCode};
 
 use crate::config::RemoteConfig;

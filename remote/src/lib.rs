@@ -1,6 +1,6 @@
 //! # jielong-remote
 //!
-//! A [`LanguageModel`](jielong_core::LanguageModel) on any OpenAI-compatible
+//! A [`LanguageModel`](jielong_chat::LanguageModel) on any OpenAI-compatible
 //! chat-completions server: llama.cpp's `llama-server`, vLLM, or a hosted API. Agents
 //! and workflows use it like the embedded model; the server renders the chat template,
 //! parses tool calls and keeps its own prompt cache.
@@ -20,7 +20,7 @@
 //! ## Usage
 //!
 //! ```no_run
-//! use jielong_core::{Chat, ChatRequest, GenerationEvent, LanguageModel, Message, SessionOptions};
+//! use jielong_chat::{Chat, ChatRequest, GenerationEvent, LanguageModel, Message, SessionOptions};
 //! use jielong_remote::{RemoteConfig, RemoteModel};
 //! use std::time::Duration;
 //!
@@ -49,9 +49,9 @@
 //!
 //! ## What a reply carries
 //!
-//! - text deltas as [`GenerationEvent::Text`](jielong_core::GenerationEvent::Text);
+//! - text deltas as [`GenerationEvent::Text`](jielong_chat::GenerationEvent::Text);
 //! - tool calls, streamed per index and emitted once complete, parsed and checked
-//!   against the tool's schema ([`jielong_core::call_check`]): a valid one is a
+//!   against the tool's schema ([`jielong_chat::call_check`]): a valid one is a
 //!   `Call`, bad JSON, an unknown tool or arguments against the schema a `Malformed`
 //!   with the reason (the agent feeds it back). `<tool_call>{…}</tool_call>` blocks in
 //!   plain content (servers without native tool parsing) are split the same way;
@@ -62,22 +62,22 @@
 //!
 //! ## Faults
 //!
-//! Every failure is a [`RuntimeError::Remote`](jielong_core::RuntimeError::Remote)
-//! whose `kind` ([`RemoteFault`](jielong_core::RemoteFault)) says how and whose
+//! Every failure is a [`RuntimeError::Remote`](jielong_chat::RuntimeError::Remote)
+//! whose `kind` ([`RemoteFault`](jielong_chat::RemoteFault)) says how and whose
 //! message is one line naming the URL: `Unreachable` (nothing listens),
 //! `Unauthorized` (401/403), `UnknownModel` (404, or not in `/models`), `RateLimited`
 //! (429) and `Server` (5xx) after bounded retries with exponential backoff
 //! ([`RetryPolicy`]; only before anything was streamed), `Protocol` (a malformed chunk,
 //! a stream cut short), `Timeout` ([`Timeouts`]: connect, first byte, idle between
 //! chunks). A prompt over the server's context (llama-server's
-//! `exceed_context_size_error`) is [`RuntimeError::PromptTooLong`](jielong_core::RuntimeError::PromptTooLong).
+//! `exceed_context_size_error`) is [`RuntimeError::PromptTooLong`](jielong_chat::RuntimeError::PromptTooLong).
 //!
-//! Cancelling (or dropping) the [`Generation`](jielong_core::Generation) drops the
+//! Cancelling (or dropping) the [`Generation`](jielong_chat::Generation) drops the
 //! connection, which stops the server; the completion then ends
-//! [`Cancelled`](jielong_core::FinishReason::Cancelled).
+//! [`Cancelled`](jielong_chat::FinishReason::Cancelled).
 //!
 //! All HTTP work runs on a small runtime the model owns, so async callers on any
-//! runtime and plain threads ([`Generation::wait`](jielong_core::Generation::wait))
+//! runtime and plain threads ([`Generation::wait`](jielong_chat::Generation::wait))
 //! both work.
 
 #![warn(missing_docs)]

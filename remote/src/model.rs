@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
-use jielong_core::{
+use jielong_chat::{
     BranchId, Capabilities, Chat, ChatRequest, Completion, FinishReason, Generation,
     GenerationSender, LanguageModel, ModelInfo, ModelSession, RemoteFault, RuntimeError,
     SessionOptions, ToolCallFormat,
@@ -218,7 +218,7 @@ impl ModelSession for RemoteSession {
 
     /// Streams the reply from `POST {base}/chat/completions`. Returns at once; the
     /// request runs on the model's background runtime. Faults arrive as the final
-    /// [`jielong_core::GenerationEvent::Done`]`(Err(..))`.
+    /// [`jielong_chat::GenerationEvent::Done`]`(Err(..))`.
     fn respond(&mut self, chat: &Chat, request: &ChatRequest) -> Result<Generation, RuntimeError> {
         if chat.branch != BranchId::MAIN {
             return Err(RuntimeError::Unsupported(format!(
@@ -280,7 +280,7 @@ struct Job {
     shared: Arc<Shared>,
     body: Vec<u8>,
     prefill: String,
-    tools: Vec<jielong_core::ToolSpec>,
+    tools: Vec<jielong_chat::ToolSpec>,
     max_calls: u32,
 }
 

@@ -2,7 +2,7 @@
 //! and a [`ChatRequest`], and the pieces of the streamed reply (lenient: unknown
 //! fields, such as llama-server's `timings`, are ignored or read when useful).
 
-use jielong_core::{Chat, ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec};
+use jielong_chat::{Chat, ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
@@ -344,7 +344,7 @@ pub(crate) fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jielong_core::SamplingParams;
+    use jielong_chat::SamplingParams;
 
     #[test]
     fn the_body_speaks_openai() {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use jielong_core::{
+use jielong_chat::{
     Chat, ChatRequest, Completion, FinishReason, Generation, GenerationEvent, LanguageModel,
     Message, ModelSession, RemoteFault, RuntimeError, SessionOptions, ToolCall, ToolSpec,
 };
@@ -1137,14 +1137,14 @@ async fn bad_requests_fail_before_any_traffic() {
     let server = server_with(|_, _| paris()).await;
     let mut session = open(server.config()).await;
     let required = ChatRequest {
-        tool_choice: jielong_core::ToolChoice::Required,
+        tool_choice: jielong_chat::ToolChoice::Required,
         ..ChatRequest::default()
     };
     assert!(matches!(
         session.respond(&question(), &required),
         Err(RuntimeError::InvalidRequest(_))
     ));
-    let branch = question().on(jielong_core::BranchId(1));
+    let branch = question().on(jielong_chat::BranchId(1));
     assert!(matches!(
         session.respond(&branch, &ChatRequest::default()),
         Err(RuntimeError::Unsupported(_))

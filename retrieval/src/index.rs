@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tantivy::collector::TopDocs;
 use tantivy::directory::error::LockError;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, QueryParser, TermSetQuery};
@@ -237,11 +236,9 @@ impl Index {
         };
         let marker_path = dir.join(MARKER_FILE);
         let json = serde_json::to_vec_pretty(&marker).unwrap_or_default();
-        jielong_fsutil::write_atomic(&marker_path, &json).map_err(|failure| {
-            RetrievalError::Io {
-                path: failure.path,
-                source: failure.source,
-            }
+        jielong_util::write_atomic(&marker_path, &json).map_err(|failure| RetrievalError::Io {
+            path: failure.path,
+            source: failure.source,
         })?;
         let index = tantivy::Index::create_in_dir(dir, Fields::schema()).map_err(|source| {
             RetrievalError::Tantivy {
@@ -529,7 +526,7 @@ impl Index {
                     continue;
                 }
             };
-            let hash = hex_sha256(&bytes);
+            let hash = jielong_util::sha256_hex(&bytes);
             if let Some(prev) = &previous {
                 if prev.hash == hash {
                     report.unchanged += 1;
@@ -730,13 +727,6 @@ impl Index {
             bytes: manifest.files.values().map(|e| e.size).sum(),
         })
     }
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Makes any user text a valid query: balanced double quotes stay (phrases), every other

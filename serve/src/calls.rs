@@ -10,10 +10,10 @@
 //! arguments must still pass that tool's schema). Anything else — text around the
 //! object, an unknown name among several tools, arguments the schema refuses — stays
 //! text here; the chat handler then generates such a reply again with the call
-//! required when it still means a call (`jielong_core::intent`).
+//! required when it still means a call (`jielong_chat::intent`).
 
-use jielong_core::intent::fenced_body;
-use jielong_core::{call_check, Completion, FinishReason, Nesting, Quotes, ToolCall, ToolSpec};
+use jielong_chat::intent::fenced_body;
+use jielong_chat::{call_check, Completion, FinishReason, Nesting, Quotes, ToolCall, ToolSpec};
 use serde_json::Value;
 
 /// Whether streamed text that starts like this could turn out to be a written call
@@ -252,7 +252,7 @@ mod tests {
     fn a_call_cut_by_the_budget_keeps_its_name_and_partial_arguments() {
         let cut = |text: &str, raw: &str, finish: FinishReason| {
             let mut completion = Completion::new(text, finish, Default::default());
-            completion.malformed.push(jielong_core::MalformedCall {
+            completion.malformed.push(jielong_chat::MalformedCall {
                 raw: raw.into(),
                 error: "the call was not finished".into(),
             });

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use jielong_core::intent::{intended_call, looks_like_call};
-use jielong_core::{
+use jielong_chat::intent::{intended_call, looks_like_call};
+use jielong_chat::{
     Chat, ChatRequest, Completion, Generation, GenerationEvent, ToolCall, ToolChoice, ToolSpec,
 };
 use serde_json::{json, Value};
@@ -613,7 +613,7 @@ mod tests {
             )
         };
         let tools = vec![tool("plot"), tool("scale")];
-        let chat = Chat::new(vec![jielong_core::Message::user("q")]).with_tools(tools.clone());
+        let chat = Chat::new(vec![jielong_chat::Message::user("q")]).with_tools(tools.clone());
         let mut request = ChatRequest::new(64);
         if !recover {
             request.tool_choice = ToolChoice::Required;
@@ -672,8 +672,8 @@ mod tests {
         // A redo that only repeats a call the conversation made is not taken.
         let made = ToolCall::new("plot", json!({"x": 1}));
         let chat = Chat::new(vec![
-            jielong_core::Message::user("q"),
-            jielong_core::Message::assistant_with_tool_calls("", vec![made.clone()]),
+            jielong_chat::Message::user("q"),
+            jielong_chat::Message::assistant_with_tool_calls("", vec![made.clone()]),
         ]);
         let rules = CallRules {
             chat,

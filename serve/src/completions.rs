@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use jielong_core::{GenerateRequest, GenerationEvent};
+use jielong_chat::{GenerateRequest, GenerationEvent};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -54,13 +54,13 @@ async fn complete(
     }
     if wire
         .logprobs
-        .is_some_and(|k| k > jielong_core::logprob::MAX_TOP_LOGPROBS)
+        .is_some_and(|k| k > jielong_chat::logprob::MAX_TOP_LOGPROBS)
     {
         return Err(ApiError::invalid_param(
             "logprobs",
             format!(
                 "logprobs must be at most {}",
-                jielong_core::logprob::MAX_TOP_LOGPROBS
+                jielong_chat::logprob::MAX_TOP_LOGPROBS
             ),
         ));
     }

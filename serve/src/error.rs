@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use jielong_core::RuntimeError;
+use jielong_chat::RuntimeError;
 use serde_json::json;
 
 /// Why a server cannot start.

@@ -2,8 +2,8 @@
 //! reaches the session, so a schema llama.cpp cannot enforce is a 400 with the field
 //! named, not a failed generation after the response has started.
 
-use jielong_core::llama::{check_json_schema, check_tool_schema};
-use jielong_core::{ReplyFormat, ToolCallFormat, ToolSpec};
+use jielong_chat::{ReplyFormat, ToolCallFormat, ToolSpec};
+use jielong_llama::{check_json_schema, check_tool_schema};
 
 use crate::error::ApiError;
 

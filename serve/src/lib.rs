@@ -5,7 +5,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use jielong_core::{LlamaModel, SessionOptions};
+//! use jielong_llama::LlamaModel;
+//! use jielong_chat::SessionOptions;
 //! use jielong_serve::{router, ServeConfig, ServeState};
 //!
 //! let model = LlamaModel::load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")?;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use jielong_core::KvUsage;
+use jielong_chat::KvUsage;
 
 /// What the server has done so far.
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ impl Metrics {
     }
 
     /// Adds a finished generation's token counts.
-    pub fn tokens(&self, usage: &jielong_core::Usage) {
+    pub fn tokens(&self, usage: &jielong_chat::Usage) {
         self.prompt_tokens
             .fetch_add(usage.prompt_tokens as u64, Ordering::Relaxed);
         self.cached_tokens

@@ -9,10 +9,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use jielong_core::{
-    BranchId, Completion, FinishReason, Generation, GenerationEvent, LlamaSession, RuntimeError,
-    TokenLogprob, Usage,
+use jielong_chat::{
+    BranchId, Completion, FinishReason, Generation, GenerationEvent, RuntimeError, TokenLogprob,
+    Usage,
 };
+use jielong_llama::LlamaSession;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -187,12 +188,12 @@ impl Drop for Running {
 pub(crate) enum Start<'a> {
     /// A chat, `n` choices.
     Chat {
-        chat: &'a jielong_core::Chat,
-        request: &'a jielong_core::ChatRequest,
+        chat: &'a jielong_chat::Chat,
+        request: &'a jielong_chat::ChatRequest,
         n: usize,
     },
     /// A raw prompt.
-    Text(&'a jielong_core::GenerateRequest),
+    Text(&'a jielong_chat::GenerateRequest),
 }
 
 impl Running {
@@ -226,7 +227,7 @@ impl Running {
                 let permit = inner.slots.temps(n - 1).await?;
                 // The prompt is evaluated once on the slot, then forked: the choices
                 // share its cells.
-                let prefill = jielong_core::GenerateRequest {
+                let prefill = jielong_chat::GenerateRequest {
                     max_tokens: 1,
                     ..Default::default()
                 };
@@ -274,8 +275,8 @@ impl Running {
     pub(crate) fn again(
         &mut self,
         index: usize,
-        chat: &jielong_core::Chat,
-        request: &jielong_core::ChatRequest,
+        chat: &jielong_chat::Chat,
+        request: &jielong_chat::ChatRequest,
     ) -> Result<Generation, ApiError> {
         let branch = match index.checked_sub(1) {
             None => self.guard.branch,

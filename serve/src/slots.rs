@@ -9,8 +9,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use jielong_core::llama::common_prefix_len;
-use jielong_core::{BranchId, LlamaSession};
+use jielong_chat::BranchId;
+use jielong_llama::common_prefix_len;
+use jielong_llama::LlamaSession;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
@@ -200,7 +201,7 @@ fn choose(slots: &[Slot], tokens: &[i32]) -> Option<usize> {
 impl SlotPool {
     /// Re-creates the slots whose branches are gone (the worker clears the whole KV
     /// cache when an evaluation fails). Blocks: call it on a blocking thread.
-    pub fn repair(&self, session: &LlamaSession) -> Result<(), jielong_core::RuntimeError> {
+    pub fn repair(&self, session: &LlamaSession) -> Result<(), jielong_chat::RuntimeError> {
         let _one = self.repairing.lock().unwrap_or_else(|p| p.into_inner());
         let live: Vec<BranchId> = session
             .kv_usage()?

@@ -4,9 +4,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jielong_core::{
-    BranchId, CallMode, KvUsage, LlamaModel, LlamaSession, SamplingParams, SessionOptions,
-};
+use jielong_chat::{BranchId, CallMode, KvUsage, SamplingParams, SessionOptions};
+use jielong_llama::{LlamaModel, LlamaSession};
 
 use crate::error::ServeError;
 use crate::metrics::Metrics;

@@ -2,7 +2,7 @@
 //! [`Chat`] and a [`ChatRequest`]. Unknown fields are ignored, as OpenAI-compatible
 //! servers do.
 
-use jielong_core::{
+use jielong_chat::{
     Chat, ChatRequest, Message, ReplyFormat, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec,
 };
 use serde::Deserialize;
@@ -382,12 +382,12 @@ impl ChatCompletionRequest {
         }
         let logprobs = self.logprobs.unwrap_or(false);
         let top = self.top_logprobs.unwrap_or(0);
-        if top > jielong_core::logprob::MAX_TOP_LOGPROBS {
+        if top > jielong_chat::logprob::MAX_TOP_LOGPROBS {
             return Err(ApiError::invalid_param(
                 "top_logprobs",
                 format!(
                     "top_logprobs must be at most {}",
-                    jielong_core::logprob::MAX_TOP_LOGPROBS
+                    jielong_chat::logprob::MAX_TOP_LOGPROBS
                 ),
             ));
         }
@@ -418,7 +418,7 @@ impl ChatCompletionRequest {
             max_calls: if self.parallel_tool_calls == Some(false) {
                 1
             } else {
-                jielong_core::ToolConstraint::DEFAULT_MAX_CALLS
+                jielong_chat::ToolConstraint::DEFAULT_MAX_CALLS
             },
             logprobs: logprobs.then_some(top),
             format,

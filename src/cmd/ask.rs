@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use jielong::core::tool::ToolRegistry;
+use jielong::chat::tool::ToolRegistry;
 use jielong::retrieval::Index;
 use jielong::tools::rag::{Citation, RagSearchTool, DEFAULT_PASSAGE_CHARS};
 
@@ -69,7 +69,7 @@ pub(crate) async fn answer(
     let options = AgentOptions {
         system: Some(ASK_SYSTEM.trim().to_string()),
         strategy: Default::default(),
-        samples: jielong::core::AgentSettings::default().samples,
+        samples: jielong::agent::AgentSettings::default().samples,
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         // The first search is rag_search's own prefetch (the question).
@@ -78,7 +78,7 @@ pub(crate) async fn answer(
         prompts: None,
         framing: Default::default(),
         tree: Default::default(),
-        thoughts: std::sync::Arc::new(jielong::core::agent::FreeThoughts),
+        thoughts: std::sync::Arc::new(jielong::agent::FreeThoughts),
     };
     let run = drive(
         global,

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use jielong::core::llama::llama_cpp_2::{
+use jielong::llama::{backend, common_prefix_len};
+use jielong::{GenerateRequest, LlamaModel, Message, SessionOptions, Usage};
+use llama_cpp_2::{
     context::params::LlamaContextParams, llama_batch::LlamaBatch, model::params::LlamaModelParams,
     model::LlamaModel as RawModel, sampling::LlamaSampler,
 };
-use jielong::core::llama::{backend, common_prefix_len};
-use jielong::{GenerateRequest, LlamaModel, Message, SessionOptions, Usage};
 use serde::Serialize;
 
 use crate::cli::{BenchArgs, GlobalArgs};
@@ -130,7 +130,7 @@ pub async fn bench(global: &GlobalArgs, args: BenchArgs) -> anyhow::Result<()> {
     let options = super::session_options(global);
     let threads = options
         .threads
-        .unwrap_or_else(jielong::core::physical_cores);
+        .unwrap_or_else(jielong::chat::physical_cores);
     let global = global.clone();
     let json = args.json.clone();
     let report =
@@ -858,7 +858,7 @@ async fn needle_bench(
             },
             // The defaults of `jielong ask`.
             k: 3,
-            max_steps: jielong::core::AgentSettings::DEFAULT_MAX_STEPS,
+            max_steps: jielong::agent::AgentSettings::DEFAULT_MAX_STEPS,
             trace: None,
         };
         let started = Instant::now();

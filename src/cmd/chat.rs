@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
-use jielong::core::Chat;
+use jielong::chat::Chat;
 use jielong::{Message, Usage};
 
 use crate::cli::{ChatArgs, GlobalArgs};

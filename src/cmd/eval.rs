@@ -15,8 +15,8 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use jielong::core::agent::{AgentEvent, AgentRun, Strategy};
-use jielong::core::{Chat, Message};
+use jielong::agent::{AgentEvent, AgentRun, Strategy};
+use jielong::chat::{Chat, Message};
 use jielong::eval::{
     compare, load_jsonl, metric_for, mt_bench_turns, sample, Eval, Example, Fields, Metric,
     Observer, Outcome, Report, Row, Split, Summary, System, Tokens,
@@ -292,7 +292,7 @@ impl Evaluated {
     }
 
     /// The system that puts each input to the model with `framing`.
-    pub(super) fn system(&self, framing: jielong::core::Framing) -> Box<dyn System> {
+    pub(super) fn system(&self, framing: jielong::agent::Framing) -> Box<dyn System> {
         match &self.answerer {
             Answerer::Workflow(workflow) => Box::new(Shared(workflow.clone())),
             Answerer::Ask(index) => Box::new(AskSystem {
@@ -417,7 +417,7 @@ pub(super) struct PlainModel {
     session: Arc<AsyncMutex<Box<dyn ModelSession>>>,
     request: GenerateRequest,
     system: Option<String>,
-    framing: jielong::core::Framing,
+    framing: jielong::agent::Framing,
 }
 
 impl PlainModel {
@@ -461,7 +461,7 @@ impl System for PlainModel {
             let later_turns: Vec<String> = mt_bench_turns(&example.record)
                 .map(|turns| turns[1..].iter().map(|t| t.to_string()).collect())
                 .unwrap_or_default();
-            let request = jielong::core::ChatRequest {
+            let request = jielong::chat::ChatRequest {
                 max_tokens: self.request.max_tokens,
                 sampling: self.request.sampling.clone(),
                 stop: self.request.stop.clone(),
@@ -599,7 +599,7 @@ impl System for AgentSystem {
 fn prompt_texts(dir: Option<&Path>) -> Value {
     let Some(dir) = dir else { return Value::Null };
     let mut texts = serde_json::Map::new();
-    for kind in jielong::core::agent::PromptKind::ALL {
+    for kind in jielong::agent::PromptKind::ALL {
         if let Ok(text) = std::fs::read_to_string(dir.join(kind.file_name())) {
             texts.insert(kind.file_name().to_string(), Value::String(text));
         }
@@ -616,7 +616,7 @@ fn keep_event(event: &AgentEvent) -> bool {
 }
 
 /// A stop reason's name as its trace writes it (`answered`, `max_steps`, …).
-pub(super) fn stop_name(stop: &jielong::core::agent::StopReason) -> String {
+pub(super) fn stop_name(stop: &jielong::agent::StopReason) -> String {
     match serde_json::to_value(stop) {
         Ok(Value::Object(map)) => map
             .get("reason")

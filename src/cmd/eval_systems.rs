@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use jielong::core::agent::AgentEvent;
+use jielong::agent::AgentEvent;
 use jielong::eval::{Example, Outcome, System, Tokens};
 use jielong::retrieval::Index;
 use jielong::workflow::{store::RunStore, ModelProvider, RunObserver, RunOptions, Workflow};
@@ -106,7 +106,7 @@ impl WorkflowSystem {
         examples: &[Example],
         out: &Path,
     ) -> anyhow::Result<WorkflowSystem> {
-        let workflow = Workflow::from_file(file)?;
+        let workflow = Workflow::from_file_in(file, &jielong::workflow_catalog())?;
         let spec = workflow.spec();
         let mut map = Vec::new();
         for entry in &args.map {

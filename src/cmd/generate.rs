@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use jielong::core::{Chat, Score, TokenLogprob};
+use jielong::chat::{Chat, Score, TokenLogprob};
 use jielong::{Completion, Message};
 use serde_json::json;
 
@@ -26,7 +26,7 @@ pub async fn generate(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result
         return print_score(&args, continuation, &score);
     }
     let generation = if args.chat {
-        let chat_request = jielong::core::ChatRequest {
+        let chat_request = jielong::chat::ChatRequest {
             logprobs: args.logprobs,
             ..super::chat_request(global)
         };

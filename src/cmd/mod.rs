@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use jielong::core::{ChatRequest, LanguageModel};
+use jielong::chat::{ChatRequest, LanguageModel};
 use jielong::{GenerateRequest, LlamaModel, SamplingParams, SessionOptions};
 
 use crate::cli::{FramingArgs, GlobalArgs};
@@ -59,15 +59,15 @@ pub fn framing(
     args: &FramingArgs,
     input_field: &str,
     answer_field: &str,
-) -> anyhow::Result<jielong::core::Framing> {
+) -> anyhow::Result<jielong::agent::Framing> {
     let shots = match &args.few_shot {
         Some(path) => {
-            jielong::core::Shots::from_jsonl(path, input_field, answer_field, args.shots)?
+            jielong::agent::Shots::from_jsonl(path, input_field, answer_field, args.shots)?
         }
-        None => jielong::core::Shots::default(),
+        None => jielong::agent::Shots::default(),
     };
     let wording = match (&args.instruction, &args.instruction_file) {
-        (Some(text), _) => jielong::core::Wording::Instruction(text.clone()),
+        (Some(text), _) => jielong::agent::Wording::Instruction(text.clone()),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the instruction file {}", path.display()))?;
@@ -76,32 +76,33 @@ pub fn framing(
                 "the instruction file {} is empty",
                 path.display()
             );
-            jielong::core::Wording::Instruction(text)
+            jielong::agent::Wording::Instruction(text)
         }
         (None, None) => args.technique.into(),
     };
-    Ok(jielong::core::Framing { wording, shots })
+    Ok(jielong::agent::Framing { wording, shots })
 }
 
 /// How a wording is recorded in an eval cache's configuration: a technique by its
 /// name (as before instructions existed, so older caches stay valid), an instruction
 /// by its text.
-pub fn wording_config(wording: &jielong::core::Wording) -> serde_json::Value {
+pub fn wording_config(wording: &jielong::agent::Wording) -> serde_json::Value {
     match wording {
-        jielong::core::Wording::Technique(technique) => serde_json::json!(technique),
-        jielong::core::Wording::Instruction(text) => serde_json::json!({ "instruction": text }),
+        jielong::agent::Wording::Technique(technique) => serde_json::json!(technique),
+        jielong::agent::Wording::Instruction(text) => serde_json::json!({ "instruction": text }),
     }
 }
 
 /// The thought space `--thoughts` names.
 pub fn thoughts(
     args: &crate::cli::TreeArgs,
-) -> anyhow::Result<std::sync::Arc<dyn jielong::core::agent::ThoughtSpace>> {
-    jielong::core::agent::thought_space(&args.thoughts).ok_or_else(|| {
+) -> anyhow::Result<std::sync::Arc<dyn jielong::agent::ThoughtSpace>> {
+    let spaces = jielong::thought_spaces();
+    spaces.get(&args.thoughts).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown thought space `{}` (expected {})",
             args.thoughts,
-            jielong::core::agent::THOUGHT_SPACES.join(", ")
+            spaces.names().join(", ")
         )
     })
 }

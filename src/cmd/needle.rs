@@ -16,7 +16,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use jielong::core::{Chat, ChatRequest, Message};
+use jielong::chat::{Chat, ChatRequest, Message};
 use jielong::eval::needle::{parse_depths, parse_lengths, Cell, Prompt};
 use jielong::eval::{
     Documents, Grid, GridObserver, GridReport, Needle, Reader, Reply, Tokens, Variant,

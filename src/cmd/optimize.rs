@@ -10,7 +10,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use jielong::core::{Chat, ChatRequest, Framing, Message, Wording};
+use jielong::agent::{Framing, Wording};
+use jielong::chat::{Chat, ChatRequest, Message};
 use jielong::eval::optimize::rejected_counts;
 use jielong::eval::{
     metric_for, Candidate, Metric, Observer, Proposer, Scored, Search, SearchObserver, System,

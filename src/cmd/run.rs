@@ -5,10 +5,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use jielong::core::agent::{
-    AgentEvent, AgentRun, StopReason, Strategy, ThoughtOutcome, TraceWriter,
-};
-use jielong::core::Agent;
+use jielong::agent::Agent;
+use jielong::agent::{AgentEvent, AgentRun, StopReason, Strategy, ThoughtOutcome, TraceWriter};
 use jielong::tools::builtin::builtin_registry_with;
 use jielong::FinishReason;
 
@@ -79,15 +77,15 @@ pub struct AgentOptions {
     /// Calls the agent makes before the first step.
     pub initial_calls: Vec<jielong::ToolCall>,
     /// How the model writes code for `python`.
-    pub code_actions: jielong::core::agent::CodeActions,
+    pub code_actions: jielong::agent::CodeActions,
     /// A folder of prompt files replacing the built-in ones of the same name.
     pub prompts: Option<std::path::PathBuf>,
     /// Worked examples and the technique the task is worded with.
-    pub framing: jielong::core::Framing,
+    pub framing: jielong::agent::Framing,
     /// The shape of a tree-of-thoughts search.
-    pub tree: jielong::core::agent::TreeSearch,
+    pub tree: jielong::agent::TreeSearch,
     /// What a thought of a tree-of-thoughts search is.
-    pub thoughts: std::sync::Arc<dyn jielong::core::agent::ThoughtSpace>,
+    pub thoughts: std::sync::Arc<dyn jielong::agent::ThoughtSpace>,
 }
 
 /// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
@@ -95,7 +93,7 @@ pub struct AgentOptions {
 pub fn build_agent(
     global: &GlobalArgs,
     model: &dyn jielong::LanguageModel,
-    registry: jielong::core::tool::ToolRegistry,
+    registry: jielong::chat::tool::ToolRegistry,
     options: &AgentOptions,
     on_event: impl Fn(&AgentEvent) + Send + Sync + 'static,
 ) -> anyhow::Result<Agent> {
@@ -130,7 +128,7 @@ pub async fn drive(
     global: &GlobalArgs,
     model: &dyn jielong::LanguageModel,
     session: &mut dyn jielong::ModelSession,
-    registry: jielong::core::tool::ToolRegistry,
+    registry: jielong::chat::tool::ToolRegistry,
     options: &AgentOptions,
     task: &str,
 ) -> anyhow::Result<AgentRun> {
@@ -359,14 +357,14 @@ async fn plain_answer(
     global: &GlobalArgs,
     session: &mut dyn jielong::ModelSession,
     args: &RunArgs,
-    framing: &jielong::core::Framing,
+    framing: &jielong::agent::Framing,
 ) -> anyhow::Result<()> {
     let request = super::chat_request(global);
     let messages = framing.messages(args.system.as_deref(), &args.task);
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let completion = session
-        .respond(&jielong::core::Chat::new(messages), &request)?
+        .respond(&jielong::chat::Chat::new(messages), &request)?
         .finish(|piece| {
             if write_error.is_none() {
                 if let Err(e) = stdout

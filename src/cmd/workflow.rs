@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use jielong::core::agent::{AgentEvent, TraceWriter};
+use jielong::agent::{AgentEvent, TraceWriter};
 use jielong::workflow::{
     store::{RunStatus, RunStore},
     RunObserver, RunOptions, Workflow, WorkflowError, WorkflowEvent,
@@ -30,7 +30,7 @@ pub async fn workflow(global: &GlobalArgs, command: WorkflowCommand) -> anyhow::
 fn validate(files: &[PathBuf]) -> anyhow::Result<()> {
     let mut faults = 0;
     for file in files {
-        match Workflow::from_file(file) {
+        match Workflow::from_file_in(file, &jielong::workflow_catalog()) {
             Ok(workflow) => eprintln!(
                 "{}: ok ({} steps)",
                 file.display(),
@@ -73,7 +73,7 @@ pub fn store(runs: &RunsDir) -> anyhow::Result<RunStore> {
 }
 
 async fn run(global: &GlobalArgs, args: WorkflowRunArgs) -> anyhow::Result<()> {
-    let workflow = Workflow::from_file(&args.file)?;
+    let workflow = Workflow::from_file_in(&args.file, &jielong::workflow_catalog())?;
     let runs = store(&args.runs)?;
     let mut options = RunOptions::new().store(runs.clone());
     for input in &args.inputs {

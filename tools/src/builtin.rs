@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jielong_core::tool::{Tool, ToolError, ToolRegistry};
+use jielong_chat::tool::{Tool, ToolError, ToolRegistry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -36,7 +36,7 @@ pub enum BuiltinError {
     },
     /// Registering failed (a duplicate name).
     #[error(transparent)]
-    Definition(#[from] jielong_core::tool::ToolDefinitionError),
+    Definition(#[from] jielong_chat::tool::ToolDefinitionError),
 }
 
 /// How the built-in tools are set up. [`Default`] gives each tool its default limits

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use jielong_core::tool::{Tool, ToolError};
+use jielong_chat::tool::{Tool, ToolError};
 use jielong_retrieval::{Hit, Index, RetrievalError, SearchRequest};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

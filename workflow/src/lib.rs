@@ -39,6 +39,7 @@
 //! Running needs models: [`Workflow::run`] takes a [`ModelProvider`] (the `jielong`
 //! facade's `LocalModels` loads catalog models with llama.cpp) and [`RunOptions`].
 
+pub mod catalog;
 pub mod diagnostic;
 pub mod error;
 pub mod parse;
@@ -50,6 +51,7 @@ pub mod template;
 pub mod validate;
 pub mod workflow;
 
+pub use catalog::Catalog;
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use error::WorkflowError;
 pub use runtime::{ModelProvider, RunObserver, RunOptions, RunReport, WorkflowEvent};

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use jielong_core::agent::{AgentEvent, AgentSettings};
-use jielong_core::tool::ToolRegistry;
-use jielong_core::{Agent, Framing, LanguageModel, ModelSession, SamplingParams, Shots, Wording};
+use jielong_agent::{Agent, Framing, Shots, Wording};
+use jielong_agent::{AgentEvent, AgentSettings};
+use jielong_chat::tool::ToolRegistry;
+use jielong_chat::{LanguageModel, ModelSession, SamplingParams};
 use jielong_retrieval::{Index, IngestOptions};
 use jielong_tools::builtin::{builtin_registry_with, BuiltinConfig};
 use jielong_tools::python::PythonSandbox;
@@ -840,7 +841,7 @@ impl Executor<'_> {
         if let Some(space) = spec
             .thoughts
             .as_ref()
-            .and_then(|t| jielong_core::agent::thought_space(&t.value))
+            .and_then(|t| self.workflow.catalog().thought_spaces.get(&t.value))
         {
             builder = builder.thoughts(space);
         }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use jielong_core::agent::AgentEvent;
-use jielong_core::{LanguageModel, SessionOptions};
+use jielong_agent::AgentEvent;
+use jielong_chat::{LanguageModel, SessionOptions};
 use serde::Serialize;
 use serde_json::{Map, Value};
 

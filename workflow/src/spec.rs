@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use jielong_core::agent::Strategy;
-use jielong_core::Technique;
+use jielong_agent::Strategy;
+use jielong_agent::Technique;
 use jielong_tools::web::{duration_serde, FetchConfig, WebSearchConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -325,7 +325,7 @@ pub struct AgentSpec {
     /// default 3), `beam` (states kept per depth, default 3), `depth` (most thoughts on
     /// a path, default 4).
     #[serde(default)]
-    pub tree: Option<jielong_core::agent::TreeSearch>,
+    pub tree: Option<jielong_agent::TreeSearch>,
     /// How the task is worded: `plain` (the default), `cot`, `explain`,
     /// `deep-breath`, `emotion`, `premises` (the files of `prompts/techniques/`).
     #[serde(default)]

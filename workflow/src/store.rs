@@ -62,9 +62,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jielong_fsutil::{
-    is_temporary, sync_dir as sync_folder, write_atomic as write_whole, IoFailure,
-};
+use jielong_util::{is_temporary, sync_dir as sync_folder, write_atomic as write_whole, IoFailure};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -187,12 +185,12 @@ impl fmt::Display for Holder {
 }
 
 /// Turns an I/O error into [`StoreError::Io`] for `op` on `path`.
-/// [`jielong_fsutil::write_atomic`], failing as a [`StoreError`].
+/// [`jielong_util::write_atomic`], failing as a [`StoreError`].
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(write_whole(path, bytes)?)
 }
 
-/// [`jielong_fsutil::sync_dir`], failing as a [`StoreError`].
+/// [`jielong_util::sync_dir`], failing as a [`StoreError`].
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     Ok(sync_folder(dir)?)
 }
@@ -257,7 +255,7 @@ impl RunId {
 
     /// A fresh id for a run started at `at`; `salt` varies the random part.
     fn generate(at: SystemTime, salt: u32) -> RunId {
-        let (date, time) = civil(at);
+        let t = jielong_util::date::utc(at.max(UNIX_EPOCH));
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
         hasher.write_u128(
@@ -270,7 +268,12 @@ impl RunId {
         let random = hasher.finish() as u16;
         RunId(format!(
             "{:04}{:02}{:02}-{:02}{:02}{:02}-{random:04x}",
-            date.0, date.1, date.2, time.0, time.1, time.2
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
         ))
     }
 
@@ -874,8 +877,8 @@ impl RunDir {
 }
 
 /// Appends events to a run's `trace.jsonl`: the one trace writer of Jielong (each line
-/// stamped with `ts_ms`; see [`jielong_core::agent::TraceWriter`]).
-pub use jielong_core::agent::TraceWriter;
+/// stamped with `ts_ms`; see [`jielong_agent::TraceWriter`]).
+pub use jielong_agent::TraceWriter;
 
 /// Opens a run's trace for appending, after repairing a torn last line.
 fn open_trace(path: PathBuf) -> Result<TraceWriter, StoreError> {
@@ -889,47 +892,7 @@ fn open_trace(path: PathBuf) -> Result<TraceWriter, StoreError> {
     Ok(TraceWriter::from_file(path, file))
 }
 
-/// The current time as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T10:15:02.123Z`:
-/// the format of every time in the store.
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
-}
-
-/// `at` as RFC 3339 UTC with milliseconds, e.g. `2026-11-29T10:15:02.123Z`. Times before
-/// 1970 (a broken clock) are written as 1970-01-01T00:00:00.000Z.
-pub fn rfc3339(at: SystemTime) -> String {
-    let ((y, mo, d), (h, mi, s)) = civil(at);
-    let millis = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_millis());
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
-}
-
-/// The UTC calendar date and time of day of `at` (clamped to the epoch).
-fn civil(at: SystemTime) -> ((u64, u32, u32), (u32, u32, u32)) {
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |t| t.as_secs());
-    let days = secs / 86_400;
-    let rem = (secs % 86_400) as u32;
-    (
-        civil_from_days(days),
-        (rem / 3600, rem % 3600 / 60, rem % 60),
-    )
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u32, u32) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
+pub use jielong_util::date::{now_rfc3339, rfc3339};
 
 /// The files of one run directory, for both [`RunDir`] and [`RunStore::inspect`].
 #[derive(Debug, Clone)]

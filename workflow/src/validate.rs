@@ -14,11 +14,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use indexmap::IndexMap;
-use jielong_core::agent::AgentSettings;
+use jielong_agent::AgentSettings;
 use jielong_tools::builtin::BUILTIN_TOOLS;
 use serde_json::Value;
 use serde_saphyr::Location;
 
+use crate::catalog::Catalog;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::{InputType, Spanned, StepSpec, WorkflowSpec};
 use crate::template::{Reference, TemplateError, Templates};
@@ -66,12 +67,20 @@ impl Graph {
 /// Checks a parsed workflow. `file` names it in diagnostics; `base_dir` anchors the
 /// relative paths in it (`system_file`, `rag_search.sources`).
 ///
+/// Names of thought spaces are looked up in `catalog`, what the program offers.
+///
 /// Returns every fault found, sorted by line and column, or the step graph.
-pub fn validate(spec: &WorkflowSpec, file: &str, base_dir: &Path) -> Result<Graph, Diagnostics> {
+pub fn validate(
+    spec: &WorkflowSpec,
+    file: &str,
+    base_dir: &Path,
+    catalog: &Catalog,
+) -> Result<Graph, Diagnostics> {
     let mut checker = Checker {
         spec,
         file,
         base_dir,
+        catalog,
         templates: Templates::new(),
         diagnostics: Vec::new(),
         step_index: HashMap::new(),
@@ -116,6 +125,7 @@ struct Site<'s> {
 }
 
 struct Checker<'a> {
+    catalog: &'a Catalog,
     spec: &'a WorkflowSpec,
     file: &'a str,
     base_dir: &'a Path,
@@ -432,7 +442,7 @@ impl<'a> Checker<'a> {
                         format!("{path}.strategy"),
                         format!(
                             "{both} how the agent works: write only `strategy: {}`",
-                            jielong_core::agent::Strategy::from_switches(
+                            jielong_agent::Strategy::from_switches(
                                 agent.plan || strategy.value.plans(),
                                 agent.reflect || strategy.value.reflects()
                             )
@@ -441,7 +451,7 @@ impl<'a> Checker<'a> {
                 }
             }
             if let Some(thoughts) = &agent.thoughts {
-                if jielong_core::agent::thought_space(&thoughts.value).is_none() {
+                if self.catalog.thought_spaces.get(&thoughts.value).is_none() {
                     let field = format!("{path}.thoughts");
                     self.push(
                         self.value_at(&field),
@@ -449,7 +459,7 @@ impl<'a> Checker<'a> {
                         format!(
                             "unknown thought space `{}` (expected {})",
                             thoughts.value,
-                            jielong_core::agent::THOUGHT_SPACES.join(", ")
+                            self.catalog.thought_spaces.names().join(", ")
                         ),
                     );
                 }

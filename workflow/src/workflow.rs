@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
+use crate::catalog::Catalog;
 use crate::error::WorkflowError;
 use crate::spec::{InputType, WorkflowSpec};
 use crate::validate::Graph;
@@ -31,12 +31,22 @@ pub struct Workflow {
     file: String,
     path: Option<PathBuf>,
     base_dir: PathBuf,
+    catalog: Catalog,
 }
 
 impl Workflow {
     /// Reads, parses and validates a workflow file. Relative paths inside it (prompt
     /// files, indexes, sources, models) are taken from the file's folder.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Workflow, WorkflowError> {
+        Self::from_file_in(path, &Catalog::default())
+    }
+
+    /// [`Workflow::from_file`] with the names `catalog` offers (thought spaces of the
+    /// program's own).
+    pub fn from_file_in(
+        path: impl AsRef<Path>,
+        catalog: &Catalog,
+    ) -> Result<Workflow, WorkflowError> {
         let path = path.as_ref();
         let source = std::fs::read_to_string(path).map_err(|e| WorkflowError::Io {
             path: path.to_path_buf(),
@@ -46,7 +56,8 @@ impl Workflow {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let mut workflow = Workflow::from_yaml(&source, &path.display().to_string(), &base_dir)?;
+        let mut workflow =
+            Workflow::from_yaml_in(&source, &path.display().to_string(), &base_dir, catalog)?;
         workflow.path = Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()));
         Ok(workflow)
     }
@@ -54,9 +65,20 @@ impl Workflow {
     /// Parses and validates YAML text; `file` names it in errors, `base_dir` anchors
     /// its relative paths.
     pub fn from_yaml(source: &str, file: &str, base_dir: &Path) -> Result<Workflow, WorkflowError> {
+        Self::from_yaml_in(source, file, base_dir, &Catalog::default())
+    }
+
+    /// [`Workflow::from_yaml`] with the names `catalog` offers.
+    pub fn from_yaml_in(
+        source: &str,
+        file: &str,
+        base_dir: &Path,
+        catalog: &Catalog,
+    ) -> Result<Workflow, WorkflowError> {
         let spec = crate::parse::parse(source, file)?;
-        let graph = crate::validate::validate(&spec, file, base_dir)?;
+        let graph = crate::validate::validate(&spec, file, base_dir, catalog)?;
         Ok(Workflow {
+            catalog: catalog.clone(),
             spec,
             graph,
             source: source.to_string(),
@@ -64,6 +86,11 @@ impl Workflow {
             path: None,
             base_dir: base_dir.to_path_buf(),
         })
+    }
+
+    /// What the program offers by name (the catalog the workflow was validated with).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The typed spec.
@@ -102,8 +129,7 @@ impl Workflow {
 
     /// The SHA-256 of the YAML text: a run can only be resumed by the same workflow.
     pub fn hash(&self) -> String {
-        let digest = Sha256::digest(self.source.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        jielong_util::sha256_hex(self.source.as_bytes())
     }
 
     /// The run's input values: `given` checked against the declared inputs (unknown

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use jielong_core::{
-    Capabilities, Chat, ChatRequest, ChatTemplate, Completion, FinishReason, GenerateRequest,
-    Generation, LanguageModel, ModelInfo, ModelSession, PromptFormat, RuntimeError, SessionOptions,
-    ToolCallFormat, Usage,
+use jielong_chat::{
+    Capabilities, Chat, ChatRequest, Completion, FinishReason, GenerateRequest, Generation,
+    LanguageModel, ModelInfo, ModelSession, RuntimeError, SessionOptions, ToolCallFormat, Usage,
 };
+use jielong_llama::{ChatTemplate, PromptFormat};
 use jielong_workflow::store::{RunStore, StepStatus};
 use jielong_workflow::{ModelProvider, RunOptions, RunReport, Workflow, WorkflowError};
 use serde_json::{json, Value};
@@ -541,7 +541,7 @@ steps:
   - {id: ob, agent: old_both, input: six}
 "#;
     let flow = workflow(yaml, dir.path());
-    use jielong_core::agent::Strategy;
+    use jielong_agent::Strategy;
     let strategies: Vec<(String, Strategy)> = flow
         .spec()
         .agents
@@ -597,7 +597,7 @@ steps:
 
 #[tokio::test]
 async fn an_agent_without_max_steps_gets_the_library_default() {
-    use jielong_core::agent::AgentSettings;
+    use jielong_agent::AgentSettings;
     assert_eq!(
         jielong_workflow::run::DEFAULT_MAX_STEPS,
         AgentSettings::DEFAULT_MAX_STEPS

@@ -34,7 +34,15 @@ fn yaml_files(folder: &str) -> Vec<PathBuf> {
 /// Parse, then validate: the diagnostics, or the graph.
 fn load(source: &str, file: &str, base_dir: &Path) -> Result<Graph, Diagnostics> {
     let spec = parse(source, file)?;
-    validate(&spec, file, base_dir)
+    validate(&spec, file, base_dir, &catalog())
+}
+
+/// The catalog `jielong` offers: the built-in spaces and the Game of 24.
+fn catalog() -> jielong_workflow::Catalog {
+    jielong_workflow::Catalog::default().with_thought_spaces(
+        jielong_agent::ThoughtSpaces::new()
+            .with(std::sync::Arc::new(jielong_puzzles::thoughts::Game24)),
+    )
 }
 
 /// One `# expect:` line.
@@ -191,7 +199,7 @@ fn valid(name: &str) -> (jielong_workflow::WorkflowSpec, Graph) {
     let path = dir("valid").join(name);
     let source = std::fs::read_to_string(&path).expect("read");
     let spec = parse(&source, name).unwrap_or_else(|d| panic!("{d}"));
-    let graph = validate(&spec, name, &dir("valid")).unwrap_or_else(|d| panic!("{d}"));
+    let graph = validate(&spec, name, &dir("valid"), &catalog()).unwrap_or_else(|d| panic!("{d}"));
     (spec, graph)
 }
 
@@ -447,7 +455,7 @@ fn valid_workflows_conform_to_the_schema() {
 
 #[test]
 fn models_entries_and_strategies_in_the_schema() {
-    use jielong_core::agent::Strategy;
+    use jielong_agent::Strategy;
     let (spec, _) = valid("served.yaml");
     assert_eq!(spec.models["small"].model.value, "qwen2.5-coder-0.5b");
     assert_eq!(

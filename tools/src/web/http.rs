@@ -215,49 +215,12 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     first.parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
 pub(crate) fn parse_http_date(value: &str) -> Option<u64> {
-    let rest = value.split_once(", ").map(|(_, r)| r).unwrap_or(value);
-    let mut parts = rest.split_whitespace();
-    let day: u32 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':');
-    let hour: u64 = hms.next()?.parse().ok()?;
-    let minute: u64 = hms.next()?.parse().ok()?;
-    let second: u64 = hms.next()?.parse().ok()?;
-    if parts.next()? != "GMT" || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days.checked_mul(86_400)? + (hour * 3600 + minute * 60 + second) as i64;
-    u64::try_from(secs).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let at = jielong_util::date::parse_http_date(value)?;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// `serde` support for durations written as seconds (`30`, `2.5`) or with a unit

@@ -1,0 +1,1093 @@
+//! One run of an [`Agent`]: the step loop, tool dispatch, planning and reflection.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use tokio::time::Instant as Deadline;
+
+use super::code::{after_last_output, closed_python_block, code_from_blob, is_grounded, CodeBlock};
+use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
+use super::prompts::{fill, PromptKind};
+use super::{
+    Agent, CodeActions, Grounding, Prefetch, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN,
+};
+use jielong_chat::chat::{Message, ToolCall, ToolSpec};
+use jielong_chat::error::RuntimeError;
+use jielong_chat::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
+use jielong_chat::intent::{
+    bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
+};
+use jielong_chat::model::ModelSession;
+use jielong_chat::respond::{Chat, ChatRequest};
+use jielong_chat::tool::ToolError;
+use jielong_chat::tool_format::ToolCallFormat;
+
+/// `Err` ends the run for the given reason.
+type Flow<T> = Result<T, StopReason>;
+
+/// A tool's outcome and how many times it ran.
+type Outcome = (Result<Value, ToolError>, usize);
+
+/// What one model call produced.
+struct Reply {
+    /// The step it belongs to.
+    step: usize,
+    /// The text outside call blocks.
+    text: String,
+    /// Everything generated.
+    raw: String,
+    /// Valid calls, in order.
+    calls: Vec<ToolCall>,
+    /// Call blocks that are not calls: (raw, error).
+    malformed: Vec<(String, String)>,
+    /// A closed ```` ```python ```` block ([`CodeActions::Fenced`]); `text` and `raw`
+    /// then end with its closing fence.
+    code: Option<CodeBlock>,
+    /// Why generation ended.
+    finish: FinishReason,
+}
+
+impl Reply {
+    /// Cuts the reply right after its first closed ```` ```python ```` block (one
+    /// opened in `open`, the turn's text before the reply, counts) and keeps the
+    /// block; `false` when there is none yet.
+    fn cut_at_code(&mut self, open: &str) -> bool {
+        let scanned = format!("{open}{}", self.text);
+        let Some(block) = closed_python_block(&scanned) else {
+            return false;
+        };
+        let Some(end) = block.end.checked_sub(open.len()) else {
+            return false;
+        };
+        self.text.truncate(end);
+        self.raw = self.text.clone();
+        self.code = Some(block);
+        true
+    }
+}
+
+/// Which calls a step's reply may make.
+#[derive(Debug, Clone)]
+struct Calls {
+    choice: ToolChoice,
+    /// The tools a call may use when not the listed ones (a structured answer).
+    tools: Option<Vec<ToolSpec>>,
+    max: u32,
+}
+
+/// The state of one run.
+pub(super) struct Runner<'a> {
+    agent: &'a Agent,
+    session: &'a mut dyn ModelSession,
+    messages: Vec<Message>,
+    /// Tools the model is told about and may call.
+    callable: Vec<ToolSpec>,
+    usage: Usage,
+    /// The longest prompt so far, in tokens.
+    distinct_prompt_tokens: usize,
+    steps: usize,
+    tool_calls: usize,
+    started: Instant,
+    deadline: Option<Deadline>,
+    /// Calls made so far (tool, arguments, count).
+    seen: Vec<(String, Value, usize)>,
+    /// Failures in a row, per tool.
+    failures: HashMap<String, usize>,
+    /// Successful calls: tool, arguments, and the result as given to the model.
+    answered: Vec<(String, Value, String)>,
+    /// What the current tool loop answers: the task, or the current subtask.
+    question: String,
+    next_id: usize,
+    /// Whether `python` takes fenced code blocks ([`CodeActions::Fenced`] and the
+    /// agent has the tool).
+    fenced: bool,
+    /// Whether the agent has the code tool at all (for the grounding check).
+    has_code_tool: bool,
+    /// Why the next step should sample instead of replaying the greedy path.
+    recover: Option<String>,
+    /// How many steps have sampled for recovery (each gets its own seed).
+    recoveries: u32,
+}
+
+impl<'a> Runner<'a> {
+    pub(super) fn new(agent: &'a Agent, session: &'a mut dyn ModelSession) -> Self {
+        let mut callable = agent.tools.specs();
+        let has_code_tool = callable.iter().any(|t| t.name == CODE_TOOL);
+        let fenced = has_code_tool && agent.settings.code_actions == CodeActions::Fenced;
+        if fenced {
+            callable.retain(|t| t.name != CODE_TOOL);
+        }
+        let system = if fenced {
+            agent.prompts.code_system.clone()
+        } else {
+            agent.prompts.system.clone()
+        };
+        let mut messages = if system.is_empty() {
+            Vec::new()
+        } else {
+            vec![Message::system(system)]
+        };
+        messages.extend(agent.settings.framing.example_turns());
+        Self {
+            agent,
+            session,
+            messages,
+            callable,
+            usage: Usage::default(),
+            distinct_prompt_tokens: 0,
+            steps: 0,
+            tool_calls: 0,
+            started: Instant::now(),
+            deadline: agent.settings.max_wall_time.map(|d| Deadline::now() + d),
+            seen: Vec::new(),
+            failures: HashMap::new(),
+            answered: Vec::new(),
+            question: String::new(),
+            next_id: 0,
+            fenced,
+            has_code_tool,
+            recover: None,
+            recoveries: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self, task: &str) -> AgentRun {
+        let mut best = None;
+        let (answer, stop) = match self.drive(task, &mut best).await {
+            Ok(answer) => (Some(answer), StopReason::Answered),
+            Err(stop) => (best, stop),
+        };
+        tracing::debug!(steps = self.steps, stop = %stop, "agent run ended");
+        self.agent.finish(AgentRun {
+            answer,
+            stop,
+            transcript: self.messages,
+            usage: self.usage,
+            distinct_prompt_tokens: self.distinct_prompt_tokens,
+            steps: self.steps,
+            tool_calls: self.tool_calls,
+            elapsed: self.started.elapsed(),
+        })
+    }
+
+    /// The whole run, as the agent's [`Strategy`] says; `best` holds the latest
+    /// complete draft.
+    async fn drive(&mut self, task: &str, best: &mut Option<String>) -> Flow<String> {
+        match self.agent.settings.strategy {
+            Strategy::Direct => self.direct(task).await,
+            Strategy::Plan => self.planned(task).await,
+            Strategy::Reflect => {
+                let draft = self.direct(task).await?;
+                self.reflected(task, draft, best).await
+            }
+            Strategy::PlanReflect => {
+                let draft = self.planned(task).await?;
+                self.reflected(task, draft, best).await
+            }
+            // `Agent::run` runs the samples; each of them is direct.
+            Strategy::SelfConsistency | Strategy::BestOfN | Strategy::TreeOfThoughts => {
+                self.direct(task).await
+            }
+        }
+    }
+
+    /// The task, then steps with tools until the answer.
+    async fn direct(&mut self, task: &str) -> Flow<String> {
+        let worded = self.agent.settings.framing.wording.apply(task);
+        let message = self.task_message(worded, PromptKind::CodeTask);
+        self.messages.push(Message::user(message));
+        self.initial_calls(task).await?;
+        self.tool_loop(Phase::Task, task).await
+    }
+
+    /// Critique rounds over `draft`, each revising it when the critique finds a fault;
+    /// `best` holds the latest complete draft.
+    async fn reflected(
+        &mut self,
+        task: &str,
+        mut draft: String,
+        best: &mut Option<String>,
+    ) -> Flow<String> {
+        *best = Some(draft.clone());
+        for round in 1..=self.agent.settings.max_reflection_rounds {
+            let verdict = self.critique(task, &draft, round).await?;
+            if verdict.ok {
+                break;
+            }
+            let prompt = fill(
+                &self.agent.prompts.revise,
+                &[
+                    ("task", task),
+                    ("draft", &draft),
+                    ("problem", &verdict.problem),
+                ],
+            );
+            self.messages.push(Message::user(prompt));
+            draft = self.tool_loop(Phase::Revision, task).await?;
+            *best = Some(draft.clone());
+        }
+        Ok(draft)
+    }
+
+    /// Plan, subtasks, synthesis.
+    async fn planned(&mut self, task: &str) -> Flow<String> {
+        let prompts = &self.agent.prompts;
+        self.messages
+            .push(Message::user(fill(&prompts.plan, &[("task", task)])));
+        self.initial_calls(task).await?;
+        let spec = plan_spec(self.agent.settings.max_subtasks);
+        let call = self.structured(Phase::Plan, spec).await?;
+        let subtasks: Vec<String> = call
+            .as_ref()
+            .map(|call| subtasks_of(call, self.agent.settings.max_subtasks))
+            .unwrap_or_default();
+        if let Some(call) = &call {
+            let ack = if subtasks.is_empty() {
+                "No usable plan."
+            } else {
+                "Plan recorded."
+            };
+            self.messages.push(Message::tool_result(ack, call));
+        }
+        self.agent.emit(AgentEvent::Plan {
+            subtasks: subtasks.clone(),
+        });
+        if subtasks.is_empty() {
+            // No plan: the task is the only subtask, and its answer is the answer.
+            self.start_subtask(task, 1, 1, task);
+            return self.tool_loop(Phase::Subtask, task).await;
+        }
+        let count = subtasks.len();
+        for (i, subtask) in subtasks.iter().enumerate() {
+            self.start_subtask(task, i + 1, count, subtask);
+            self.tool_loop(Phase::Subtask, subtask).await?;
+        }
+        let prompt = fill(&prompts.synthesize, &[("task", task)]);
+        self.messages.push(Message::user(prompt));
+        self.tool_loop(Phase::Synthesis, task).await
+    }
+
+    fn start_subtask(&mut self, task: &str, index: usize, count: usize, subtask: &str) {
+        self.agent.emit(AgentEvent::Subtask {
+            index,
+            count,
+            subtask: subtask.to_string(),
+        });
+        let (index, count) = (index.to_string(), count.to_string());
+        let prompt = fill(
+            &self.agent.prompts.subtask,
+            &[
+                ("task", task),
+                ("index", &index),
+                ("count", &count),
+                ("subtask", subtask),
+            ],
+        );
+        // A subtask is one step, not a word problem: the short code prompt, no examples.
+        let prompt = self.task_message(prompt, PromptKind::CodeSubtask);
+        self.messages.push(Message::user(prompt));
+    }
+
+    /// One critique round: the verdict (an unreadable critique counts as ok).
+    async fn critique(&mut self, task: &str, draft: &str, round: usize) -> Flow<Verdict> {
+        let prompt = fill(
+            &self.agent.prompts.critique,
+            &[("task", task), ("draft", draft)],
+        );
+        self.messages.push(Message::user(prompt));
+        let call = self.structured(Phase::Critique, critique_spec()).await?;
+        let verdict = call.as_ref().and_then(verdict_of).unwrap_or_else(|| {
+            tracing::debug!("unreadable critique; keeping the draft");
+            Verdict {
+                ok: true,
+                problem: String::new(),
+            }
+        });
+        if let Some(call) = &call {
+            self.messages
+                .push(Message::tool_result("Critique recorded.", call));
+        }
+        self.agent.emit(AgentEvent::Critique {
+            round,
+            verdict: verdict.clone(),
+        });
+        Ok(verdict)
+    }
+
+    /// One step whose reply must be a call of `spec` (and nothing else): the call, or
+    /// `None` if the reply holds none.
+    async fn structured(&mut self, phase: Phase, spec: ToolSpec) -> Flow<Option<ToolCall>> {
+        let name = spec.name.clone();
+        let calls = Calls {
+            choice: ToolChoice::Required,
+            tools: Some(vec![spec]),
+            max: 1,
+        };
+        let (_, reply) = self.model_step(phase, calls, "").await?;
+        match reply.calls.into_iter().find(|call| call.name == name) {
+            Some(call) => {
+                let call = self.with_id(call);
+                self.messages.push(Message::assistant_with_tool_calls(
+                    reply.text.trim(),
+                    vec![call.clone()],
+                ));
+                Ok(Some(call))
+            }
+            None => {
+                self.messages.push(Message::assistant(reply.raw.trim()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Steps with tools until the model answers `question` (the task or the current
+    /// subtask) without a call: the answer.
+    ///
+    /// One assistant turn can span several steps: with fenced code, each closed
+    /// ```` ```python ```` block is run and the turn continues after its
+    /// ```` ```output ```` block. A reply is never the answer when it is a call in the
+    /// wrong shape (re-asked or converted), cut by the token limit (re-asked), empty
+    /// after its last output (re-asked), or, once per question, states numbers no tool
+    /// result backs (sent back for a check).
+    async fn tool_loop(&mut self, phase: Phase, question: &str) -> Flow<String> {
+        self.question = question.to_string();
+        // The assistant turn so far: text, code blocks and their outputs.
+        let mut turn = String::new();
+        let mut grounding_checked = self.agent.settings.grounding == Grounding::Off;
+        // Whether code that repeated a successful cell was answered by asking for the answer.
+        let mut asked_for_answer = false;
+        loop {
+            let calls = self.calls(ToolChoice::Auto);
+            let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
+            if let Some(block) = reply.code.take() {
+                if !asked_for_answer && self.adds_nothing(CODE_TOOL, Some(&code_args(&block.code)))
+                {
+                    // The same code again: its output is above, so the answer is asked
+                    // for instead of running it again (a second time, the breaker ends it).
+                    asked_for_answer = true;
+                    turn.push_str(&reply.text);
+                    self.ask_for_answer(reply.step, &mut turn);
+                    continue;
+                }
+                turn.push_str(&reply.text);
+                let output = self.run_code(reply.step, block.code).await?;
+                turn.push_str(&format!("\n```output\n{output}\n```\n"));
+                continue;
+            }
+            if reply.calls.is_empty() && reply.malformed.is_empty() {
+                if let Some(intent) = intended_call(&reply.text, &self.callable) {
+                    reply = self
+                        .redo_bare_call(&chat, reply.step, intent, &mut turn)
+                        .await?;
+                } else if self.has_code_tool && fenced_body(&reply.text).starts_with('{') {
+                    if let Some(code) = code_from_blob(fenced_body(&reply.text)) {
+                        self.agent.emit(AgentEvent::BlobConverted {
+                            step: reply.step,
+                            blob: reply.text.trim().to_string(),
+                            code: code.clone(),
+                        });
+                        let output = self.run_code(reply.step, code.clone()).await?;
+                        turn.push_str(&format!(
+                            "```python\n{code}\n```\n```output\n{output}\n```\n"
+                        ));
+                        continue;
+                    }
+                }
+            }
+            if !reply.calls.is_empty() || !reply.malformed.is_empty() {
+                // The turn's text so far goes with the calls.
+                reply.text = format!("{turn}{}", reply.text);
+                turn.clear();
+                self.handle_calls(reply).await?;
+                continue;
+            }
+            let full = format!("{turn}{}", reply.text);
+            turn.clear();
+            let answer = after_last_output(&full).trim().to_string();
+            let retry = if reply.finish == FinishReason::MaxTokens {
+                self.agent.emit(AgentEvent::Truncated { step: reply.step });
+                true
+            } else if self.has_tools() && looks_like_call(&answer) {
+                self.agent
+                    .emit(AgentEvent::CallShapedAnswer { step: reply.step });
+                true
+            } else {
+                answer.is_empty()
+            };
+            self.messages.push(Message::assistant(full.trim()));
+            if retry {
+                self.ask_for_answer(reply.step, &mut turn);
+                continue;
+            }
+            if !grounding_checked && self.has_code_tool {
+                grounding_checked = true;
+                // Only computed results back a number: one copied from a passage or
+                // a page is an input of the computation, not its result.
+                let results: Vec<&str> = self
+                    .answered
+                    .iter()
+                    .filter(|(tool, _, _)| tool == CODE_TOOL)
+                    .map(|(_, _, r)| r.as_str())
+                    .collect();
+                if !is_grounded(&answer, &self.question, &results) {
+                    self.agent.emit(AgentEvent::Ungrounded {
+                        step: reply.step,
+                        answer: answer.clone(),
+                    });
+                    let check = fill(
+                        &self.agent.prompts.ground,
+                        &[("question", &self.question), ("answer", &answer)],
+                    );
+                    self.messages.push(Message::user(check));
+                    if self.fenced {
+                        // The check is code: the reply starts inside a python block.
+                        turn.push_str("```python\n");
+                    }
+                    continue;
+                }
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// Asks for the answer to the current question ([`PromptKind::Answer`]) after
+    /// `step`'s reply gave none it could keep; the assistant turn so far (`turn`, when
+    /// not blank) is recorded first.
+    fn ask_for_answer(&mut self, step: usize, turn: &mut String) {
+        if !turn.trim().is_empty() {
+            self.messages.push(Message::assistant(turn.trim()));
+        }
+        turn.clear();
+        self.agent.emit(AgentEvent::AnswerRetry { step });
+        let nudge = fill(&self.agent.prompts.answer, &[("question", &self.question)]);
+        self.messages.push(Message::user(nudge));
+    }
+
+    /// Runs fenced (or converted) code on the code tool, as a call of its own: the
+    /// result text for the ```` ```output ```` block.
+    async fn run_code(&mut self, step: usize, code: String) -> Flow<String> {
+        self.agent.emit(AgentEvent::CodeBlock {
+            step,
+            code: code.clone(),
+        });
+        let call = self.with_id(ToolCall::new(CODE_TOOL, code_args(&code)));
+        let mut results = self
+            .execute(step, vec![call])
+            .await
+            .map_err(|(_, stop)| stop)?;
+        Ok(results
+            .pop()
+            .map(|(_, _, content)| content)
+            .unwrap_or_default())
+    }
+
+    /// Generates a step again whose reply was a call written as bare JSON: with calls
+    /// required when the call would do something new, as prose when it (or the
+    /// constrained call) would only repeat a call that succeeded or restate a result.
+    async fn redo_bare_call(
+        &mut self,
+        chat: &Chat,
+        step: usize,
+        intent: Intent,
+        turn: &mut String,
+    ) -> Flow<Reply> {
+        if !self.adds_nothing(&intent.name, intent.arguments.as_ref()) {
+            self.agent.emit(AgentEvent::ConstrainedRetry {
+                step,
+                tool: intent.name,
+            });
+            let calls = self.calls(ToolChoice::Required);
+            let reply = self.generate(step, chat, calls, "").await?;
+            let redundant = !reply.calls.is_empty()
+                && reply
+                    .calls
+                    .iter()
+                    .all(|call| self.adds_nothing(&call.name, Some(&call.arguments)));
+            if !redundant {
+                return Ok(reply);
+            }
+        }
+        self.ask_for_answer(step, turn);
+        let chat = self.chat("");
+        let calls = self.calls(ToolChoice::None);
+        self.generate(step, &chat, calls, "").await
+    }
+
+    /// Whether a call of `name` with `arguments` could tell the model nothing new: the
+    /// same call succeeded before, or the arguments only restate a result it has.
+    fn adds_nothing(&self, name: &str, arguments: Option<&Value>) -> bool {
+        let Some(arguments) = arguments else {
+            return false;
+        };
+        let answered = self
+            .answered
+            .iter()
+            .any(|(tool, args, _)| tool == name && args == arguments);
+        let results: Vec<&str> = self.answered.iter().map(|(_, _, r)| r.as_str()).collect();
+        answered || restates_result(arguments, &results)
+    }
+
+    /// Makes the agent's own calls before the first step (step 0 in events).
+    /// Then, with [`Prefetch::Tools`], the calls the tools ask for with `task`
+    /// ([`jielong_chat::tool::Tool::prefetch`]) whose tool the initial calls do not call.
+    async fn initial_calls(&mut self, task: &str) -> Flow<()> {
+        let settings = &self.agent.settings;
+        let mut calls = settings.initial_calls.clone();
+        if settings.prefetch == Prefetch::Tools {
+            for call in self.agent.tools.prefetch_calls(task) {
+                if !calls.iter().any(|made| made.name == call.name) {
+                    calls.push(call);
+                }
+            }
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let reply = Reply {
+            step: 0,
+            text: String::new(),
+            raw: String::new(),
+            calls,
+            malformed: Vec::new(),
+            code: None,
+            finish: FinishReason::EndOfText,
+        };
+        self.handle_calls(reply).await
+    }
+
+    /// Records a reply with calls, runs them and feeds the results (and any malformed
+    /// blocks) back.
+    async fn handle_calls(&mut self, reply: Reply) -> Flow<()> {
+        let step = reply.step;
+        for (raw, error) in &reply.malformed {
+            self.agent.emit(AgentEvent::MalformedCall {
+                step,
+                raw: raw.clone(),
+                error: error.clone(),
+            });
+        }
+        let calls: Vec<ToolCall> = reply
+            .calls
+            .into_iter()
+            .map(|call| self.with_id(call))
+            .collect();
+        if calls.is_empty() {
+            self.messages.push(Message::assistant(reply.raw.trim()));
+        } else {
+            self.messages.push(Message::assistant_with_tool_calls(
+                reply.text.trim(),
+                calls.clone(),
+            ));
+        }
+        let results = self.execute(step, calls).await;
+        // Results that came back go into the transcript even when the run stops.
+        let (results, stop) = match results {
+            Ok(results) => (results, None),
+            Err((results, stop)) => (results, Some(stop)),
+        };
+        for (call, _, content) in &results {
+            self.messages
+                .push(Message::tool_result(content.clone(), call));
+        }
+        if let Some(stop) = stop {
+            return Err(stop);
+        }
+        if !reply.malformed.is_empty() {
+            let feedback = self.malformed_feedback(&reply.malformed);
+            self.messages.push(Message::user(feedback));
+            self.recover = Some("a malformed call".into());
+        }
+        Ok(())
+    }
+
+    /// Runs calls (checking repeats, counting failures, emitting their events): each
+    /// call with whether it succeeded and the content the model sees. A failure
+    /// marks the next step for recovery sampling. On a stop, the results so far come
+    /// with it.
+    async fn execute(
+        &mut self,
+        step: usize,
+        calls: Vec<ToolCall>,
+    ) -> Result<Vec<(ToolCall, bool, String)>, (Vec<(ToolCall, bool, String)>, StopReason)> {
+        for call in &calls {
+            self.agent.emit(AgentEvent::ToolCall {
+                step,
+                call: call.clone(),
+            });
+        }
+        self.check_repeats(&calls)
+            .map_err(|stop| (Vec::new(), stop))?;
+        self.tool_calls += calls.len();
+        let outcomes = Self::dispatch(self.agent, self.deadline, &calls)
+            .await
+            .map_err(|stop| (Vec::new(), stop))?;
+        let mut gave_up: Option<(String, ToolError)> = None;
+        let mut results = Vec::with_capacity(calls.len());
+        for (call, (result, attempts)) in calls.into_iter().zip(outcomes) {
+            let (ok, content) = match result {
+                Ok(value) => {
+                    self.failures.remove(&call.name);
+                    let text = self.result_text(value);
+                    self.answered
+                        .push((call.name.clone(), call.arguments.clone(), text.clone()));
+                    (true, text)
+                }
+                Err(error) => {
+                    let failures = self.failures.entry(call.name.clone()).or_default();
+                    *failures += 1;
+                    if *failures >= self.agent.settings.max_tool_failures && gave_up.is_none() {
+                        gave_up = Some((call.name.clone(), error.clone()));
+                    }
+                    self.recover = Some(format!("{} failed", call.name));
+                    (false, self.truncate(format!("Error: {error}")))
+                }
+            };
+            self.agent.emit(AgentEvent::ToolResult {
+                step,
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok,
+                content: content.clone(),
+                attempts,
+            });
+            results.push((call, ok, content));
+        }
+        match gave_up {
+            Some((name, error)) => Err((results, StopReason::ToolFailed { name, error })),
+            None => Ok(results),
+        }
+    }
+
+    /// Stops the run if a call was made more often than allowed.
+    fn check_repeats(&mut self, calls: &[ToolCall]) -> Flow<()> {
+        for call in calls {
+            let count = match self
+                .seen
+                .iter_mut()
+                .find(|(name, args, _)| *name == call.name && *args == call.arguments)
+            {
+                Some(seen) => {
+                    seen.2 += 1;
+                    seen.2
+                }
+                None => {
+                    self.seen
+                        .push((call.name.clone(), call.arguments.clone(), 1));
+                    1
+                }
+            };
+            if count > 1 {
+                self.recover = Some(format!("{} repeated", call.name));
+            }
+            if count > self.agent.settings.max_identical_calls {
+                return Err(StopReason::RepeatedCall {
+                    name: call.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the calls (concurrently when allowed), within the wall-time budget; outcomes
+    /// in call order. (Takes no `&self`: a shared borrow of the runner across an await
+    /// would need the session to be `Sync`.)
+    async fn dispatch(
+        agent: &Agent,
+        deadline: Option<Deadline>,
+        calls: &[ToolCall],
+    ) -> Flow<Vec<Outcome>> {
+        let work = async move {
+            if agent.settings.parallel_calls && calls.len() > 1 {
+                join_all(calls.iter().map(|call| call_tool(agent, call))).await
+            } else {
+                let mut outcomes = Vec::with_capacity(calls.len());
+                for call in calls {
+                    outcomes.push(call_tool(agent, call).await);
+                }
+                outcomes
+            }
+        };
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, work)
+                .await
+                .map_err(|_| StopReason::WallTime),
+            None => Ok(work.await),
+        }
+    }
+
+    /// Checks the budgets and generates one step on the conversation (and `turn`, the
+    /// assistant's reply so far).
+    async fn model_step(&mut self, phase: Phase, calls: Calls, turn: &str) -> Flow<(Chat, Reply)> {
+        if self.expired() {
+            return Err(StopReason::WallTime);
+        }
+        if self.steps >= self.agent.settings.max_steps {
+            return Err(StopReason::MaxSteps);
+        }
+        if self.spent() >= self.agent.settings.max_total_tokens {
+            return Err(StopReason::MaxTokens);
+        }
+        self.steps += 1;
+        let step = self.steps;
+        tracing::debug!(step, ?phase, messages = self.messages.len(), "agent step");
+        self.agent.emit(AgentEvent::StepStarted { step, phase });
+        let chat = self.chat(turn);
+        let reply = self
+            .generate(step, &chat, calls, after_last_output(turn))
+            .await?;
+        Ok((chat, reply))
+    }
+
+    /// The conversation so far, with the assistant's reply started as `turn`.
+    fn chat(&self, turn: &str) -> Chat {
+        Chat::new(self.messages.clone())
+            .with_tools(self.callable.clone())
+            .with_prefill(turn)
+    }
+
+    /// The sampling of the next step: the run's own, or, after a failure, a draw at
+    /// the recovery temperature with a seed of its own (once per failure).
+    fn next_sampling(&mut self, step: usize) -> SamplingParams {
+        let settings = &self.agent.settings;
+        let base = settings.sampling.clone();
+        let Some(reason) = self.recover.take() else {
+            return base;
+        };
+        let temperature = settings.recovery_temperature;
+        if temperature <= 0.0 || temperature <= base.temperature {
+            return base;
+        }
+        self.recoveries += 1;
+        let seed = base
+            .seed
+            .wrapping_add(0x9E37_79B9u32.wrapping_mul(self.recoveries));
+        self.agent.emit(AgentEvent::Resampled {
+            step,
+            temperature,
+            seed,
+            reason,
+        });
+        SamplingParams {
+            temperature,
+            seed,
+            ..base
+        }
+    }
+
+    /// One model call on `chat`, streamed into events. With fenced code, generation is
+    /// cut right after the first closed ```` ```python ```` block.
+    ///
+    /// `open` is the end of the prefill that belongs to the reply being written (the
+    /// assistant's turn after its last output): a code fence opened there counts as
+    /// opened by the reply.
+    async fn generate(
+        &mut self,
+        step: usize,
+        chat: &Chat,
+        calls: Calls,
+        open: &str,
+    ) -> Flow<Reply> {
+        let settings = &self.agent.settings;
+        let remaining = settings.max_total_tokens.saturating_sub(self.spent());
+        if remaining == 0 {
+            return Err(StopReason::MaxTokens);
+        }
+        let max_tokens = settings.max_tokens_per_step.min(remaining);
+        let sampling = self.next_sampling(step);
+        let has_tools = calls
+            .tools
+            .as_ref()
+            .unwrap_or(&chat.tools)
+            .iter()
+            .next()
+            .is_some();
+        let choice = calls.choice;
+        let request = ChatRequest {
+            max_tokens,
+            sampling,
+            tool_choice: calls.choice,
+            call_tools: calls.tools,
+            max_calls: calls.max,
+            ..ChatRequest::default()
+        };
+        let mut generation = self.session.respond(chat, &request).map_err(stop_for)?;
+        let mut reply = Reply {
+            step,
+            text: String::new(),
+            raw: String::new(),
+            calls: Vec::new(),
+            malformed: Vec::new(),
+            code: None,
+            finish: FinishReason::EndOfText,
+        };
+        // A reply that opens with a bare JSON call is cut as soon as the object is
+        // complete: small models tend to repeat it line after line until the budget.
+        let mut watch_bare = has_tools && choice == ToolChoice::Auto;
+        let watch_code = self.fenced && (!has_tools || choice == ToolChoice::Auto);
+        let mut cut = false;
+        let completion = loop {
+            let event = match self.deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, generation.next()).await {
+                        Ok(event) => event,
+                        // Dropping the generation cancels it.
+                        Err(_) => return Err(StopReason::WallTime),
+                    }
+                }
+                None => generation.next().await,
+            };
+            match event {
+                // After a cut, what the backend still sends is not part of the reply.
+                Some(GenerationEvent::Text(_)) if cut => {}
+                Some(GenerationEvent::Text(text)) => {
+                    reply.text.push_str(&text);
+                    self.agent.emit(AgentEvent::Token {
+                        step,
+                        text: text.clone(),
+                    });
+                    if watch_bare {
+                        match bare_call_state(&reply.text) {
+                            BareCall::Complete => {
+                                generation.cancel();
+                                cut = true;
+                                watch_bare = false;
+                            }
+                            BareCall::Not => watch_bare = false,
+                            BareCall::Open => {}
+                        }
+                    }
+                    // A block closes with backticks: only a piece with one can close it.
+                    if watch_code
+                        && !cut
+                        && text.contains('`')
+                        && reply.calls.is_empty()
+                        && reply.cut_at_code(open)
+                    {
+                        generation.cancel();
+                        cut = true;
+                    }
+                }
+                Some(GenerationEvent::Done(Ok(completion))) => break completion,
+                Some(GenerationEvent::Done(Err(error))) => return Err(stop_for(error)),
+                Some(_) if cut => {}
+                Some(GenerationEvent::Call(call)) => reply.calls.push(call),
+                Some(GenerationEvent::Malformed(bad)) => reply.malformed.push((bad.raw, bad.error)),
+                Some(GenerationEvent::CallStarted | GenerationEvent::Logprob(_)) => {}
+                None => {
+                    return Err(StopReason::ModelError(
+                        "the generation ended without a result".into(),
+                    ))
+                }
+            }
+        };
+        if !cut {
+            reply.raw = completion.text.clone();
+        }
+        self.usage.accumulate(&completion.usage);
+        self.distinct_prompt_tokens = self
+            .distinct_prompt_tokens
+            .max(completion.usage.prompt_tokens);
+        self.agent.emit(AgentEvent::StepFinished {
+            step,
+            finish: completion.finish.clone(),
+            usage: completion.usage.clone(),
+        });
+        match completion.finish {
+            FinishReason::ContextFull => return Err(StopReason::ContextFull),
+            FinishReason::Cancelled if cut => {}
+            FinishReason::Cancelled if self.expired() => return Err(StopReason::WallTime),
+            FinishReason::Cancelled => {
+                return Err(StopReason::ModelError(
+                    "the generation was cancelled".into(),
+                ))
+            }
+            // A reply cut by the limit that still closed a code block is complete.
+            FinishReason::MaxTokens if reply.code.is_some() || cut => {}
+            ref finish => reply.finish = finish.clone(),
+        }
+        Ok(reply)
+    }
+
+    /// `task` as the user's message: with fenced code, wrapped by the code prompt
+    /// `kind` (`code_task.md` with worked examples for the task, the short
+    /// `code_subtask.md` for a subtask of a plan).
+    fn task_message(&self, task: String, kind: PromptKind) -> String {
+        if self.fenced {
+            fill(self.agent.prompts.get(kind), &[("task", &task)])
+        } else {
+            task
+        }
+    }
+
+    /// Whether the agent has any tool (a call-shaped reply can only mean a call then).
+    fn has_tools(&self) -> bool {
+        self.has_code_tool || !self.callable.is_empty()
+    }
+
+    /// Calls of the listed tools with `choice`.
+    fn calls(&self, choice: ToolChoice) -> Calls {
+        Calls {
+            choice,
+            tools: None,
+            max: self.agent.settings.max_calls_per_step,
+        }
+    }
+
+    /// `call` with an id: its own, or a fresh one (nine alphanumerics, which every
+    /// template accepts).
+    fn with_id(&mut self, call: ToolCall) -> ToolCall {
+        if call.id.is_some() {
+            return call;
+        }
+        self.next_id += 1;
+        let id = format!("call{:05}", self.next_id % 100_000);
+        call.with_id(id)
+    }
+
+    fn result_text(&self, value: Value) -> String {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Null => "(no output)".to_string(),
+            other => other.to_string(),
+        };
+        self.truncate(text)
+    }
+
+    /// `text` cut to the result size limit.
+    fn truncate(&self, text: String) -> String {
+        let max = self.agent.settings.max_result_chars;
+        match text.char_indices().nth(max) {
+            None => text,
+            Some((cut, _)) => {
+                let more = text[cut..].chars().count();
+                format!("{}… [{more} more characters cut]", &text[..cut])
+            }
+        }
+    }
+
+    fn malformed_feedback(&self, malformed: &[(String, String)]) -> String {
+        let errors: Vec<&str> = malformed.iter().map(|(_, e)| e.as_str()).collect();
+        let example = match self.agent.format {
+            ToolCallFormat::Llama3 => {
+                "<|python_tag|>{\"name\": \"TOOL\", \"parameters\": {...}}".to_string()
+            }
+            ToolCallFormat::Mistral => {
+                "[TOOL_CALLS][{\"name\": \"TOOL\", \"arguments\": {...}}]".to_string()
+            }
+            format => format!(
+                "{}{{\"name\": \"TOOL\", \"arguments\": {{...}}}}{}",
+                format.open_marker(),
+                format.close_marker().unwrap_or_default()
+            ),
+        };
+        format!(
+            "Error: your tool call could not be read ({}). Write a call as {example}, or reply with the final answer.",
+            errors.join("; ")
+        )
+    }
+
+    fn spent(&self) -> usize {
+        self.usage.generated_tokens + self.usage.evaluated_tokens
+    }
+
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Deadline::now() >= d)
+    }
+}
+
+/// Runs one call, retrying retryable errors as the settings allow.
+async fn call_tool(agent: &Agent, call: &ToolCall) -> Outcome {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match agent.tools.call(&call.name, call.arguments.clone()).await {
+            Err(error) if error.retryable() && attempts <= agent.settings.tool_retries => {
+                tracing::debug!(tool = %call.name, %error, attempts, "retrying tool call");
+                tokio::time::sleep(agent.settings.retry_delay).await;
+            }
+            result => return (result, attempts),
+        }
+    }
+}
+
+/// Why a model error ends the run.
+pub(super) fn stop_for(error: RuntimeError) -> StopReason {
+    match error {
+        RuntimeError::PromptTooLong { .. } => StopReason::ContextFull,
+        other => StopReason::ModelError(other.to_string()),
+    }
+}
+
+/// The `submit_plan` tool: at most `max` short subtasks.
+fn plan_spec(max: usize) -> ToolSpec {
+    ToolSpec::new(
+        SUBMIT_PLAN,
+        "Submit the plan: short subtasks, in order.",
+        json!({
+            "type": "object",
+            "properties": {
+                "subtasks": {
+                    "type": "array",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 160},
+                    "minItems": 1,
+                    "maxItems": max,
+                }
+            },
+            "required": ["subtasks"],
+            "additionalProperties": false,
+        }),
+    )
+}
+
+/// The `submit_critique` tool.
+fn critique_spec() -> ToolSpec {
+    ToolSpec::new(
+        SUBMIT_CRITIQUE,
+        "Submit the critique: is the answer ok, and if not, what is wrong.",
+        json!({
+            "type": "object",
+            "properties": {
+                "ok": {"type": "boolean"},
+                "problem": {"type": "string", "maxLength": 200},
+            },
+            "required": ["ok", "problem"],
+            "additionalProperties": false,
+        }),
+    )
+}
+
+fn subtasks_of(call: &ToolCall, max: usize) -> Vec<String> {
+    call.arguments
+        .get("subtasks")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .take(max)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn verdict_of(call: &ToolCall) -> Option<Verdict> {
+    let ok = call.arguments.get("ok")?.as_bool()?;
+    let problem = call
+        .arguments
+        .get("problem")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Some(Verdict { ok, problem })
+}
+
+/// The arguments of a [`CODE_TOOL`] call running `code`.
+fn code_args(code: &str) -> Value {
+    json!({ "code": code })
+}
