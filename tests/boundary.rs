@@ -255,6 +255,48 @@ fn branches_share_a_prefix_and_continue_independently() {
     assert!(session.fork(BranchId(77), 1).is_err());
 }
 
+/// How far below the chosen token (in nats) another token may be and still count as
+/// a tie that the order of a sum can break.
+const NEAR_TIE: f32 = 1.0;
+
+/// Batched and one-at-a-time decoding compute the same logits up to the order of
+/// floating-point sums (the kernels differ by batch shape and CPU), so two greedy
+/// runs agree token by token except where the two best tokens are nearly tied: at the
+/// first token where they part, the batched run's token must be in the one-at-a-time
+/// run's top list within [`NEAR_TIE`] of its choice. A branch that read another
+/// branch's prompt parts at a token far from any tie.
+fn agree_but_for_near_ties(alone: &Completion, together: &Completion) {
+    let first_difference = alone
+        .logprobs
+        .iter()
+        .zip(&together.logprobs)
+        .position(|(a, t)| a.chosen.token != t.chosen.token);
+    let Some(at) = first_difference else {
+        assert_eq!(together.text, alone.text);
+        return;
+    };
+    let position = &alone.logprobs[at];
+    let taken = &together.logprobs[at].chosen.token;
+    let rival = position
+        .top
+        .iter()
+        .find(|candidate| &candidate.token == taken)
+        .unwrap_or_else(|| {
+            panic!(
+                "batched {:?} parts from {:?} at token {at} with {taken:?}, not in {:?}",
+                together.text, alone.text, position.top
+            )
+        });
+    assert!(
+        position.chosen.logprob - rival.logprob <= NEAR_TIE,
+        "batched {:?} parts from {:?} at token {at}: {taken:?} is {} nats below {:?}",
+        together.text,
+        alone.text,
+        position.chosen.logprob - rival.logprob,
+        position.chosen.token
+    );
+}
+
 #[test]
 fn handles_of_one_session_decode_together_and_agree_with_one_at_a_time() {
     let _lock = model_lock();
@@ -265,10 +307,14 @@ fn handles_of_one_session_decode_together_and_agree_with_one_at_a_time() {
         "Name a planet. One word.",
     ];
     let chat = |q: &str| Chat::new(vec![Message::user(q)]);
+    let request = ChatRequest {
+        logprobs: Some(5),
+        ..ChatRequest::new(8)
+    };
     // One at a time, each on the main branch.
-    let alone: Vec<String> = questions
+    let alone: Vec<Completion> = questions
         .iter()
-        .map(|q| collect(&session, &chat(q), &ChatRequest::new(8)).1.text)
+        .map(|q| collect(&session, &chat(q), &request).1)
         .collect();
     // At once: one handle per question, each on its own branch, started together.
     let branches = session.fork(BranchId::MAIN, 3).unwrap();
@@ -277,19 +323,20 @@ fn handles_of_one_session_decode_together_and_agree_with_one_at_a_time() {
         .zip(&branches)
         .map(|(q, &b)| {
             let handle = session.clone();
-            handle
-                .respond(&chat(q).on(b), &ChatRequest::new(8))
-                .unwrap()
+            handle.respond(&chat(q).on(b), &request).unwrap()
         })
         .collect();
-    let together: Vec<String> = std::thread::scope(|scope| {
+    let together: Vec<Completion> = std::thread::scope(|scope| {
         let threads: Vec<_> = generations
             .into_iter()
-            .map(|g| scope.spawn(move || g.wait(|_| {}).unwrap().text))
+            .map(|g| scope.spawn(move || g.wait(|_| {}).unwrap()))
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
-    assert_eq!(together, alone);
+    for (alone, together) in alone.iter().zip(&together) {
+        agree_but_for_near_ties(alone, together);
+    }
+    let alone: Vec<String> = alone.into_iter().map(|c| c.text).collect();
     // A request on a branch that is generating waits its turn instead of failing.
     let first = session
         .respond(&chat(questions[0]).on(branches[0]), &ChatRequest::new(8))

@@ -70,8 +70,6 @@ use jielong_chat::generate::SamplingParams;
 use jielong_chat::model::{LanguageModel, ModelSession};
 use jielong_chat::tool::ToolRegistry;
 use jielong_chat::tool_format::ToolCallFormat;
-#[cfg(doc)]
-use technique::Technique;
 
 pub use code::CODE_TOOL;
 pub use consistency::{vote_key, SAMPLE_TEMPERATURE};
