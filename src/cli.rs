@@ -55,6 +55,16 @@ pub struct GlobalArgs {
     /// Context window in tokens (default: the model's, at most 8192).
     #[arg(long, global = true)]
     pub ctx_size: Option<u32>,
+    /// Where the KV state of opening prompts is kept between runs, so the next run
+    /// evaluates only what follows the part it shares (a folder, or `off`; default:
+    /// the user's cache folder, `jielong/prompts`, at most 256 MiB).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR|off",
+        env = "JIELONG_PROMPT_CACHE"
+    )]
+    pub prompt_cache: Option<String>,
     /// Stop generating at this string (repeatable).
     #[arg(long = "stop", global = true)]
     pub stop: Vec<String>,

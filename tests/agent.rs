@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use serde_json::{json, Value};
 fn jielong_run(task: &str) -> (Option<i32>, String, String, Vec<Value>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let trace = dir.path().join("trace.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_jielong"))
+    let out = common::command()
         .args(["run", task, "--trace"])
         .arg(&trace)
         .output()

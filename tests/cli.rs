@@ -6,13 +6,13 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::{model_lock, model_path, text, QWEN, SMOLLM};
 
 /// Runs the binary with `args`, extra environment and optional stdin.
 fn jielong(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jielong"));
+    let mut cmd = common::command();
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -92,6 +92,76 @@ fn run_answers_on_the_default_model() {
         "stderr: {}",
         text(&out.stderr)
     );
+}
+
+/// The prompt tokens a `-v` run evaluated, from its summary (`… evaluated N)`).
+fn evaluated(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("tokens: prompt"))
+        .unwrap_or_else(|| panic!("no token summary in: {stderr}"));
+    let after = &line[line.find("evaluated ").expect("evaluated") + "evaluated ".len()..];
+    after
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in: {line}"))
+}
+
+/// The state files a prompt cache folder holds.
+fn states(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for model in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(model.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if file.path().extension().is_some_and(|e| e == "state") {
+                found.push(file.path());
+            }
+        }
+    }
+    found
+}
+
+/// A fresh process starts warm: the first run keeps its opening's KV state in the
+/// prompt cache, the next one (another question) evaluates only what follows the
+/// shared part; a damaged state is a miss with a warning, not a failure, and is
+/// replaced.
+#[test]
+fn a_fresh_process_starts_warm_from_the_prompt_cache() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    let run = |question: &str| {
+        let out = jielong(&["-v", "--prompt-cache", dir, "run", question], &[], None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (answer, log) = run("What is 12345 * 6789?");
+    assert!(answer.contains("83810205"), "{answer}");
+    let cold = evaluated(&log);
+    assert_eq!(states(cache.path()).len(), 1, "one opening kept");
+
+    let (answer, log) = run("What is 2**20?");
+    assert!(answer.contains("1048576"), "{answer}");
+    let warm = evaluated(&log);
+    assert!(warm * 4 < cold, "warm {warm} against cold {cold}: {log}");
+
+    // A truncated state is refused before llama.cpp reads it, then kept anew.
+    let kept = states(cache.path()).remove(0);
+    let bytes = std::fs::read(&kept).unwrap();
+    std::fs::write(&kept, &bytes[..bytes.len() / 2]).unwrap();
+    let (answer, log) = run("What is 2**20?");
+    assert!(answer.contains("1048576"), "{answer}");
+    assert!(log.contains("prompt cache"), "{log}");
+    assert!(evaluated(&log) > warm * 4, "{log}");
+    let kept = states(cache.path());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let (_, log) = run("What is 12345 * 6789?");
+    assert!(evaluated(&log) * 4 < cold, "warm again: {log}");
 }
 
 #[test]

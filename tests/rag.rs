@@ -6,14 +6,14 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{model_lock, model_path, text, QWEN};
 use serde_json::Value;
 
 fn jielong(args: &[&str], index: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jielong"))
+    common::command()
         .args(args)
         .arg("--index")
         .arg(index)
@@ -256,7 +256,7 @@ fn index_add_killed_mid_way_resumes_without_loss_or_duplicates() {
     let index = dir.path().join("idx");
     let fresh = dir.path().join("fresh");
     let add = |index: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_jielong"))
+        common::command()
             .args(["index", "add", docs_arg, "--index"])
             .arg(index)
             .stdout(Stdio::null())

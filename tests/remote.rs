@@ -155,7 +155,7 @@ fn health(port: u16) -> Option<u16> {
 }
 
 fn jielong(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jielong"))
+    common::command()
         .args(args)
         .current_dir(dir)
         .output()

@@ -38,7 +38,7 @@ fn free_port() -> u16 {
 /// Starts the server with `args` after `serve` and waits until `/health` answers.
 async fn start(args: &[&str], key: Option<&str>) -> Server {
     let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_jielong"));
+    let mut command = common::command();
     command
         .args(["--model", QWEN, "-t", "1", "serve", "--port"])
         .arg(port.to_string())
@@ -932,7 +932,7 @@ async fn key_and_queue() {
 
 #[test]
 fn a_public_host_needs_a_key() {
-    let output = Command::new(env!("CARGO_BIN_EXE_jielong"))
+    let output = common::command()
         .args(["serve", "--host", "0.0.0.0", "--port"])
         .arg(free_port().to_string())
         .env_remove("JIELONG_API_KEY")

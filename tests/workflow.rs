@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// `jielong ARGS --runs RUNS`.
 fn jielong(args: &[&str], runs: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jielong"))
+    common::command()
         .args(args)
         .arg("--runs")
         .arg(runs)
@@ -375,7 +375,7 @@ fn a_killed_run_resumes_without_redoing_finished_steps() {
     let runs = dir.path().join("runs");
     let input = format!("base={}", server.base);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jielong"))
+    let mut child = common::command()
         .args(["workflow", "run"])
         .arg(&file)
         .args(["--input", &input, "--runs"])

@@ -39,7 +39,7 @@ pub use generate::{
 pub use logprob::{Score, TokenLogprob, TokenProb};
 pub use model::{
     physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, LanguageModel, ModelInfo,
-    ModelSession, OnBranch, SessionOptions,
+    ModelSession, OnBranch, PromptCache, SessionOptions,
 };
 pub use quotes::{Nesting, Quotes};
 pub use respond::{call_check, CallMode, Chat, ChatRequest};

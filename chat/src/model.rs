@@ -43,6 +43,34 @@ pub struct SessionOptions {
     pub batch_size: u32,
     /// Branches (KV-cache sequences) the context can hold at once.
     pub max_sequences: u32,
+    /// Where a backend that can keeps the KV state of opening prompts across
+    /// processes, so the next process evaluates only what follows the part it shares
+    /// with one kept there; `None` keeps nothing on disk.
+    pub prompt_cache: Option<PromptCache>,
+}
+
+/// A folder of KV states of opening prompts, shared by the processes that use the same
+/// model file with the same settings, bounded in size (the least recently used go
+/// first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptCache {
+    /// The folder (created when needed).
+    pub dir: std::path::PathBuf,
+    /// The most bytes the folder's states may take.
+    pub max_bytes: u64,
+}
+
+impl PromptCache {
+    /// The default bound: 256 MiB (about 27,000 tokens of a 0.5B model's KV state).
+    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+    /// A cache in `dir` with the default bound.
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
 }
 
 impl SessionOptions {
@@ -60,6 +88,7 @@ impl Default for SessionOptions {
             threads: None,
             batch_size: 512,
             max_sequences: Self::DEFAULT_SEQUENCES,
+            prompt_cache: None,
         }
     }
 }

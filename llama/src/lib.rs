@@ -17,6 +17,7 @@ pub mod loop_guard;
 pub mod prompt;
 mod session;
 pub mod template;
+mod warm;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};

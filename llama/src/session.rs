@@ -21,6 +21,7 @@ use llama_cpp_2::token::LlamaToken;
 use super::branch::{token_logprob, Branch, Step};
 use super::kv::tokenize;
 use super::{backend, context_size, nonzero, Loaded};
+use crate::warm::{self, PromptStore};
 use jielong_chat::error::RuntimeError;
 use jielong_chat::generate::{
     Completion, FinishReason, GenerateRequest, Generation, GenerationEvent, GenerationSender, Usage,
@@ -118,6 +119,10 @@ impl LlamaSession {
         let threads = i32::try_from(threads).unwrap_or(i32::MAX);
         let n_batch = options.batch_size.clamp(1, n_ctx);
         let n_seq = options.max_sequences.max(1);
+        let store = options.prompt_cache.as_ref().and_then(|cache| {
+            let path = loaded.info.path.as_deref()?;
+            PromptStore::open(cache, path, "kv_unified")
+        });
         let (jobs, job_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let worker_loaded = loaded.clone();
@@ -161,6 +166,9 @@ impl LlamaSession {
                     n_ctx,
                     n_seq,
                     cells: Cells::default(),
+                    store,
+                    kept: false,
+                    save: None,
                 };
                 while let Some(job) = worker.next_job() {
                     worker.serve(job);
@@ -610,6 +618,13 @@ struct Worker<'m> {
     n_ctx: u32,
     n_seq: u32,
     cells: Cells,
+    /// Where opening prompts' states are kept across processes, if anywhere.
+    store: Option<PromptStore>,
+    /// Whether this session has loaded or saved a kept state (it saves at most one).
+    kept: bool,
+    /// A branch whose prompt was evaluated from nothing: its state is kept when the
+    /// decode loop ends.
+    save: Option<BranchId>,
 }
 
 /// One generating request of the decode loop: its branch, prompt, request and
@@ -945,7 +960,80 @@ impl Worker<'_> {
                 }
             }
         }
+        self.keep_state();
         Ok(results.into_iter().flatten().collect())
+    }
+
+    /// Loads into the empty `branch` the kept state sharing the longest prefix with
+    /// `tokens` (at most `limit`), cut to that prefix; returns how many tokens it
+    /// holds. Without one, marks the branch for [`Worker::keep_state`].
+    fn warm(&mut self, branch: BranchId, tokens: &[LlamaToken], limit: usize) -> usize {
+        let model = &self.loaded.model;
+        // A recurrent state cannot be cut back to a shared prefix.
+        if model.is_recurrent() || model.is_hybrid() {
+            return 0;
+        }
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        let Some(found) = store.find(tokens, limit) else {
+            if !self.kept && tokens.len() >= warm::MIN_TOKENS {
+                self.save = Some(branch);
+            }
+            return 0;
+        };
+        let loaded = self
+            .ctx
+            .state_seq_load_file(&found.path, branch.0 as i32, found.tokens.len());
+        if !matches!(&loaded, Ok((read, _)) if *read == found.tokens) {
+            tracing::warn!(path = %found.path.display(), "prompt cache: llama.cpp refused a kept state; dropped");
+            let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
+            store.forget(&found);
+            return 0;
+        }
+        for &token in &found.tokens {
+            self.cells.push(branch, token);
+        }
+        self.kept = true;
+        if found.shared < found.tokens.len() {
+            let cut = self
+                .ctx
+                .clear_kv_cache_seq(Some(branch.0), Some(found.shared as u32), None)
+                .unwrap_or(false);
+            if !cut {
+                let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
+                self.cells.truncate(branch, 0);
+                return 0;
+            }
+            self.cells.truncate(branch, found.shared);
+        }
+        tracing::debug!(tokens = found.shared, "prompt cache: started warm");
+        found.shared
+    }
+
+    /// Keeps the state of the branch [`Worker::warm`] marked, once per session.
+    fn keep_state(&mut self) {
+        let Some(branch) = self.save.take() else {
+            return;
+        };
+        let Some(store) = &self.store else {
+            return;
+        };
+        let tokens = self.cells.tokens(branch).to_vec();
+        if self.kept || tokens.len() < warm::MIN_TOKENS {
+            return;
+        }
+        self.kept = true;
+        let ctx = &self.ctx;
+        let kept = store.keep(&tokens, |path| {
+            ctx.state_seq_save_file(path, branch.0 as i32, &tokens)
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+        match kept {
+            Ok(()) => tracing::debug!(tokens = tokens.len(), "prompt cache: kept the opening"),
+            Err(error) => tracing::warn!(%error, "prompt cache: cannot keep the opening"),
+        }
     }
 
     /// Prepares lanes for `jobs` (numbered from `offset` for the results): their
@@ -1013,7 +1101,10 @@ impl Worker<'_> {
         request.validate()?;
         let tokens = self.tokenize_prompt(prompt)?;
         // At least the last prompt token is evaluated again (its logits are needed).
-        let reused = self.keep_prefix(seq, &tokens, tokens.len() - 1);
+        let mut reused = self.keep_prefix(seq, &tokens, tokens.len() - 1);
+        if reused == 0 && self.cells.tokens(seq).is_empty() {
+            reused = self.warm(seq, &tokens, tokens.len() - 1);
+        }
         Ok((tokens, reused))
     }
 

@@ -50,6 +50,15 @@ pub fn session_options(global: &GlobalArgs) -> SessionOptions {
     SessionOptions {
         context_size: global.ctx_size,
         threads: global.threads.map(usize::from),
+        prompt_cache: match global.prompt_cache.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some(dir) if !dir.is_empty() => Some(jielong::chat::PromptCache::new(dir)),
+            _ => dirs::cache_dir()
+                .or_else(|| dirs::home_dir().map(|home| home.join(".cache")))
+                .map(|cache| {
+                    jielong::chat::PromptCache::new(cache.join("jielong").join("prompts"))
+                }),
+        },
         ..SessionOptions::default()
     }
 }

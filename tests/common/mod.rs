@@ -44,12 +44,18 @@ pub fn model_path(name: &str) -> std::path::PathBuf {
         .expect("a local model has a path")
 }
 
+/// The `jielong` binary as a command, with the prompt cache off: a test's prompts are
+/// evaluated the same way whatever ran before it (tests of the cache give it a
+/// folder of their own).
+pub fn command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_jielong"));
+    command.env("JIELONG_PROMPT_CACHE", "off");
+    command
+}
+
 /// Runs the `jielong` binary with `args` and waits for it.
 pub fn jielong(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_jielong"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
+    command().args(args).output().expect("the binary runs")
 }
 
 /// A process's output as text (lossy).
