@@ -4,9 +4,6 @@
 
 use serde_json::Value;
 
-/// The tool that fenced code blocks run on.
-pub const CODE_TOOL: &str = "python";
-
 /// A closed ```` ```python ```` block in a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CodeBlock {

@@ -71,7 +71,6 @@ use jielong_chat::model::{LanguageModel, ModelSession};
 use jielong_chat::tool::ToolRegistry;
 use jielong_chat::tool_format::ToolCallFormat;
 
-pub use code::CODE_TOOL;
 pub use consistency::{vote_key, SAMPLE_TEMPERATURE};
 pub use events::{AgentEvent, AgentRun, Phase, StopReason, ThoughtOutcome, Verdict};
 pub use judge::{Comparison, Judge, Judgement, MAX_JUDGED, MIN_MARGIN};
@@ -110,7 +109,8 @@ pub enum AgentError {
     InvalidSetting(String),
 }
 
-/// How the model writes code for the [`CODE_TOOL`] (`python`).
+/// How the model writes code for the tool that runs it (the registry's
+/// [`interpreter`](ToolRegistry::interpreter), `python` among the built-in tools).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeActions {
@@ -130,10 +130,10 @@ pub enum CodeActions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Grounding {
-    /// An answer whose numbers appear in no result of the [`CODE_TOOL`] (results of
+    /// An answer whose numbers appear in no result of the code tool (results of
     /// other tools, such as passages, are inputs) and are not in the question
-    /// is sent back once with [`PromptKind::Ground`], when the agent has the
-    /// [`CODE_TOOL`] (default).
+    /// is sent back once with [`PromptKind::Ground`], when the agent has a tool that
+    /// runs code (default).
     #[default]
     CheckNumbers,
     /// Answers are taken as they are.

@@ -10,9 +10,7 @@ use tokio::time::Instant as Deadline;
 use super::code::{after_last_output, closed_python_block, code_from_blob, is_grounded, CodeBlock};
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 use super::prompts::{fill, PromptKind};
-use super::{
-    Agent, CodeActions, Grounding, Prefetch, Strategy, CODE_TOOL, SUBMIT_CRITIQUE, SUBMIT_PLAN,
-};
+use super::{Agent, CodeActions, Grounding, Prefetch, Strategy, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use jielong_chat::chat::{Message, ToolCall, ToolSpec};
 use jielong_chat::error::RuntimeError;
 use jielong_chat::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
@@ -21,7 +19,7 @@ use jielong_chat::intent::{
 };
 use jielong_chat::model::ModelSession;
 use jielong_chat::respond::{Chat, ChatRequest};
-use jielong_chat::tool::ToolError;
+use jielong_chat::tool::{Interpreter, ToolError};
 use jielong_chat::tool_format::ToolCallFormat;
 
 /// `Err` ends the run for the given reason.
@@ -103,8 +101,10 @@ pub(super) struct Runner<'a> {
     /// Whether `python` takes fenced code blocks ([`CodeActions::Fenced`] and the
     /// agent has the tool).
     fenced: bool,
-    /// Whether the agent has the code tool at all (for the grounding check).
-    has_code_tool: bool,
+    /// The tool that runs the agent's code, found by what it is
+    /// ([`ToolRegistry::interpreter`](jielong_chat::ToolRegistry::interpreter)); fenced
+    /// code actions need it to run Python, the language of their prompts and parser.
+    code_tool: Option<Interpreter>,
     /// Why the next step should sample instead of replaying the greedy path.
     recover: Option<String>,
     /// How many steps have sampled for recovery (each gets its own seed).
@@ -114,10 +114,13 @@ pub(super) struct Runner<'a> {
 impl<'a> Runner<'a> {
     pub(super) fn new(agent: &'a Agent, session: &'a mut dyn ModelSession) -> Self {
         let mut callable = agent.tools.specs();
-        let has_code_tool = callable.iter().any(|t| t.name == CODE_TOOL);
-        let fenced = has_code_tool && agent.settings.code_actions == CodeActions::Fenced;
-        if fenced {
-            callable.retain(|t| t.name != CODE_TOOL);
+        let code_tool = agent.tools.interpreter();
+        let fenced = code_tool
+            .as_ref()
+            .is_some_and(|code| code.language == "python")
+            && agent.settings.code_actions == CodeActions::Fenced;
+        if let (true, Some(code)) = (fenced, &code_tool) {
+            callable.retain(|t| t.name != code.name);
         }
         let system = if fenced {
             agent.prompts.code_system.clone()
@@ -147,7 +150,7 @@ impl<'a> Runner<'a> {
             question: String::new(),
             next_id: 0,
             fenced,
-            has_code_tool,
+            code_tool,
             recover: None,
             recoveries: 0,
         }
@@ -362,8 +365,10 @@ impl<'a> Runner<'a> {
             let calls = self.calls(ToolChoice::Auto);
             let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
             if let Some(block) = reply.code.take() {
-                if !asked_for_answer && self.adds_nothing(CODE_TOOL, Some(&code_args(&block.code)))
-                {
+                let repeated = self.code_tool.as_ref().is_some_and(|code| {
+                    self.adds_nothing(&code.name, Some(&code.arguments(&block.code)))
+                });
+                if !asked_for_answer && repeated {
                     // The same code again: its output is above, so the answer is asked
                     // for instead of running it again (a second time, the breaker ends it).
                     asked_for_answer = true;
@@ -381,7 +386,7 @@ impl<'a> Runner<'a> {
                     reply = self
                         .redo_bare_call(&chat, reply.step, intent, &mut turn)
                         .await?;
-                } else if self.has_code_tool && fenced_body(&reply.text).starts_with('{') {
+                } else if self.code_tool.is_some() && fenced_body(&reply.text).starts_with('{') {
                     if let Some(code) = code_from_blob(fenced_body(&reply.text)) {
                         self.agent.emit(AgentEvent::BlobConverted {
                             step: reply.step,
@@ -421,14 +426,14 @@ impl<'a> Runner<'a> {
                 self.ask_for_answer(reply.step, &mut turn);
                 continue;
             }
-            if !grounding_checked && self.has_code_tool {
+            if let (false, Some(code)) = (grounding_checked, &self.code_tool) {
                 grounding_checked = true;
                 // Only computed results back a number: one copied from a passage or
                 // a page is an input of the computation, not its result.
                 let results: Vec<&str> = self
                     .answered
                     .iter()
-                    .filter(|(tool, _, _)| tool == CODE_TOOL)
+                    .filter(|(tool, _, _)| *tool == code.name)
                     .map(|(_, _, r)| r.as_str())
                     .collect();
                 if !is_grounded(&answer, &self.question, &results) {
@@ -472,7 +477,13 @@ impl<'a> Runner<'a> {
             step,
             code: code.clone(),
         });
-        let call = self.with_id(ToolCall::new(CODE_TOOL, code_args(&code)));
+        let Some(interpreter) = &self.code_tool else {
+            return Ok("no tool runs code in this run".into());
+        };
+        let call = self.with_id(ToolCall::new(
+            interpreter.name.clone(),
+            interpreter.arguments(&code),
+        ));
         let mut results = self
             .execute(step, vec![call])
             .await
@@ -923,7 +934,7 @@ impl<'a> Runner<'a> {
 
     /// Whether the agent has any tool (a call-shaped reply can only mean a call then).
     fn has_tools(&self) -> bool {
-        self.has_code_tool || !self.callable.is_empty()
+        self.code_tool.is_some() || !self.callable.is_empty()
     }
 
     /// Calls of the listed tools with `choice`.
@@ -1085,9 +1096,4 @@ fn verdict_of(call: &ToolCall) -> Option<Verdict> {
         .trim()
         .to_string();
     Some(Verdict { ok, problem })
-}
-
-/// The arguments of a [`CODE_TOOL`] call running `code`.
-fn code_args(code: &str) -> Value {
-    json!({ "code": code })
 }

@@ -11,7 +11,7 @@ use jielong_agent::{
     Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, Phase, Prefetch, PromptKind, StopReason,
     Verdict,
 };
-use jielong_chat::tool::{SchemaTool, Tool, ToolError, ToolRegistry};
+use jielong_chat::tool::{SchemaTool, Tool, ToolError, ToolKind, ToolRegistry};
 use jielong_chat::{
     Capabilities, Chat, ChatRequest, Completion, FinishReason, GenerateRequest, Generation,
     Message, ModelSession, Role, RuntimeError, ToolCallFormat, ToolChoice, Usage,
@@ -1386,6 +1386,10 @@ fn fake_python() -> SchemaTool {
         },
     )
     .unwrap()
+    .with_kind(ToolKind::Interpreter {
+        language: "python",
+        argument: "code",
+    })
 }
 
 fn code_agent() -> AgentBuilder {
@@ -1442,6 +1446,47 @@ async fn fenced_code_runs_when_the_block_closes_and_the_reply_continues() {
     assert_eq!(
         out.tool_results(),
         vec![("python".into(), true, "42".into(), 1)]
+    );
+}
+
+/// The code tool is found by what it is, not by its name: an interpreter called
+/// `run_py` gets the fenced code, and a plain tool that happens to be called `python`
+/// is offered as a JSON tool like any other.
+#[tokio::test]
+async fn code_goes_to_the_interpreter_whatever_its_name() {
+    let interpreter = SchemaTool::new(
+        "run_py",
+        "Run Python code.",
+        json!({"type": "object", "properties": {"source": {"type": "string"}}, "required": ["source"]}),
+        |args: Value| async move {
+            let code = args["source"].as_str().unwrap_or_default().to_string();
+            Ok(json!(if code.contains("6*7") { "42" } else { "?" }))
+        },
+    )
+    .unwrap()
+    .with_kind(ToolKind::Interpreter {
+        language: "python",
+        argument: "source",
+    });
+    let mut tools = ToolRegistry::new();
+    tools.register(interpreter).unwrap();
+    tools
+        .register(schema_tool("python", |_| async { Ok(json!("a snake")) }))
+        .unwrap();
+    let out = check(
+        Agent::builder(ToolCallFormat::Hermes).tools(tools),
+        "What is 6 times 7?",
+        vec![
+            reply("```python\nprint(6*7)\n```"),
+            reply("The answer is 42."),
+        ],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("The answer is 42."));
+    assert_eq!(out.requests[0].tools, vec!["python".to_string()]);
+    assert_eq!(
+        out.tool_results(),
+        vec![("run_py".into(), true, "42".into(), 1)]
     );
 }
 

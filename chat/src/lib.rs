@@ -44,5 +44,7 @@ pub use model::{
 pub use quotes::{Nesting, Quotes};
 pub use respond::{call_check, CallMode, Chat, ChatRequest};
 pub use stop::StopMatcher;
-pub use tool::{DynTool, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolRegistry};
+pub use tool::{
+    DynTool, Interpreter, SchemaTool, Tool, ToolDefinitionError, ToolError, ToolKind, ToolRegistry,
+};
 pub use tool_format::{ParsedEvent, ToolCallFormat, ToolCallParser};

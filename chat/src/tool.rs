@@ -154,6 +154,42 @@ impl ToolError {
     }
 }
 
+/// What a tool is to an agent beyond its name and schema: the agent finds the tool it
+/// sends programs to by this, not by a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ToolKind {
+    /// Called with JSON arguments like any tool.
+    #[default]
+    Plain,
+    /// Runs a program: the agent's code actions (fenced code it writes) go to it as
+    /// the string argument `argument`.
+    Interpreter {
+        /// The language, as a code fence names it (`python`).
+        language: &'static str,
+        /// The argument the program goes in (`code`).
+        argument: &'static str,
+    },
+}
+
+/// The tool of a registry that runs programs ([`ToolRegistry::interpreter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// Its name, as the model calls it.
+    pub name: String,
+    /// The language it runs.
+    pub language: &'static str,
+    /// The argument a program goes in.
+    pub argument: &'static str,
+}
+
+impl Interpreter {
+    /// The call arguments that run `code`.
+    pub fn arguments(&self, code: &str) -> Value {
+        serde_json::json!({ self.argument: code })
+    }
+}
+
 /// A tool with typed arguments and output.
 ///
 /// The JSON Schema of `Args` (doc comments become descriptions) is what the model sees
@@ -182,6 +218,11 @@ pub trait Tool: Send + Sync + 'static {
         None
     }
 
+    /// What the tool is (default: [`ToolKind::Plain`]).
+    fn kind(&self) -> ToolKind {
+        ToolKind::Plain
+    }
+
     /// A copy of the tool with state of its own, for independent runs that must not
     /// see each other's state (the samples of self-consistency each get a Python
     /// session of their own). `None` (the default): the tool is stateless and shared.
@@ -193,7 +234,7 @@ pub trait Tool: Send + Sync + 'static {
     }
 
     /// The call an agent makes itself with the task before the model's first step
-    /// (when its [`Prefetch`](crate::agent::Prefetch) setting allows): a search tool
+    /// (when the agent's `Prefetch` setting allows): a search tool
     /// searches the task, so a small model that would answer from memory starts from
     /// the passages. The value is the call's JSON arguments (they must fit `Args`).
     /// `None` (the default): the model decides when to call.
@@ -214,6 +255,11 @@ pub trait DynTool: Send + Sync {
 
     /// The longest a call may take (`None`: the registry's default).
     fn timeout(&self) -> Option<Duration>;
+
+    /// What the tool is (see [`Tool::kind`]).
+    fn kind(&self) -> ToolKind {
+        ToolKind::Plain
+    }
 
     /// A copy with state of its own (see [`Tool::isolated`]); `None`: share this one.
     fn isolated_dyn(&self) -> Option<Arc<dyn DynTool>> {
@@ -263,6 +309,10 @@ impl<T: Tool> DynTool for T {
         Tool::timeout(self)
     }
 
+    fn kind(&self) -> ToolKind {
+        Tool::kind(self)
+    }
+
     fn prefetch_json(&self, task: &str) -> Option<Value> {
         self.prefetch(task)
     }
@@ -291,6 +341,7 @@ pub struct SchemaTool {
     validator: jsonschema::Validator,
     handler: Arc<Handler>,
     timeout: Option<Duration>,
+    kind: ToolKind,
 }
 
 impl std::fmt::Debug for SchemaTool {
@@ -329,12 +380,19 @@ impl SchemaTool {
             validator,
             handler: Arc::new(move |args| Box::pin(handler(args))),
             timeout: None,
+            kind: ToolKind::Plain,
         })
     }
 
     /// Sets the tool's time limit.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Says what the tool is (an interpreter, say).
+    pub fn with_kind(mut self, kind: ToolKind) -> Self {
+        self.kind = kind;
         self
     }
 }
@@ -367,6 +425,10 @@ impl DynTool for SchemaTool {
 
     fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    fn kind(&self) -> ToolKind {
+        self.kind
     }
 }
 
@@ -495,6 +557,20 @@ impl ToolRegistry {
     /// Every tool's spec, sorted by name (what the chat template lists).
     pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools.values().map(|t| t.spec()).collect()
+    }
+
+    /// The first tool (by name) that runs programs, with its language and argument.
+    pub fn interpreter(&self) -> Option<Interpreter> {
+        self.tools
+            .iter()
+            .find_map(|(name, tool)| match tool.kind() {
+                ToolKind::Interpreter { language, argument } => Some(Interpreter {
+                    name: name.clone(),
+                    language,
+                    argument,
+                }),
+                ToolKind::Plain => None,
+            })
     }
 
     /// Whether there are no tools.

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use jielong_chat::tool::{Tool, ToolError, ToolRegistry};
+use jielong_chat::tool::{Tool, ToolError, ToolKind, ToolRegistry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -151,6 +151,14 @@ impl Tool for PythonTool {
 
     fn description(&self) -> &str {
         "Run Python code and return what it prints (and the value of the last expression). Use it for arithmetic and any computation."
+    }
+
+    /// The agent's code actions come here.
+    fn kind(&self) -> ToolKind {
+        ToolKind::Interpreter {
+            language: "python",
+            argument: "code",
+        }
     }
 
     /// A tool with a Python session of its own (same sandbox settings).
