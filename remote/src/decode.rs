@@ -13,7 +13,9 @@ use jielong_chat::{
 };
 use serde_json::Value;
 
-use crate::wire::{one_line, value_message, Chunk, Timings, ToolCallDelta, WireLogprob, WireUsage};
+use jielong_wire::{self as openai, ChatCompletionChunk, Timings, ToolCallDelta};
+
+use crate::wire::{one_line, value_message};
 
 /// What went wrong in the stream itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +44,8 @@ pub(crate) struct Decoder {
     calls: Vec<ToolCall>,
     malformed: Vec<MalformedCall>,
     logprobs: Vec<TokenLogprob>,
-    finish: Option<String>,
-    usage: Option<WireUsage>,
+    finish: Option<openai::FinishReason>,
+    usage: Option<openai::Usage>,
     timings: Option<Timings>,
     done: bool,
     /// Deltas that carried output (an estimate of the generated tokens when the server
@@ -130,7 +132,7 @@ impl Decoder {
         if data.is_empty() {
             return Ok(Vec::new());
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| StreamFault {
+        let chunk: ChatCompletionChunk = serde_json::from_str(data).map_err(|e| StreamFault {
             kind: RemoteFault::Protocol,
             reason: format!("malformed chunk ({e}): {}", one_line(data, 120)),
         })?;
@@ -207,8 +209,8 @@ impl Decoder {
 
     /// The completion, ended for `finish` (the server's reason when `None`).
     pub fn completion(mut self, finish: Option<FinishReason>) -> Completion {
-        let finish = finish.unwrap_or(match self.finish.as_deref() {
-            Some("length") => FinishReason::MaxTokens,
+        let finish = finish.unwrap_or(match self.finish {
+            Some(openai::FinishReason::Length) => FinishReason::MaxTokens,
             _ => FinishReason::EndOfText,
         });
         let usage = self.usage();
@@ -228,19 +230,16 @@ impl Decoder {
         let first = self.first_token.unwrap_or(now);
         let ms = |ms: f64| Duration::from_secs_f64((ms / 1e3).max(0.0));
         let timings = self.timings.clone().unwrap_or_default();
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let (prompt_tokens, generated, cached) = match &self.usage {
             Some(usage) => (
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage
-                    .prompt_tokens_details
-                    .as_ref()
-                    .and_then(|d| d.cached_tokens)
-                    .or(timings.cache_n),
+                count(usage.prompt_tokens),
+                count(usage.completion_tokens),
+                usage.cached_tokens().or(timings.cache_n),
             ),
             None => (0, self.pieces, timings.cache_n),
         };
-        let cached = cached.unwrap_or(0).min(prompt_tokens);
+        let cached = cached.map_or(0, count).min(prompt_tokens);
         Usage {
             prompt_tokens,
             cached_tokens: cached,
@@ -379,7 +378,7 @@ impl Decoder {
     }
 }
 
-fn token_logprob(entry: WireLogprob) -> TokenLogprob {
+fn token_logprob(entry: openai::TokenLogprob) -> TokenLogprob {
     let id = |id: Option<i64>| id.and_then(|id| i32::try_from(id).ok());
     TokenLogprob {
         chosen: TokenProb {

@@ -11,13 +11,14 @@ use jielong_chat::{
     GenerationSender, LanguageModel, ModelInfo, ModelSession, RemoteFault, RuntimeError,
     SessionOptions, ToolCallFormat,
 };
+use jielong_wire::ModelList;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tokio::sync::oneshot;
 
 use crate::config::RemoteConfig;
 use crate::decode::Decoder;
 use crate::http::{fault, root_cause, seconds, send, unless_cancelled};
-use crate::wire::{one_line, request_body, ModelList};
+use crate::wire::{context_length, one_line, request_body, served_context};
 
 /// What a remote server can do for Jielong: chats with tools (checked after the fact,
 /// the server decides how to decode), log-probabilities, one branch.
@@ -139,13 +140,13 @@ impl RemoteModel {
             name: model.to_string(),
             path: None,
             architecture: "remote".into(),
-            context_length: entry.context_length(),
+            context_length: context_length(entry),
             parameters,
             size_bytes,
             has_own_template: true,
             tool_call_format: ToolCallFormat::Hermes,
         };
-        let served_context = entry.served_context();
+        let served_context = served_context(entry);
         let available = list.data.iter().map(|m| m.id.clone()).collect();
         Ok(RemoteModel {
             shared,

@@ -1,99 +1,91 @@
-//! The OpenAI chat-completions wire format: the request body built from a [`Chat`]
-//! and a [`ChatRequest`], and the pieces of the streamed reply (lenient: unknown
-//! fields, such as llama-server's `timings`, are ignored or read when useful).
+//! The OpenAI chat-completions request built from a [`Chat`] and a [`ChatRequest`]
+//! (`jielong-wire`'s types, which also read the streamed reply), what the model list
+//! says of a model, and the one-line messages of error bodies.
 
 use jielong_chat::{Chat, ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec};
-use serde::{Deserialize, Deserializer};
-use serde_json::{json, Map, Value};
+use jielong_wire::{self as openai, ChatCompletionRequest, ChatMessage};
+use serde_json::{json, Value};
 
-/// The JSON body of a streamed `POST /chat/completions`.
-pub(crate) fn request_body(model: &str, chat: &Chat, request: &ChatRequest) -> Value {
-    let mut body = Map::new();
-    body.insert("model".into(), json!(model));
+/// The body of a streamed `POST /chat/completions`.
+pub(crate) fn request_body(
+    model: &str,
+    chat: &Chat,
+    request: &ChatRequest,
+) -> ChatCompletionRequest {
     let mut messages = messages(&chat.messages);
     if !chat.prefill.is_empty() {
         // The server continues a final assistant message (llama-server: prefill).
-        messages.push(json!({"role": "assistant", "content": chat.prefill}));
+        messages.push(ChatMessage::text(openai::Role::Assistant, &chat.prefill));
     }
-    body.insert("messages".into(), Value::Array(messages));
-    body.insert("stream".into(), json!(true));
-    body.insert("stream_options".into(), json!({"include_usage": true}));
+    let mut body = ChatCompletionRequest {
+        model: Some(model.to_string()),
+        messages,
+        stream: Some(true),
+        stream_options: Some(openai::StreamOptions {
+            include_usage: true,
+        }),
+        max_tokens: Some(request.max_tokens as u64),
+        ..ChatCompletionRequest::default()
+    };
     let (tools, choice) = match &request.call_tools {
         Some(tools) => (tools.as_slice(), ToolChoice::Required),
         None => (chat.tools.as_slice(), request.tool_choice),
     };
     if !tools.is_empty() {
-        body.insert(
-            "tools".into(),
-            Value::Array(tools.iter().map(tool).collect()),
-        );
-        let choice = match choice {
-            ToolChoice::Auto => "auto",
-            ToolChoice::Required => "required",
-            ToolChoice::None => "none",
-        };
-        body.insert("tool_choice".into(), json!(choice));
-        body.insert("parallel_tool_calls".into(), json!(request.max_calls > 1));
+        body.tools = Some(tools.iter().map(tool).collect());
+        body.tool_choice = Some(match choice {
+            ToolChoice::Auto => openai::ToolChoice::Auto,
+            ToolChoice::Required => openai::ToolChoice::Required,
+            ToolChoice::None => openai::ToolChoice::None,
+        });
+        body.parallel_tool_calls = Some(request.max_calls > 1);
     }
-    body.insert("max_tokens".into(), json!(request.max_tokens));
     let sampling = &request.sampling;
-    body.insert("temperature".into(), json!(sampling.temperature));
+    body.temperature = Some(sampling.temperature);
     // Greedy decoding ignores the filters: they are sent only when they act (`top_k`
     // and `min_p` are extensions that llama-server and vLLM read).
     if !sampling.is_greedy() {
-        body.insert("top_p".into(), json!(sampling.top_p));
-        if sampling.top_k > 0 {
-            body.insert("top_k".into(), json!(sampling.top_k));
-        }
-        if sampling.min_p > 0.0 {
-            body.insert("min_p".into(), json!(sampling.min_p));
-        }
+        body.top_p = Some(sampling.top_p);
+        body.top_k = (sampling.top_k > 0).then_some(sampling.top_k);
+        body.min_p = (sampling.min_p > 0.0).then_some(sampling.min_p);
     }
-    body.insert("seed".into(), json!(sampling.seed));
+    body.seed = Some(sampling.seed.into());
     if !request.stop.is_empty() {
-        body.insert("stop".into(), json!(request.stop));
+        body.stop = Some(openai::Stop::Many(request.stop.clone()));
     }
     if let Some(top) = request.logprobs {
-        body.insert("logprobs".into(), json!(true));
-        body.insert("top_logprobs".into(), json!(top));
+        body.logprobs = Some(true);
+        body.top_logprobs = Some(top);
     }
-    Value::Object(body)
+    body
 }
 
 /// A tool as the API lists it.
-fn tool(spec: &ToolSpec) -> Value {
+fn tool(spec: &ToolSpec) -> openai::Tool {
     let parameters = match &spec.parameters {
         Value::Object(map) if !map.is_empty() => spec.parameters.clone(),
         _ => json!({"type": "object", "properties": {}}),
     };
-    json!({
-        "type": "function",
-        "function": {
-            "name": spec.name,
-            "description": spec.description,
-            "parameters": parameters,
-        }
-    })
+    openai::Tool::function(&spec.name, &spec.description, parameters)
 }
 
-/// The messages in OpenAI JSON. The API ties a tool result to its call by id: calls
+/// The messages in OpenAI's shape. The API ties a tool result to its call by id: calls
 /// without one get `call_<message>_<call>`, and a tool message without an id answers
 /// the first unanswered call of the same tool (else the first unanswered call).
-fn messages(messages: &[Message]) -> Vec<Value> {
+fn messages(messages: &[Message]) -> Vec<ChatMessage> {
     let mut unanswered: Vec<(String, String)> = Vec::new();
     messages
         .iter()
         .enumerate()
         .map(|(at, message)| match message.role {
-            Role::System | Role::User => {
-                json!({"role": message.role.as_str(), "content": message.content})
-            }
+            Role::System => ChatMessage::text(openai::Role::System, &message.content),
+            Role::User => ChatMessage::text(openai::Role::User, &message.content),
             Role::Assistant if message.tool_calls.is_empty() => {
-                json!({"role": "assistant", "content": message.content})
+                ChatMessage::text(openai::Role::Assistant, &message.content)
             }
             Role::Assistant => {
                 unanswered.clear();
-                let calls: Vec<Value> = message
+                let calls = message
                     .tool_calls
                     .iter()
                     .enumerate()
@@ -103,12 +95,8 @@ fn messages(messages: &[Message]) -> Vec<Value> {
                         tool_call(call, id)
                     })
                     .collect();
-                let content = if message.content.is_empty() {
-                    Value::Null
-                } else {
-                    json!(message.content)
-                };
-                json!({"role": "assistant", "content": content, "tool_calls": calls})
+                let content = (!message.content.is_empty()).then(|| message.content.clone());
+                ChatMessage::assistant(content, calls)
             }
             Role::Tool => {
                 let id = match &message.tool_call_id {
@@ -127,185 +115,36 @@ fn messages(messages: &[Message]) -> Vec<Value> {
                         }
                     }
                 };
-                json!({"role": "tool", "tool_call_id": id, "content": message.content})
+                ChatMessage::tool_result(id, &message.content)
             }
         })
         .collect()
 }
 
-fn tool_call(call: &ToolCall, id: String) -> Value {
+fn tool_call(call: &ToolCall, id: String) -> openai::ToolCall {
     let arguments = match &call.arguments {
         Value::Null => "{}".to_string(),
         other => other.to_string(),
     };
-    json!({
-        "id": id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": arguments},
-    })
+    openai::ToolCall::function(id, &call.name, arguments)
 }
 
-/// `null` read as the default (servers send `"choices": null`, `"content": null`).
-fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+/// The context length a listed model has, 0 when the server says none.
+pub(crate) fn context_length(model: &openai::Model) -> u32 {
+    let n = model
+        .meta
+        .as_ref()
+        .and_then(|m| m.n_ctx_train)
+        .or(model.max_model_len)
+        .or(model.context_length)
+        .unwrap_or(0);
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// One `data:` event of the stream.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Chunk {
-    #[serde(default, deserialize_with = "nullable")]
-    pub choices: Vec<Choice>,
-    #[serde(default)]
-    pub usage: Option<WireUsage>,
-    /// llama-server's own counts and times.
-    #[serde(default)]
-    pub timings: Option<Timings>,
-    /// An error reported inside the stream.
-    #[serde(default)]
-    pub error: Option<Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Choice {
-    #[serde(default, deserialize_with = "nullable")]
-    pub delta: Delta,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    #[serde(default)]
-    pub logprobs: Option<ChoiceLogprobs>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Delta {
-    #[serde(default)]
-    pub content: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub tool_calls: Vec<ToolCallDelta>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct ToolCallDelta {
-    #[serde(default)]
-    pub index: Option<u32>,
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub function: FunctionDelta,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct FunctionDelta {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub arguments: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct ChoiceLogprobs {
-    #[serde(default, deserialize_with = "nullable")]
-    pub content: Vec<WireLogprob>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireLogprob {
-    pub token: String,
-    pub logprob: f32,
-    #[serde(default)]
-    pub id: Option<i64>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub top_logprobs: Vec<WireTop>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct WireTop {
-    pub token: String,
-    pub logprob: f32,
-    #[serde(default)]
-    pub id: Option<i64>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-pub(crate) struct WireUsage {
-    #[serde(default)]
-    pub prompt_tokens: usize,
-    #[serde(default)]
-    pub completion_tokens: usize,
-    #[serde(default)]
-    pub prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-pub(crate) struct PromptDetails {
-    #[serde(default)]
-    pub cached_tokens: Option<usize>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-pub(crate) struct Timings {
-    #[serde(default)]
-    pub cache_n: Option<usize>,
-    #[serde(default)]
-    pub prompt_ms: Option<f64>,
-    #[serde(default)]
-    pub predicted_ms: Option<f64>,
-}
-
-/// `GET /models`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ModelList {
-    pub data: Vec<ModelEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ModelEntry {
-    pub id: String,
-    /// llama-server: what the GGUF says.
-    #[serde(default)]
-    pub meta: Option<ModelMeta>,
-    /// vLLM's name for the context length.
-    #[serde(default)]
-    pub max_model_len: Option<u64>,
-    /// Other servers' name for it.
-    #[serde(default)]
-    pub context_length: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct ModelMeta {
-    /// The context the server runs with.
-    #[serde(default)]
-    pub n_ctx: Option<u64>,
-    #[serde(default)]
-    pub n_ctx_train: Option<u64>,
-    #[serde(default)]
-    pub n_params: Option<u64>,
-    #[serde(default)]
-    pub size: Option<u64>,
-}
-
-impl ModelEntry {
-    /// The context length the server reports, 0 when it says none.
-    pub fn context_length(&self) -> u32 {
-        let n = self
-            .meta
-            .as_ref()
-            .and_then(|m| m.n_ctx_train)
-            .or(self.max_model_len)
-            .or(self.context_length)
-            .unwrap_or(0);
-        u32::try_from(n).unwrap_or(u32::MAX)
-    }
-
-    /// The context window the server runs the model with, when it says.
-    pub fn served_context(&self) -> Option<u32> {
-        let n = self.meta.as_ref().and_then(|m| m.n_ctx)?;
-        Some(u32::try_from(n).unwrap_or(u32::MAX))
-    }
+/// The context window the server runs a listed model with, when it says.
+pub(crate) fn served_context(model: &openai::Model) -> Option<u32> {
+    let n = model.meta.as_ref().and_then(|m| m.n_ctx)?;
+    Some(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The message of an error body: `{"error": {"message": …}}`, `{"error": "…"}`,
@@ -366,7 +205,7 @@ mod tests {
             },
             ..ChatRequest::new(64)
         };
-        let body = request_body("qwen", &chat, &request);
+        let body = serde_json::to_value(request_body("qwen", &chat, &request)).expect("encodes");
         assert_eq!(body["model"], "qwen");
         assert_eq!(body["stream"], true);
         assert_eq!(body["stream_options"]["include_usage"], true);
@@ -409,13 +248,14 @@ mod tests {
             max_calls: 1,
             ..ChatRequest::default()
         };
-        let body = request_body("m", &chat, &request);
+        let body = serde_json::to_value(request_body("m", &chat, &request)).expect("encodes");
         assert_eq!(body["tool_choice"], "required");
         assert_eq!(body["parallel_tool_calls"], false);
         assert_eq!(body["tools"][0]["function"]["name"], "submit_plan");
         assert!(body.get("logprobs").is_none());
         assert!(body.get("stop").is_none());
-        let plain = request_body("m", &chat, &ChatRequest::default());
+        let plain = serde_json::to_value(request_body("m", &chat, &ChatRequest::default()))
+            .expect("encodes");
         assert!(plain.get("tools").is_none() && plain.get("tool_choice").is_none());
         // Greedy: no filters; sampling: the filters that act.
         assert_eq!(plain["temperature"], 0.0);
@@ -430,7 +270,7 @@ mod tests {
             },
             ..ChatRequest::default()
         };
-        let body = request_body("m", &chat, &sampled);
+        let body = serde_json::to_value(request_body("m", &chat, &sampled)).expect("encodes");
         assert!(body.get("top_k").is_none());
         assert_eq!(body["top_p"], json!(0.9f32));
         assert_eq!(body["min_p"], json!(0.1f32));

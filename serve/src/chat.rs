@@ -10,16 +10,16 @@ use jielong_chat::intent::{intended_call, looks_like_call};
 use jielong_chat::{
     Chat, ChatRequest, Completion, Generation, GenerationEvent, ToolCall, ToolChoice, ToolSpec,
 };
-use serde_json::{json, Value};
+use jielong_wire::{self as openai, ChatCompletionRequest};
 use tokio::sync::mpsc;
 
 use crate::calls::{cut_call, may_be_call, written_call, CutCall};
 use crate::error::ApiError;
 use crate::run::{
-    chat_logprob, check_prompt, data, finish_reason, parse, sse, unique_id, Running, Start,
+    chat_logprob, check_prompt, data, encode, finish_reason, parse, sse, unique_id, Running, Start,
 };
 use crate::state::{now, ServeState};
-use crate::wire::ChatCompletionRequest;
+use crate::wire::translate;
 
 /// The handler.
 pub(crate) async fn chat_completions(
@@ -168,7 +168,7 @@ async fn chat(
 ) -> Result<Response, ApiError> {
     let inner = &state.inner;
     let wire: ChatCompletionRequest = parse(body)?;
-    let mut t = wire.translate(inner.config.max_n, &inner.config.sampling)?;
+    let mut t = translate(wire, inner.config.max_n, &inner.config.sampling)?;
     t.request.calls = inner.config.calls;
     let format = inner.model.prompt_format();
     let prompt = format.render(&t.chat)?;
@@ -245,46 +245,48 @@ async fn chat(
     let completions: Vec<&Completion> = replies.iter().map(|(_, c)| c).collect();
     running.finished(&completions);
     let usage = running.usage(&completions);
-    let choices: Vec<Value> = replies
+    let choices = replies
         .iter()
         .enumerate()
         .map(|(index, (prose, completion))| {
             let (content, calls, finish) = split_reply(prose, completion, &rules);
-            let mut message = json!({"role": "assistant", "content": content});
-            if !calls.is_empty() {
-                message["tool_calls"] = calls.into();
-            }
             let logprobs = t.logprobs.then(|| {
                 // The end-of-text token is no part of the reply.
-                let entries = completion.logprobs.iter().take(completion.usage.generated_tokens);
-                json!({"content": entries.map(chat_logprob).collect::<Vec<_>>(), "refusal": null})
+                let entries = completion
+                    .logprobs
+                    .iter()
+                    .take(completion.usage.generated_tokens);
+                openai::ChoiceLogprobs::of(entries.map(chat_logprob).collect())
             });
-            json!({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
+            openai::ChatChoice {
+                index: index as u32,
+                message: openai::ChatMessage::assistant(content, calls),
+                logprobs,
+                finish_reason: Some(finish),
+            }
         })
         .collect();
-    let body = json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": now(),
-        "model": model,
-        "system_fingerprint": fingerprint(),
-        "choices": choices,
-        "usage": usage,
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response())
+    let body = openai::ChatCompletion {
+        id,
+        object: openai::chat::CHAT_COMPLETION.into(),
+        created: now(),
+        model,
+        system_fingerprint: Some(fingerprint()),
+        choices,
+        usage: Some(usage),
+        timings: None,
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], encode(&body)).into_response())
 }
 
-/// The reply's text, its calls in OpenAI's shape and its finish reason. The calls are
-/// the parsed ones or a call written as JSON, then a call the budget cut.
+/// The reply's text (`None`: only calls), its calls in OpenAI's shape and its finish
+/// reason. The calls are the parsed ones or a call written as JSON, then a call the
+/// budget cut.
 fn split_reply(
     prose: &str,
     completion: &Completion,
     rules: &CallRules,
-) -> (Value, Vec<Value>, &'static str) {
+) -> (Option<String>, Vec<openai::ToolCall>, openai::FinishReason) {
     let mut calls = completion.calls.clone();
     let mut prose = prose.trim_start();
     if calls.is_empty() {
@@ -296,53 +298,55 @@ fn split_reply(
     let cut = cut_call(completion, rules.callable());
     let finish = reply_finish(completion, calls.len(), cut.as_ref());
     let content = if prose.trim().is_empty() && (!calls.is_empty() || cut.is_some()) {
-        Value::Null
+        None
     } else {
-        Value::from(prose.to_string())
+        Some(prose.to_string())
     };
-    let calls = calls.iter().map(|c| call_json(c, None));
-    let cut = cut.iter().map(|c| cut_json(c, None));
+    let calls = calls.iter().map(wire_call);
+    let cut = cut.iter().map(wire_cut);
     (content, calls.chain(cut).collect(), finish)
 }
 
 /// OpenAI's `finish_reason` for a reply with `calls` calls and perhaps one `cut` by
 /// the budget: `length` for a cut call, as for cut text.
-fn reply_finish(completion: &Completion, calls: usize, cut: Option<&CutCall>) -> &'static str {
+fn reply_finish(
+    completion: &Completion,
+    calls: usize,
+    cut: Option<&CutCall>,
+) -> openai::FinishReason {
     if calls == 0 || cut.is_some() {
         finish_reason(&completion.finish)
     } else {
-        "tool_calls"
+        openai::FinishReason::ToolCalls
     }
 }
 
-/// A call in OpenAI's shape (`index` for stream deltas).
-fn call_json(call: &ToolCall, stream_index: Option<usize>) -> Value {
+/// A call in OpenAI's shape (a fresh id unless it has one).
+fn wire_call(call: &ToolCall) -> openai::ToolCall {
     let id = call.id.as_deref().filter(|id| !id.is_empty());
-    function_json(id, &call.name, call.arguments.to_string(), stream_index)
+    let id = id.map_or_else(|| unique_id("call_"), str::to_string);
+    openai::ToolCall::function(id, &call.name, call.arguments.to_string())
 }
 
 /// A call cut by the budget in OpenAI's shape: its arguments as far as they go.
-fn cut_json(cut: &CutCall, stream_index: Option<usize>) -> Value {
-    function_json(None, &cut.name, cut.arguments.clone(), stream_index)
+fn wire_cut(cut: &CutCall) -> openai::ToolCall {
+    openai::ToolCall::function(unique_id("call_"), &cut.name, cut.arguments.clone())
 }
 
-/// A `function` tool call (a fresh id unless it has one).
-fn function_json(
-    id: Option<&str>,
-    name: &str,
-    arguments: String,
-    stream_index: Option<usize>,
-) -> Value {
-    let id = id.map_or_else(|| unique_id("call_"), str::to_string);
-    let mut value = json!({
-        "id": id,
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    });
-    if let Some(index) = stream_index {
-        value["index"] = index.into();
+/// A stream delta of more text.
+fn text_delta(text: String) -> openai::Delta {
+    openai::Delta {
+        content: Some(text),
+        ..openai::Delta::default()
     }
-    value
+}
+
+/// A stream delta of a whole call, the `index`th of its choice.
+fn call_delta(call: openai::ToolCall, index: usize) -> openai::Delta {
+    openai::Delta {
+        tool_calls: vec![call.into_delta(index as u32)],
+        ..openai::Delta::default()
+    }
 }
 
 /// A stable `system_fingerprint`: the crate version.
@@ -358,15 +362,16 @@ struct Head {
 }
 
 impl Head {
-    fn chunk(&self, choices: Value) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": fingerprint(),
-            "choices": choices,
-        })
+    fn chunk(&self, choices: Vec<openai::ChunkChoice>) -> openai::ChatCompletionChunk {
+        openai::ChatCompletionChunk {
+            id: self.id.clone(),
+            object: openai::chat::CHAT_COMPLETION_CHUNK.into(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: Some(fingerprint()),
+            choices,
+            ..openai::ChatCompletionChunk::default()
+        }
     }
 }
 
@@ -378,7 +383,7 @@ struct ChoiceStream {
     /// Everything streamed as text.
     prose: String,
     /// Log-probabilities not yet sent.
-    logprobs: Vec<Value>,
+    logprobs: Vec<openai::TokenLogprob>,
     /// Log-probabilities sent so far.
     sent: usize,
     /// Calls sent so far.
@@ -388,7 +393,7 @@ struct ChoiceStream {
 
 impl ChoiceStream {
     /// The log-probabilities to send with the next chunk.
-    fn take_logprobs(&mut self) -> Vec<Value> {
+    fn take_logprobs(&mut self) -> Vec<openai::TokenLogprob> {
         let entries = std::mem::take(&mut self.logprobs);
         self.sent += entries.len();
         entries
@@ -414,22 +419,27 @@ async fn stream(
             ..ChoiceStream::default()
         })
         .collect();
-    let send = |choice: usize, delta: Value, lp: Vec<Value>, finish: Option<&str>| {
-        let logprobs =
-            (logprobs && !lp.is_empty()).then(|| json!({"content": lp, "refusal": null}));
-        data(&head.chunk(json!([{
-            "index": choice,
-            "delta": delta,
-            "logprobs": logprobs,
-            "finish_reason": finish,
-        }])))
+    let send = |choice: usize,
+                delta: openai::Delta,
+                lp: Vec<openai::TokenLogprob>,
+                finish: Option<openai::FinishReason>| {
+        let logprobs = (logprobs && !lp.is_empty()).then(|| openai::ChoiceLogprobs::of(lp));
+        data(&head.chunk(vec![openai::ChunkChoice {
+            index: choice as u32,
+            delta,
+            logprobs,
+            finish_reason: finish,
+        }]))
     };
     let mut gone = false;
     for i in 0..n {
         if tx
             .send(send(
                 i,
-                json!({"role": "assistant", "content": ""}),
+                openai::Delta {
+                    role: Some(openai::Role::Assistant),
+                    ..text_delta(String::new())
+                },
                 Vec::new(),
                 None,
             ))
@@ -471,24 +481,14 @@ async fn stream(
                         if !may_be_call(held) {
                             let text = std::mem::take(held);
                             choice.held = None;
-                            out.push(send(
-                                i,
-                                json!({"content": text}),
-                                choice.take_logprobs(),
-                                None,
-                            ));
+                            out.push(send(i, text_delta(text), choice.take_logprobs(), None));
                         }
                     }
-                    None => out.push(send(
-                        i,
-                        json!({"content": text}),
-                        choice.take_logprobs(),
-                        None,
-                    )),
+                    None => out.push(send(i, text_delta(text), choice.take_logprobs(), None)),
                 }
             }
             GenerationEvent::Call(call) => {
-                let delta = json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
+                let delta = call_delta(wire_call(&call), choice.calls);
                 choice.calls += 1;
                 out.push(send(i, delta, choice.take_logprobs(), None));
             }
@@ -511,8 +511,7 @@ async fn stream(
                                 Vec::new()
                             };
                             for call in &redone.calls {
-                                let delta =
-                                    json!({"tool_calls": [call_json(call, Some(choice.calls))]});
+                                let delta = call_delta(wire_call(call), choice.calls);
                                 choice.calls += 1;
                                 out.push(send(i, delta, choice.take_logprobs(), None));
                             }
@@ -520,18 +519,12 @@ async fn stream(
                         }
                         Ok(None) => match rules.written(&held) {
                             Some(call) if completion.calls.is_empty() => {
-                                let delta =
-                                    json!({"tool_calls": [call_json(&call, Some(choice.calls))]});
+                                let delta = call_delta(wire_call(&call), choice.calls);
                                 choice.calls += 1;
                                 out.push(send(i, delta, choice.take_logprobs(), None));
                             }
                             _ if !held.is_empty() => {
-                                out.push(send(
-                                    i,
-                                    json!({"content": held}),
-                                    choice.take_logprobs(),
-                                    None,
-                                ));
+                                out.push(send(i, text_delta(held), choice.take_logprobs(), None));
                             }
                             _ => {}
                         },
@@ -539,12 +532,17 @@ async fn stream(
                 }
                 let cut = cut_call(&completion, rules.callable());
                 if let Some(cut) = &cut {
-                    let delta = json!({"tool_calls": [cut_json(cut, Some(choice.calls))]});
+                    let delta = call_delta(wire_cut(cut), choice.calls);
                     choice.calls += 1;
                     out.push(send(i, delta, choice.take_logprobs(), None));
                 }
                 let finish = reply_finish(&completion, choice.calls, cut.as_ref());
-                out.push(send(i, json!({}), choice.take_logprobs(), Some(finish)));
+                out.push(send(
+                    i,
+                    openai::Delta::default(),
+                    choice.take_logprobs(),
+                    Some(finish),
+                ));
                 choice.completion = Some(completion);
             }
             GenerationEvent::Done(Err(error)) => {
@@ -589,8 +587,8 @@ async fn stream(
     }
     running.finished(&completions);
     if include_usage {
-        let mut chunk = head.chunk(json!([]));
-        chunk["usage"] = running.usage(&completions);
+        let mut chunk = head.chunk(Vec::new());
+        chunk.usage = Some(running.usage(&completions));
         let _ = tx.send(data(&chunk)).await;
     }
     let _ = tx
@@ -601,6 +599,7 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// What `CallRules::again` decides for a reply `text` given two tools: `None` (the
     /// reply stands), or the tools the required call may use.

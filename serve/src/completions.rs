@@ -6,15 +6,15 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use jielong_chat::{GenerateRequest, GenerationEvent};
-use serde_json::json;
+use jielong_wire::{self as openai, CompletionRequest, Prompt};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::run::{
-    check_prompt, data, finish_reason, parse, sse, text_logprobs, unique_id, Running, Start,
+    check_prompt, data, encode, finish_reason, parse, sse, text_logprobs, unique_id, Running, Start,
 };
 use crate::state::{now, ServeState};
-use crate::wire::{self, CompletionRequest, Prompt};
+use crate::wire;
 
 /// OpenAI's default token limit for text completions.
 const DEFAULT_MAX_TOKENS: usize = 16;
@@ -99,22 +99,32 @@ async fn complete(
     let model = inner.config.model_id.clone();
     let created = now();
     let want_logprobs = wire.logprobs.is_some();
+    // What every chunk and the reply repeat.
+    let head = openai::TextCompletion {
+        id,
+        object: openai::completion::TEXT_COMPLETION.into(),
+        created,
+        model,
+        ..openai::TextCompletion::default()
+    };
     if wire.stream.unwrap_or(false) {
         let include_usage = wire.stream_options.is_some_and(|o| o.include_usage);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            let chunk = |text: &str, lp: serde_json::Value, finish: Option<&str>| {
-                data(&json!({
-                    "id": id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text, "logprobs": lp, "finish_reason": finish}],
-                }))
+            let chunk = |text: &str,
+                         logprobs: Option<openai::TextLogprobs>,
+                         finish: Option<openai::FinishReason>| {
+                data(&openai::TextCompletion {
+                    choices: vec![openai::TextChoice {
+                        index: 0,
+                        text: text.to_string(),
+                        logprobs,
+                        finish_reason: finish,
+                    }],
+                    ..head.clone()
+                })
             };
-            if echo
-                && tx
-                    .send(chunk(&prompt, serde_json::Value::Null, None))
-                    .await
-                    .is_err()
-            {
+            if echo && tx.send(chunk(&prompt, None, None)).await.is_err() {
                 return;
             }
             let mut pending = first;
@@ -135,35 +145,28 @@ async fn complete(
                         continue;
                     }
                     Some(GenerationEvent::Text(text)) => {
-                        let lp = if want_logprobs {
+                        let lp = want_logprobs.then(|| {
                             sent += entries.len();
                             text_logprobs(&std::mem::take(&mut entries), offset)
-                        } else {
-                            serde_json::Value::Null
-                        };
+                        });
                         offset += text.len();
                         chunk(&text, lp, None)
                     }
                     Some(GenerationEvent::Done(Ok(completion))) => {
                         // The end-of-text token's entry is no part of the text.
                         entries.truncate(completion.usage.generated_tokens.saturating_sub(sent));
-                        let lp = if want_logprobs && !entries.is_empty() {
-                            text_logprobs(&std::mem::take(&mut entries), offset)
-                        } else {
-                            serde_json::Value::Null
-                        };
+                        let lp = (want_logprobs && !entries.is_empty())
+                            .then(|| text_logprobs(&std::mem::take(&mut entries), offset));
                         let _ = tx
                             .send(chunk("", lp, Some(finish_reason(&completion.finish))))
                             .await;
                         running.finished(&[&completion]);
                         if include_usage {
-                            let usage = running.usage(&[&completion]);
-                            let _ = tx
-                                .send(data(&json!({
-                                    "id": id, "object": "text_completion", "created": created,
-                                    "model": model, "choices": [], "usage": usage,
-                                })))
-                                .await;
+                            let usage = openai::TextCompletion {
+                                usage: Some(running.usage(&[&completion])),
+                                ..head.clone()
+                            };
+                            let _ = tx.send(data(&usage)).await;
                         }
                         let _ = tx
                             .send(axum::response::sse::Event::default().data("[DONE]"))
@@ -225,22 +228,15 @@ async fn complete(
             if echo { prompt.len() } else { 0 },
         )
     });
-    let body = json!({
-        "id": id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "text": text,
-            "logprobs": logprobs,
-            "finish_reason": finish_reason(&completion.finish),
+    let body = openai::TextCompletion {
+        choices: vec![openai::TextChoice {
+            index: 0,
+            text,
+            logprobs,
+            finish_reason: Some(finish_reason(&completion.finish)),
         }],
-        "usage": usage,
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response())
+        usage: Some(usage),
+        ..head
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], encode(&body)).into_response())
 }

@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jielong_chat::RuntimeError;
-use serde_json::json;
+use jielong_wire::ErrorBody;
 
 /// Why a server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +105,13 @@ impl ApiError {
     }
 
     /// The error body, as sent (also inside a stream).
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }})
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody::new(
+            self.message.clone(),
+            self.kind,
+            self.param.clone(),
+            self.code,
+        )
     }
 }
 
@@ -143,7 +143,7 @@ impl IntoResponse for ApiError {
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
-            self.body().to_string(),
+            crate::run::encode(&self.body()),
         )
             .into_response();
         if let Some(seconds) = self.retry_after {

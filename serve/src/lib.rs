@@ -50,7 +50,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::json;
+use jielong_wire as openai;
 use subtle::ConstantTimeEq;
 
 pub use calls::written_call;
@@ -154,40 +154,54 @@ async fn count(State(state): State<ServeState>, request: Request, next: Next) ->
     response
 }
 
+/// `GET /health` (llama-server's shape, not OpenAI's).
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    slots: usize,
+    slots_idle: usize,
+}
+
 async fn health(State(state): State<ServeState>) -> Response {
     let (slots, idle) = state.inner.slots.counts();
-    let body = json!({"status": "ok", "slots": slots, "slots_idle": idle});
+    let body = Health {
+        status: "ok",
+        slots,
+        slots_idle: idle,
+    };
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        run::encode(&body),
     )
         .into_response()
 }
 
 /// The one model, as `/v1/models` lists it.
-fn model_json(state: &ServeState) -> serde_json::Value {
+fn served_model(state: &ServeState) -> openai::Model {
     let info = state.inner.model.info();
-    json!({
-            "id": state.config().model_id,
-            "object": "model",
-            "created": state.inner.created,
-            "owned_by": "jielong",
-            "meta": {
-                "name": info.name,
-                "architecture": info.architecture,
-                "parameters": info.parameters,
-                "context_length": state.inner.session.context_size(),
-                "context_length_trained": info.context_length,
-            },
-    })
+    openai::Model {
+        id: state.config().model_id.clone(),
+        object: "model".into(),
+        created: Some(state.inner.created),
+        owned_by: Some("jielong".into()),
+        meta: Some(openai::ModelMeta {
+            name: Some(info.name.clone()),
+            architecture: Some(info.architecture.clone()),
+            parameters: Some(info.parameters),
+            context_length: Some(state.inner.session.context_size().into()),
+            context_length_trained: Some(info.context_length.into()),
+            ..openai::ModelMeta::default()
+        }),
+        ..openai::Model::default()
+    }
 }
 
 async fn models(State(state): State<ServeState>) -> Response {
-    let body = json!({"object": "list", "data": [model_json(&state)]});
+    let body = openai::ModelList::of(vec![served_model(&state)]);
     (
         [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        run::encode(&body),
     )
         .into_response()
 }
@@ -209,7 +223,7 @@ async fn model(State(state): State<ServeState>, Path(id): Path<String>) -> Respo
     }
     (
         [(header::CONTENT_TYPE, "application/json")],
-        model_json(&state).to_string(),
+        run::encode(&served_model(&state)),
     )
         .into_response()
 }

@@ -14,8 +14,9 @@ use jielong_chat::{
     Usage,
 };
 use jielong_llama::LlamaSession;
+use jielong_wire as openai;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::error::ApiError;
@@ -61,10 +62,12 @@ pub(crate) fn unique_id(prefix: &str) -> String {
 }
 
 /// OpenAI's `finish_reason` for a completion.
-pub(crate) fn finish_reason(finish: &FinishReason) -> &'static str {
+pub(crate) fn finish_reason(finish: &FinishReason) -> openai::FinishReason {
     match finish {
-        FinishReason::MaxTokens | FinishReason::ContextFull => "length",
-        FinishReason::EndOfText | FinishReason::StopString(_) | FinishReason::Cancelled => "stop",
+        FinishReason::MaxTokens | FinishReason::ContextFull => openai::FinishReason::Length,
+        FinishReason::EndOfText | FinishReason::StopString(_) | FinishReason::Cancelled => {
+            openai::FinishReason::Stop
+        }
     }
 }
 
@@ -78,48 +81,45 @@ fn logprob_value(logprob: f32) -> f32 {
 }
 
 /// One token's entry of a chat `logprobs.content` list.
-pub(crate) fn chat_logprob(entry: &TokenLogprob) -> Value {
-    let token = |text: &str, logprob: f32| json!({"token": text, "logprob": logprob_value(logprob), "bytes": text.as_bytes()});
-    let mut value = token(&entry.chosen.token, entry.chosen.logprob);
-    value["top_logprobs"] = entry
-        .top
-        .iter()
-        .map(|t| token(&t.token, t.logprob))
-        .collect::<Vec<_>>()
-        .into();
-    value
+pub(crate) fn chat_logprob(entry: &TokenLogprob) -> openai::TokenLogprob {
+    let top = |t: &jielong_chat::TokenProb| openai::TopLogprob {
+        token: t.token.clone(),
+        logprob: logprob_value(t.logprob),
+        bytes: Some(t.token.as_bytes().to_vec()),
+        id: None,
+    };
+    openai::TokenLogprob {
+        token: entry.chosen.token.clone(),
+        logprob: logprob_value(entry.chosen.logprob),
+        bytes: Some(entry.chosen.token.as_bytes().to_vec()),
+        id: None,
+        top_logprobs: entry.top.iter().map(top).collect(),
+    }
 }
 
 /// The legacy `logprobs` object of a text completion, for `entries` starting at
 /// character `offset` of the text.
-pub(crate) fn text_logprobs(entries: &[TokenLogprob], mut offset: usize) -> Value {
-    let mut tokens = Vec::new();
-    let mut logprobs = Vec::new();
-    let mut tops = Vec::new();
-    let mut offsets = Vec::new();
+pub(crate) fn text_logprobs(entries: &[TokenLogprob], mut offset: usize) -> openai::TextLogprobs {
+    let mut logprobs = openai::TextLogprobs::default();
     for entry in entries {
-        tokens.push(Value::from(entry.chosen.token.clone()));
-        logprobs.push(Value::from(logprob_value(entry.chosen.logprob)));
-        let top: serde_json::Map<String, Value> = entry
+        logprobs.tokens.push(entry.chosen.token.clone());
+        logprobs
+            .token_logprobs
+            .push(logprob_value(entry.chosen.logprob));
+        let top = entry
             .top
             .iter()
-            .map(|t| (t.token.clone(), Value::from(logprob_value(t.logprob))))
-            .collect();
-        tops.push(Value::Object(top));
-        offsets.push(Value::from(offset));
+            .map(|t| (t.token.as_str(), logprob_value(t.logprob)));
+        logprobs.top_logprobs.push(top.collect());
+        logprobs.text_offset.push(offset as u64);
         offset += entry.chosen.token.len();
     }
-    json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets})
+    logprobs
 }
 
 /// OpenAI's `usage`: the prompt once, every choice's generated tokens.
-pub(crate) fn usage_json(prompt_tokens: usize, cached: usize, generated: usize) -> Value {
-    json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": generated,
-        "total_tokens": prompt_tokens + generated,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    })
+pub(crate) fn usage(prompt_tokens: usize, cached: usize, generated: usize) -> openai::Usage {
+    openai::Usage::new(prompt_tokens as u64, cached as u64, generated as u64)
 }
 
 /// The extra branches of a request with `n > 1`: dropped (on a blocking thread)
@@ -383,7 +383,7 @@ impl Running {
     }
 
     /// Prompt tokens, reused ones and generated ones over `completions`.
-    pub(crate) fn usage(&self, completions: &[&Completion]) -> Value {
+    pub(crate) fn usage(&self, completions: &[&Completion]) -> openai::Usage {
         let prompt = completions.first().map_or(0, |c| c.usage.prompt_tokens);
         let cached = self
             .cached
@@ -394,7 +394,7 @@ impl Running {
             .map(|c| c.usage.generated_tokens)
             .sum::<usize>()
             + self.discarded;
-        usage_json(prompt, cached, generated)
+        usage(prompt, cached, generated)
     }
 }
 
@@ -412,8 +412,23 @@ pub(crate) fn sse(rx: mpsc::Receiver<Event>) -> Response {
 }
 
 /// An SSE `data:` event of `value`.
-pub(crate) fn data(value: &Value) -> Event {
-    Event::default().data(value.to_string())
+pub(crate) fn data(value: &impl Serialize) -> Event {
+    Event::default().data(encode(value))
+}
+
+/// A wire value as JSON text. The wire types always encode (no map has keys that
+/// are not strings); should one not, the text is an error body.
+pub(crate) fn encode(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        tracing::error!("cannot encode a reply: {e}");
+        let error = openai::ErrorBody::new(
+            format!("cannot encode the reply: {e}"),
+            "server_error",
+            None,
+            None,
+        );
+        serde_json::to_string(&error).unwrap_or_default()
+    })
 }
 
 /// The prompt's token count checked against the context window.

@@ -1,236 +1,18 @@
-//! The OpenAI request bodies the server reads, and their translation into a
-//! [`Chat`] and a [`ChatRequest`]. Unknown fields are ignored, as OpenAI-compatible
-//! servers do.
+//! The OpenAI request bodies the server reads (`jielong-wire`'s types) translated
+//! into a [`Chat`] and a [`ChatRequest`]; what the wire types keep for a reader to
+//! refuse (an unknown role, `tool_choice` or `response_format`) is refused here, as a
+//! 400 naming the field.
 
 use jielong_chat::{
     Chat, ChatRequest, Message, ReplyFormat, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec,
 };
-use serde::Deserialize;
+use jielong_wire::{
+    ChatCompletionRequest, ChatMessage, Content, ResponseFormat, Role as WireRole, Stop,
+    ToolChoice as WireChoice,
+};
 use serde_json::Value;
 
 use crate::error::ApiError;
-
-/// `POST /v1/chat/completions`.
-#[derive(Debug, Deserialize)]
-pub struct ChatCompletionRequest {
-    /// The conversation.
-    pub messages: Vec<WireMessage>,
-    /// Tools the model may call.
-    #[serde(default)]
-    pub tools: Option<Vec<WireTool>>,
-    /// `"auto"`, `"none"`, `"required"` or `{"type":"function","function":{"name":…}}`.
-    #[serde(default)]
-    pub tool_choice: Option<Value>,
-    /// Whether several calls may come in one reply (`false`: at most one).
-    #[serde(default)]
-    pub parallel_tool_calls: Option<bool>,
-    /// The most tokens to generate (older name).
-    #[serde(default)]
-    pub max_tokens: Option<u64>,
-    /// The most tokens to generate.
-    #[serde(default)]
-    pub max_completion_tokens: Option<u64>,
-    /// Sampling temperature (OpenAI's default 1).
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling.
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    /// Top-k filter (an extension llama.cpp's server has too).
-    #[serde(default)]
-    pub top_k: Option<u32>,
-    /// Min-p filter (an extension).
-    #[serde(default)]
-    pub min_p: Option<f32>,
-    /// Seed of the random draw.
-    #[serde(default)]
-    pub seed: Option<i64>,
-    /// Stop strings: one or a list.
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    /// Stream `chat.completion.chunk`s over server-sent events.
-    #[serde(default)]
-    pub stream: Option<bool>,
-    /// `{"include_usage": true}`: a last chunk with the usage.
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    /// Report each token's log-probability.
-    #[serde(default)]
-    pub logprobs: Option<bool>,
-    /// Alternatives per token (with `logprobs`).
-    #[serde(default)]
-    pub top_logprobs: Option<u32>,
-    /// How many choices (sampled on branches that share the prompt's cells).
-    #[serde(default)]
-    pub n: Option<u32>,
-    /// `{"type": "text" | "json_object" | "json_schema", …}`.
-    #[serde(default)]
-    pub response_format: Option<Value>,
-}
-
-/// `POST /v1/completions`.
-#[derive(Debug, Deserialize)]
-pub struct CompletionRequest {
-    /// The raw prompt: a string, or a list holding one string.
-    pub prompt: Prompt,
-    /// The most tokens to generate (OpenAI's default: 16).
-    #[serde(default)]
-    pub max_tokens: Option<u64>,
-    /// Sampling temperature.
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling.
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    /// Top-k filter (an extension).
-    #[serde(default)]
-    pub top_k: Option<u32>,
-    /// Min-p filter (an extension).
-    #[serde(default)]
-    pub min_p: Option<f32>,
-    /// Seed of the random draw.
-    #[serde(default)]
-    pub seed: Option<i64>,
-    /// Stop strings.
-    #[serde(default)]
-    pub stop: Option<Stop>,
-    /// Stream `text_completion` chunks.
-    #[serde(default)]
-    pub stream: Option<bool>,
-    /// `{"include_usage": true}`.
-    #[serde(default)]
-    pub stream_options: Option<StreamOptions>,
-    /// Log-probabilities with this many alternatives per token.
-    #[serde(default)]
-    pub logprobs: Option<u32>,
-    /// Prepend the prompt to the text.
-    #[serde(default)]
-    pub echo: Option<bool>,
-    /// Only 1 is supported.
-    #[serde(default)]
-    pub n: Option<u32>,
-}
-
-/// A completion prompt.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Prompt {
-    /// One prompt.
-    One(String),
-    /// A batch of prompts (only one is supported).
-    Many(Vec<String>),
-}
-
-/// `stop`: one string or several.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    /// One stop string.
-    One(String),
-    /// Several.
-    Many(Vec<String>),
-}
-
-impl Stop {
-    /// The strings.
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            Stop::One(s) => vec![s],
-            Stop::Many(v) => v,
-        }
-    }
-}
-
-/// `stream_options`.
-#[derive(Debug, Default, Deserialize)]
-pub struct StreamOptions {
-    /// Send a last chunk with the usage.
-    #[serde(default)]
-    pub include_usage: bool,
-}
-
-/// One message of the conversation.
-#[derive(Debug, Deserialize)]
-pub struct WireMessage {
-    /// `system`, `developer`, `user`, `assistant` or `tool`.
-    pub role: String,
-    /// Text, or a list of parts (only text parts are understood).
-    #[serde(default)]
-    pub content: Option<Content>,
-    /// An assistant's calls.
-    #[serde(default)]
-    pub tool_calls: Option<Vec<WireToolCall>>,
-    /// The call a tool message answers.
-    #[serde(default)]
-    pub tool_call_id: Option<String>,
-    /// A tool message's tool (or a participant's name).
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// Message content.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    /// Plain text.
-    Text(String),
-    /// Content parts.
-    Parts(Vec<ContentPart>),
-}
-
-/// One content part.
-#[derive(Debug, Deserialize)]
-pub struct ContentPart {
-    /// `text` (others are refused).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The text of a text part.
-    #[serde(default)]
-    pub text: Option<String>,
-}
-
-/// A call in an assistant message.
-#[derive(Debug, Deserialize)]
-pub struct WireToolCall {
-    /// The call's id.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// The function called.
-    pub function: WireFunctionCall,
-}
-
-/// The function of a call.
-#[derive(Debug, Deserialize)]
-pub struct WireFunctionCall {
-    /// Its name.
-    pub name: String,
-    /// Its arguments: a JSON string (OpenAI), or an object.
-    #[serde(default)]
-    pub arguments: Option<Value>,
-}
-
-/// A tool in `tools`.
-#[derive(Debug, Deserialize)]
-pub struct WireTool {
-    /// `function`.
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    /// The function.
-    pub function: WireFunction,
-}
-
-/// A tool's function.
-#[derive(Debug, Deserialize)]
-pub struct WireFunction {
-    /// Its name.
-    pub name: String,
-    /// What it does.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Its arguments' JSON Schema.
-    #[serde(default)]
-    pub parameters: Option<Value>,
-}
 
 /// A chat request translated: the conversation and what to generate.
 #[derive(Debug)]
@@ -323,127 +105,125 @@ pub fn stops(stop: Option<Stop>) -> Result<Vec<String>, ApiError> {
     Ok(stops)
 }
 
-impl ChatCompletionRequest {
-    /// Translates the request; a bad role, content part, argument string or option is
-    /// a 400 naming the field.
-    pub fn translate(
-        self,
-        max_n: usize,
-        defaults: &SamplingParams,
-    ) -> Result<Translated, ApiError> {
-        if self.messages.is_empty() {
-            return Err(ApiError::invalid_param(
-                "messages",
-                "messages must not be empty",
-            ));
-        }
-        let mut messages = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.into_iter().enumerate() {
-            messages.push(message(i, m)?);
-        }
-        let mut tools = Vec::new();
-        for (i, tool) in self.tools.unwrap_or_default().into_iter().enumerate() {
-            if tool.kind.as_deref().is_some_and(|k| k != "function") {
-                return Err(ApiError::invalid_param(
-                    format!("tools[{i}].type"),
-                    "only tools of type \"function\" are supported",
-                ));
-            }
-            let f = tool.function;
-            if f.name.trim().is_empty() {
-                return Err(ApiError::invalid_param(
-                    format!("tools[{i}].function.name"),
-                    "a tool needs a name",
-                ));
-            }
-            let parameters = match f.parameters {
-                None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-                Some(p @ Value::Object(_)) => p,
-                Some(_) => {
-                    return Err(ApiError::invalid_param(
-                        format!("tools[{i}].function.parameters"),
-                        "parameters must be a JSON Schema object",
-                    ))
-                }
-            };
-            tools.push(ToolSpec::new(
-                f.name,
-                f.description.unwrap_or_default(),
-                parameters,
-            ));
-        }
-        let (tool_choice, call_tools) = tool_choice(self.tool_choice, &tools)?;
-        let n = self.n.unwrap_or(1) as usize;
-        if n == 0 || n > max_n {
-            return Err(ApiError::invalid_param(
-                "n",
-                format!("n must be between 1 and {max_n} on this server"),
-            ));
-        }
-        let logprobs = self.logprobs.unwrap_or(false);
-        let top = self.top_logprobs.unwrap_or(0);
-        if top > jielong_chat::logprob::MAX_TOP_LOGPROBS {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                format!(
-                    "top_logprobs must be at most {}",
-                    jielong_chat::logprob::MAX_TOP_LOGPROBS
-                ),
-            ));
-        }
-        if self.top_logprobs.is_some() && !logprobs {
-            return Err(ApiError::invalid_param(
-                "top_logprobs",
-                "top_logprobs needs logprobs: true",
-            ));
-        }
-        let max_tokens = match token_limit(self.max_completion_tokens, "max_completion_tokens")? {
-            Some(n) => Some(n),
-            None => token_limit(self.max_tokens, "max_tokens")?,
-        };
-        let format = response_format(self.response_format)?;
-        let request = ChatRequest {
-            max_tokens: max_tokens.unwrap_or(1),
-            sampling: sampling(
-                defaults,
-                self.temperature,
-                self.top_p,
-                self.top_k,
-                self.min_p,
-                self.seed,
-            )?,
-            stop: stops(self.stop)?,
-            tool_choice,
-            call_tools,
-            max_calls: if self.parallel_tool_calls == Some(false) {
-                1
-            } else {
-                jielong_chat::ToolConstraint::DEFAULT_MAX_CALLS
-            },
-            logprobs: logprobs.then_some(top),
-            format,
-            ..ChatRequest::default()
-        };
-        Ok(Translated {
-            chat: Chat::new(messages).with_tools(tools),
-            request,
-            max_tokens,
-            n,
-            stream: self.stream.unwrap_or(false),
-            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
-            logprobs,
-        })
+/// Translates a chat request; a bad role, content part, argument string or option is
+/// a 400 naming the field.
+pub fn translate(
+    wire: ChatCompletionRequest,
+    max_n: usize,
+    defaults: &SamplingParams,
+) -> Result<Translated, ApiError> {
+    if wire.messages.is_empty() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            "messages must not be empty",
+        ));
     }
+    let mut messages = Vec::with_capacity(wire.messages.len());
+    for (i, m) in wire.messages.into_iter().enumerate() {
+        messages.push(message(i, m)?);
+    }
+    let mut tools = Vec::new();
+    for (i, tool) in wire.tools.unwrap_or_default().into_iter().enumerate() {
+        if tool.kind.as_deref().is_some_and(|k| k != "function") {
+            return Err(ApiError::invalid_param(
+                format!("tools[{i}].type"),
+                "only tools of type \"function\" are supported",
+            ));
+        }
+        let f = tool.function;
+        if f.name.trim().is_empty() {
+            return Err(ApiError::invalid_param(
+                format!("tools[{i}].function.name"),
+                "a tool needs a name",
+            ));
+        }
+        let parameters = match f.parameters {
+            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
+            Some(p @ Value::Object(_)) => p,
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    format!("tools[{i}].function.parameters"),
+                    "parameters must be a JSON Schema object",
+                ))
+            }
+        };
+        tools.push(ToolSpec::new(
+            f.name,
+            f.description.unwrap_or_default(),
+            parameters,
+        ));
+    }
+    let (tool_choice, call_tools) = tool_choice(wire.tool_choice, &tools)?;
+    let n = wire.n.unwrap_or(1) as usize;
+    if n == 0 || n > max_n {
+        return Err(ApiError::invalid_param(
+            "n",
+            format!("n must be between 1 and {max_n} on this server"),
+        ));
+    }
+    let logprobs = wire.logprobs.unwrap_or(false);
+    let top = wire.top_logprobs.unwrap_or(0);
+    if top > jielong_chat::logprob::MAX_TOP_LOGPROBS {
+        return Err(ApiError::invalid_param(
+            "top_logprobs",
+            format!(
+                "top_logprobs must be at most {}",
+                jielong_chat::logprob::MAX_TOP_LOGPROBS
+            ),
+        ));
+    }
+    if wire.top_logprobs.is_some() && !logprobs {
+        return Err(ApiError::invalid_param(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        ));
+    }
+    let max_tokens = match token_limit(wire.max_completion_tokens, "max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => token_limit(wire.max_tokens, "max_tokens")?,
+    };
+    let format = response_format(wire.response_format)?;
+    let request = ChatRequest {
+        max_tokens: max_tokens.unwrap_or(1),
+        sampling: sampling(
+            defaults,
+            wire.temperature,
+            wire.top_p,
+            wire.top_k,
+            wire.min_p,
+            wire.seed,
+        )?,
+        stop: stops(wire.stop)?,
+        tool_choice,
+        call_tools,
+        max_calls: if wire.parallel_tool_calls == Some(false) {
+            1
+        } else {
+            jielong_chat::ToolConstraint::DEFAULT_MAX_CALLS
+        },
+        logprobs: logprobs.then_some(top),
+        format,
+        ..ChatRequest::default()
+    };
+    Ok(Translated {
+        chat: Chat::new(messages).with_tools(tools),
+        request,
+        max_tokens,
+        n,
+        stream: wire.stream.unwrap_or(false),
+        include_usage: wire.stream_options.is_some_and(|o| o.include_usage),
+        logprobs,
+    })
 }
 
 /// One message, checked.
-fn message(i: usize, m: WireMessage) -> Result<Message, ApiError> {
-    let role = match m.role.as_str() {
-        "system" | "developer" => Role::System,
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        "tool" => Role::Tool,
-        other => {
+fn message(i: usize, m: ChatMessage) -> Result<Message, ApiError> {
+    let role = match m.role {
+        WireRole::System | WireRole::Developer => Role::System,
+        WireRole::User => Role::User,
+        WireRole::Assistant => Role::Assistant,
+        WireRole::Tool => Role::Tool,
+        WireRole::Other(other) => {
             return Err(ApiError::invalid_param(
                 format!("messages[{i}].role"),
                 format!(
@@ -480,16 +260,16 @@ fn message(i: usize, m: WireMessage) -> Result<Message, ApiError> {
             ));
         }
         for (k, call) in calls.into_iter().enumerate() {
-            let arguments = match call.function.arguments {
-                None | Some(Value::Null) => serde_json::json!({}),
-                Some(Value::String(s)) if s.trim().is_empty() => serde_json::json!({}),
-                Some(Value::String(s)) => serde_json::from_str(&s).map_err(|e| {
+            let text = &call.function.arguments;
+            let arguments = if text.trim().is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::from_str(text).map_err(|e| {
                     ApiError::invalid_param(
                         format!("messages[{i}].tool_calls[{k}].function.arguments"),
                         format!("the arguments are not valid JSON: {e}"),
                     )
-                })?,
-                Some(v) => v,
+                })?
             };
             let mut parsed = ToolCall::new(call.function.name, arguments);
             parsed.id = call.id;
@@ -505,24 +285,31 @@ fn message(i: usize, m: WireMessage) -> Result<Message, ApiError> {
 
 /// `tool_choice`: the choice and, for a named function, the one tool it may call.
 fn tool_choice(
-    value: Option<Value>,
+    choice: Option<WireChoice>,
     tools: &[ToolSpec],
 ) -> Result<(ToolChoice, Option<Vec<ToolSpec>>), ApiError> {
     let bad = |message: String| ApiError::invalid_param("tool_choice", message);
-    match value {
-        None | Some(Value::Null) => Ok((ToolChoice::Auto, None)),
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Ok((ToolChoice::Auto, None)),
-            "none" => Ok((ToolChoice::None, None)),
-            "required" if tools.is_empty() => {
-                Err(bad("tool_choice \"required\" needs tools".into()))
-            }
-            "required" => Ok((ToolChoice::Required, None)),
-            other => Err(bad(format!(
-                "unknown tool_choice {other:?} (auto, none, required or a function)"
-            ))),
-        },
-        Some(Value::Object(map)) => {
+    let named = |name: &str| {
+        let tool = tools
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| bad(format!("tool_choice names {name:?}, which is not in tools")))?;
+        Ok((ToolChoice::Required, Some(vec![tool.clone()])))
+    };
+    match choice {
+        None | Some(WireChoice::Auto) | Some(WireChoice::Other(Value::Null)) => {
+            Ok((ToolChoice::Auto, None))
+        }
+        Some(WireChoice::None) => Ok((ToolChoice::None, None)),
+        Some(WireChoice::Required) if tools.is_empty() => {
+            Err(bad("tool_choice \"required\" needs tools".into()))
+        }
+        Some(WireChoice::Required) => Ok((ToolChoice::Required, None)),
+        Some(WireChoice::Function(choice)) => named(&choice.function.name),
+        Some(WireChoice::Other(Value::String(other))) => Err(bad(format!(
+            "unknown tool_choice {other:?} (auto, none, required or a function)"
+        ))),
+        Some(WireChoice::Other(Value::Object(map))) => {
             let name = map
                 .get("function")
                 .and_then(|f| f.get("name"))
@@ -530,46 +317,38 @@ fn tool_choice(
                 .ok_or_else(|| {
                     bad("expected {\"type\": \"function\", \"function\": {\"name\": …}}".into())
                 })?;
-            let tool = tools
-                .iter()
-                .find(|t| t.name == name)
-                .ok_or_else(|| bad(format!("tool_choice names {name:?}, which is not in tools")))?;
-            Ok((ToolChoice::Required, Some(vec![tool.clone()])))
+            named(name)
         }
-        Some(_) => Err(bad("tool_choice must be a string or an object".into())),
+        Some(WireChoice::Other(_)) => Err(bad("tool_choice must be a string or an object".into())),
     }
 }
 
 /// `response_format`: none for text, else the reply format; anything else is a 400.
-fn response_format(value: Option<Value>) -> Result<Option<ReplyFormat>, ApiError> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    if value.is_null() {
-        return Ok(None);
-    }
+fn response_format(format: Option<ResponseFormat>) -> Result<Option<ReplyFormat>, ApiError> {
     let bad = |message: String| ApiError::invalid_param("response_format", message);
-    let kind = value
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("response_format needs a \"type\"".into()))?;
-    match kind {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(ReplyFormat::JsonObject)),
-        "json_schema" => {
-            let spec = value
-                .get("json_schema")
-                .ok_or_else(|| bad("a json_schema response format needs \"json_schema\"".into()))?;
+    match format {
+        None | Some(ResponseFormat::Text) | Some(ResponseFormat::Other(Value::Null)) => Ok(None),
+        Some(ResponseFormat::JsonObject) => Ok(Some(ReplyFormat::JsonObject)),
+        Some(ResponseFormat::JsonSchema { json_schema }) => {
             // OpenAI nests the schema ({"name", "schema", "strict"}); accept a bare one too.
-            let schema = spec.get("schema").unwrap_or(spec).clone();
+            let schema = json_schema.get("schema").unwrap_or(&json_schema).clone();
             if !schema.is_object() {
                 return Err(bad("the JSON Schema must be an object".into()));
             }
             Ok(Some(ReplyFormat::JsonSchema(schema)))
         }
-        other => Err(bad(format!(
-            "unknown response_format type {other:?} (text, json_object or json_schema)"
-        ))),
+        // What the typed formats did not take: no type, an unknown one, no schema.
+        Some(ResponseFormat::Other(value)) => match value.get("type").and_then(Value::as_str) {
+            None => Err(bad("response_format needs a \"type\"".into())),
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(ReplyFormat::JsonObject)),
+            Some("json_schema") => Err(bad(
+                "a json_schema response format needs \"json_schema\"".into()
+            )),
+            Some(other) => Err(bad(format!(
+                "unknown response_format type {other:?} (text, json_object or json_schema)"
+            ))),
+        },
     }
 }
 
@@ -580,7 +359,7 @@ mod tests {
 
     fn translate(body: Value) -> Result<Translated, ApiError> {
         let request: ChatCompletionRequest = serde_json::from_value(body).expect("parses");
-        request.translate(4, &SamplingParams::greedy())
+        super::translate(request, 4, &SamplingParams::greedy())
     }
 
     fn tool() -> Value {
