@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use jielong::agent::Technique;
-use jielong::agent::{AgentSettings, Strategy, TreeSearch};
+use jielong::agent::{AgentSettings, Sample, Strategy, StrategyError};
 
 /// Agents on local language models.
 #[derive(Debug, Parser)]
@@ -359,11 +359,11 @@ pub struct EvalRunArgs {
     /// How the agent writes code for `python` (see `jielong run --help`).
     #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
     pub code_actions: CodeActionsArg,
-    /// How the agent works each example (see `jielong run --help`).
-    #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
-    pub strategy: Option<Strategy>,
-    /// Samples per example with `--strategy self-consistency` or `best-of-n`.
-    #[arg(long, default_value_t = AgentSettings::default().samples)]
+    /// How the agent works each example (default `direct`; see `jielong run --help`).
+    #[arg(long, value_name = "STRATEGY", value_parser = strategy_text)]
+    pub strategy: Option<String>,
+    /// The `n` of `--strategy` presets that sample (see `jielong run --help`).
+    #[arg(long, default_value_t = Sample::DEFAULT_N)]
     pub samples: usize,
     /// A folder of prompt files replacing the built-in prompts of the same name.
     #[arg(long, value_name = "DIR")]
@@ -375,7 +375,7 @@ pub struct EvalRunArgs {
     /// `--input-field` and `--answer-field`).
     #[command(flatten)]
     pub framing: FramingArgs,
-    /// The shape of `--strategy tree-of-thoughts`.
+    /// What a thought of `--strategy tree` is.
     #[command(flatten)]
     pub tree: TreeArgs,
     /// Answer through `jielong ask` (its prompt, citations and checks) over
@@ -633,23 +633,24 @@ pub struct RunArgs {
     /// How the task is put to the model.
     #[command(flatten)]
     pub framing: FramingArgs,
-    /// The shape of `--strategy tree-of-thoughts`.
+    /// What a thought of `--strategy tree` is.
     #[command(flatten)]
     pub tree: TreeArgs,
-    /// How the agent works the task: `direct` (the default), `plan` (subtasks first,
-    /// then a synthesis), `reflect` (critique the draft answer and revise it when the
-    /// critique finds a fault), `plan+reflect`, `self-consistency` (`--samples`
-    /// independent runs at once on forked branches, answers voted), `best-of-n` (the
-    /// same runs, their answers judged pairwise by the model), `tree-of-thoughts` (a
-    /// beam search over steps: `--thoughts`, `--breadth`, `--beam`, `--depth`).
-    #[arg(long, value_name = "STRATEGY", value_parser = clap::value_parser!(Strategy))]
-    pub strategy: Option<Strategy>,
-    /// The same as `--strategy plan` (with `--reflect`: `plan+reflect`).
-    #[arg(long, conflicts_with = "strategy")]
-    pub plan: bool,
-    /// The same as `--strategy reflect` (with `--plan`: `plan+reflect`).
-    #[arg(long, conflicts_with = "strategy")]
-    pub reflect: bool,
+    /// How the agent works the task (default `route(fallback(direct, written))`: a
+    /// question with numbers or counting in it goes to the tools, and ends in a written
+    /// answer marked unverified when they end without one; any other question gets a
+    /// written answer). Leaves:
+    /// `direct` (the tools), `written` (no tools). Compositions: `plan(S)` (subtasks,
+    /// each by S, then a synthesis), `reflect(S)` (S's draft criticised and revised),
+    /// `vote(S, T, …, n=N)` / `judge(…)` / `adaptive(…)` (N runs of S, T, … in turn,
+    /// the answer voted, judged by the model, or drawn only while they disagree),
+    /// `sample(…, pick=check)` (each answer checked by the other way of answering),
+    /// `fallback(S, T)`, `route(S, T)` (S for tasks that need the tools, T for the
+    /// rest), `tree(breadth=3, beam=3, depth=4)` (Tree of Thoughts over
+    /// `--thoughts`). Presets: `self-consistency`, `best-of-n`, `mixed` (vote of
+    /// written and direct), `plan+reflect`, `tree-of-thoughts`.
+    #[arg(long, value_name = "STRATEGY", value_parser = strategy_text)]
+    pub strategy: Option<String>,
     /// The most model calls in the run.
     #[arg(long, default_value_t = AgentSettings::DEFAULT_MAX_STEPS)]
     pub max_steps: usize,
@@ -661,9 +662,9 @@ pub struct RunArgs {
     /// `tool-call` (JSON in the model's call tokens).
     #[arg(long, value_enum, default_value_t = CodeActionsArg::Fenced)]
     pub code_actions: CodeActionsArg,
-    /// Samples with `--strategy self-consistency` or `best-of-n`: independent runs
-    /// whose answers are voted or judged (1 to 16).
-    #[arg(long, default_value_t = AgentSettings::default().samples)]
+    /// The `n` of `--strategy` presets that sample (`self-consistency`, `best-of-n`,
+    /// `mixed`) and of sampling forms that do not give one (1 to 16).
+    #[arg(long, default_value_t = Sample::DEFAULT_N)]
     pub samples: usize,
     /// A folder of prompt files (`agent_system.md`, `code_task.md`, … as in
     /// `prompts/`) replacing the built-in prompts of the same name.
@@ -671,13 +672,25 @@ pub struct RunArgs {
     pub prompts: Option<PathBuf>,
 }
 
+/// What `jielong run` does without `--strategy`: the tools for a question that needs
+/// them, and a written answer (marked unverified) when they end without one; a written
+/// answer for any other question.
+pub const DEFAULT_RUN_STRATEGY: &str = "route(fallback(direct, written))";
+
 impl RunArgs {
-    /// The strategy the flags choose: `--strategy`, else what `--plan` and
-    /// `--reflect` say.
-    pub fn strategy(&self) -> Strategy {
-        self.strategy
-            .unwrap_or_else(|| Strategy::from_switches(self.plan, self.reflect))
+    /// The strategy `--strategy` and `--samples` choose.
+    pub fn strategy(&self) -> Result<Strategy, StrategyError> {
+        Strategy::parse(
+            self.strategy.as_deref().unwrap_or(DEFAULT_RUN_STRATEGY),
+            self.samples,
+        )
     }
+}
+
+/// Checks `--strategy` text (the `n` it takes from `--samples` is checked later).
+fn strategy_text(text: &str) -> Result<String, StrategyError> {
+    Strategy::parse(text, Sample::DEFAULT_N)?;
+    Ok(text.to_string())
 }
 
 /// `--code-actions`.
@@ -742,7 +755,7 @@ pub struct FramingArgs {
 /// that the two agree).
 pub const THOUGHT_SPACE_NAMES: [&str; 2] = ["free", "game24"];
 
-/// The shape of `--strategy tree-of-thoughts` (`run`, `eval`).
+/// What a thought of `--strategy tree(…)` is (`run`, `eval`).
 #[derive(Debug, Args)]
 pub struct TreeArgs {
     /// What a thought is: `free` (a line per step, solved by a line saying "the
@@ -752,26 +765,6 @@ pub struct TreeArgs {
     #[arg(long, value_name = "SPACE", default_value = "free",
           value_parser = clap::builder::PossibleValuesParser::new(THOUGHT_SPACE_NAMES))]
     pub thoughts: String,
-    /// Proposals per state (1 to 8).
-    #[arg(long, value_name = "N", default_value_t = TreeSearch::default().breadth)]
-    pub breadth: usize,
-    /// States kept per depth (1 to 8).
-    #[arg(long, value_name = "N", default_value_t = TreeSearch::default().beam)]
-    pub beam: usize,
-    /// The most thoughts on a path (1 to 16).
-    #[arg(long, value_name = "N", default_value_t = TreeSearch::default().depth)]
-    pub depth: usize,
-}
-
-impl TreeArgs {
-    /// The search's shape.
-    pub fn shape(&self) -> TreeSearch {
-        TreeSearch {
-            breadth: self.breadth,
-            beam: self.beam,
-            depth: self.depth,
-        }
-    }
 }
 
 /// Settings of the built-in tools (`run`, `tool`).
@@ -866,28 +859,39 @@ mod tests {
     #[test]
     fn run_maps_its_flags_to_a_strategy() {
         for (flags, strategy) in [
-            (&[][..], Strategy::Direct),
-            (&["--strategy", "direct"], Strategy::Direct),
-            (&["--strategy", "plan"], Strategy::Plan),
-            (&["--strategy", "reflect"], Strategy::Reflect),
-            (&["--strategy", "plan+reflect"], Strategy::PlanReflect),
-            (&["--strategy=plan+reflect"], Strategy::PlanReflect),
-            (&["--plan"], Strategy::Plan),
-            (&["--reflect"], Strategy::Reflect),
-            (&["--plan", "--reflect"], Strategy::PlanReflect),
+            (&[][..], DEFAULT_RUN_STRATEGY),
+            (&["--strategy", "direct"], "direct"),
+            (&["--strategy", "plan"], "plan"),
+            (&["--strategy", "reflect"], "reflect"),
+            (&["--strategy", "plan+reflect"], "reflect(plan)"),
+            (&["--strategy=plan+reflect"], "reflect(plan)"),
+            (
+                &["--strategy", "mixed", "--samples", "3"],
+                "vote(written, direct, n=3)",
+            ),
+            (
+                &["--strategy", "vote(plan)", "--samples", "4"],
+                "vote(plan, n=4)",
+            ),
+            (
+                &["--strategy", "vote(plan, n=2)", "--samples", "4"],
+                "vote(plan, n=2)",
+            ),
         ] {
             let args = run_args(flags).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
-            assert_eq!(args.strategy(), strategy, "{flags:?}");
+            let parsed = args.strategy().unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+            assert_eq!(parsed.to_string(), strategy, "{flags:?}");
         }
         let err = run_args(&["--strategy", "bogus"]).unwrap_err().to_string();
         assert!(
-            err.contains(
-                "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect"
-            ),
+            err.contains("unknown strategy `bogus`; strategies: direct, written, plan"),
             "{err}"
         );
-        // The aliases do not mix with the flag they stand for.
-        assert!(run_args(&["--strategy", "plan", "--reflect"]).is_err());
+        // The old switches are gone.
+        assert!(run_args(&["--plan"]).is_err());
+        let args =
+            run_args(&["--strategy", "mixed", "--samples", "40"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(args.strategy().is_err());
     }
 
     #[test]

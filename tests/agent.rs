@@ -94,7 +94,9 @@ fn prompt_tokens_over_a_multi_step_run_stay_close_to_the_distinct_tokens() {
     let (run, _) = run_agent(
         |b| {
             b.tools(builtin_registry(&["python".into()]).expect("python"))
-                .plan(true)
+                .strategy(jielong::agent::Strategy::plan(
+                    jielong::agent::Strategy::Direct,
+                ))
                 .build()
                 .expect("an agent")
         },
@@ -231,12 +233,22 @@ fn every_failure_ends_with_its_typed_stop_reason() {
     assert_eq!(last.content, "2,102,650 (2023)");
 }
 
-/// Self-consistency on the embedded model: the samples run at once on branches forked
-/// from the main one, each with a Python session of its own; the branches are gone
-/// afterwards and the vote is in the events.
+/// A vote across ways of answering on the embedded model: program, written, program
+/// samples run at once on branches forked from the main one, each with a Python
+/// session of its own (the written one with none); the branches are gone afterwards
+/// and the vote is in the events.
 #[test]
-fn self_consistency_samples_on_branches_and_votes() {
-    let (events, branches) = sampled_product(jielong::agent::Strategy::SelfConsistency);
+fn a_mixed_vote_samples_on_branches_and_votes() {
+    let (events, branches) = sampled_product("vote(direct, written, n=3)");
+    // The written sample called no tool.
+    let written_calls = events
+        .iter()
+        .filter(|e| {
+            matches!(e, AgentEvent::Sample { sample: 2, event }
+                if matches!(**event, AgentEvent::ToolCall { .. }))
+        })
+        .count();
+    assert_eq!(written_calls, 0);
     let samples: std::collections::BTreeSet<usize> = events
         .iter()
         .filter_map(|e| match e {
@@ -258,7 +270,8 @@ fn self_consistency_samples_on_branches_and_votes() {
 /// Runs the python agent with a sampling `strategy` of 3 samples on "What is
 /// 12345 * 6789?" and checks the product is the answer: the events, and how many
 /// branches the session holds afterwards.
-fn sampled_product(strategy: jielong::agent::Strategy) -> (Vec<AgentEvent>, usize) {
+fn sampled_product(strategy: &str) -> (Vec<AgentEvent>, usize) {
+    let strategy = jielong::agent::Strategy::parse(strategy, 3).unwrap();
     let _lock = model_lock();
     let m = model(QWEN);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -268,7 +281,6 @@ fn sampled_product(strategy: jielong::agent::Strategy) -> (Vec<AgentEvent>, usiz
     let agent = Agent::for_model(&m)
         .tools(builtin_registry(&["python".into()]).unwrap())
         .strategy(strategy)
-        .samples(3)
         .on_event(move |e| sink.lock().unwrap().push(e.clone()))
         .build()
         .unwrap();
@@ -335,7 +347,7 @@ fn the_judge_reads_both_orders_and_swapping_the_solutions_swaps_the_verdict() {
 /// right product given; only the main branch is left.
 #[test]
 fn best_of_n_samples_on_branches_and_ranks_the_answers() {
-    let (events, branches) = sampled_product(jielong::agent::Strategy::BestOfN);
+    let (events, branches) = sampled_product("best-of-n");
     let ranking = events.iter().find_map(|e| match e {
         AgentEvent::Ranking { candidates, .. } => Some(candidates.clone()),
         _ => None,
@@ -370,13 +382,12 @@ fn tree_of_thoughts_solves_a_game_of_24_on_branches() {
         let events = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = events.clone();
         let agent = Agent::for_model(&m)
-            .strategy(Strategy::TreeOfThoughts)
-            .thoughts(Arc::new(Game24))
-            .tree(TreeSearch {
+            .strategy(Strategy::Tree(TreeSearch {
                 breadth: 3,
                 beam: 3,
                 depth: 3,
-            })
+            }))
+            .thoughts(Arc::new(Game24))
             .on_event(move |e| sink.lock().unwrap().push(e.clone()))
             .build()
             .unwrap();

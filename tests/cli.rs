@@ -94,6 +94,64 @@ fn run_answers_on_the_default_model() {
     );
 }
 
+/// `jielong run QUESTION` with the default strategy: the answer (stdout) and the
+/// progress (stderr); the run must succeed.
+fn run_default(question: &str) -> (String, String) {
+    let out = jielong(&["run", question], &[], None);
+    let (answer, log) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{question}\nstdout: {answer}\nstderr: {log}"
+    );
+    (answer.trim().to_string(), log)
+}
+
+/// A question that needs no program gets a written answer: no code runs.
+#[test]
+fn a_factual_question_gets_a_written_answer() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let (answer, log) = run_default("What is the capital of Australia?");
+    assert!(answer.contains("Canberra"), "{answer}\n{log}");
+    assert!(!log.contains("python("), "a program ran: {log}");
+}
+
+/// A computed answer speaks to the question, never about the program, in plain text.
+#[test]
+fn a_computed_answer_is_the_result_not_the_plumbing() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let (answer, log) = run_default("What is 12345 * 6789?");
+    let digits: String = answer.chars().filter(|c| c.is_ascii_digit()).collect();
+    assert!(digits.contains("83810205"), "{answer}\n{log}");
+    for plumbing in ["solution", "function", "output", "boxed", "\\("] {
+        assert!(
+            !answer.to_lowercase().contains(plumbing),
+            "{plumbing}: {answer}"
+        );
+    }
+}
+
+/// A program that keeps failing does not end in no answer: the model answers in
+/// writing and stderr says the answer is unverified (unless a program got it right).
+#[test]
+fn a_failing_program_ends_in_a_written_answer_marked_unverified() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let (answer, log) = run_default(
+        "A train leaves at 9:40 and arrives at 13:15. How long is the trip in minutes?",
+    );
+    assert!(!answer.is_empty(), "{log}");
+    let verified = log.contains("← python") && !log.contains("[unverified");
+    assert!(
+        answer.contains("215") || log.contains("[unverified: "),
+        "an unmarked wrong answer: {answer}\n{log}"
+    );
+    if !verified {
+        assert!(log.contains("answering by written instead"), "{log}");
+    }
+}
+
 /// The prompt tokens a `-v` run evaluated, from its summary (`… evaluated N)`).
 fn evaluated(stderr: &str) -> usize {
     let line = stderr

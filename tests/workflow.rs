@@ -483,7 +483,13 @@ fn broken_workflows_fail_validation_with_their_place() {
         .map_or(true, |l| l.is_empty()));
     // Every example validates.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows");
-    for name in ["math.yaml", "fan_out.yaml", "writer.yaml", "research.yaml"] {
+    for name in [
+        "math.yaml",
+        "fan_out.yaml",
+        "writer.yaml",
+        "research.yaml",
+        "strategies.yaml",
+    ] {
         let out = common::jielong(&[
             "workflow",
             "validate",

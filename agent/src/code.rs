@@ -194,6 +194,24 @@ pub(crate) fn is_grounded(answer: &str, question: &str, results: &[&str]) -> boo
 /// Python code for a call-shaped blob a small model wrote instead of code: a `code`
 /// (or `program`, `script`, `expression`) argument as it is, or `"name": expression`
 /// pairs as assignments with the last one printed. `None` when nothing in it is code.
+/// Whether an answer talks about the program that found it ("The output of the
+/// function `solution()` is 42.") instead of answering the question.
+pub(crate) fn speaks_of_program(answer: &str) -> bool {
+    let lower = answer.to_lowercase();
+    [
+        "solution(",
+        "function",
+        "the output",
+        "the code",
+        "program",
+        "script",
+        "python",
+        "```",
+    ]
+    .iter()
+    .any(|plumbing| lower.contains(plumbing))
+}
+
 pub(crate) fn code_from_blob(blob: &str) -> Option<String> {
     let body = blob.trim();
     if let Ok(value) = serde_json::from_str::<Value>(body) {

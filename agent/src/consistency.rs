@@ -1,37 +1,58 @@
-//! Self-consistency: the task solved by several independent samples, their answers
-//! normalised and voted.
+//! Sampling: the task worked by several runs of inner strategies (taken in turn), one
+//! answer picked among theirs — by vote (self-consistency, and the vote across ways
+//! of answering) or by the model as judge ([`super::judge`]); all runs drawn at once,
+//! or adaptively, more only while the answers disagree.
 //!
 //! Each sample is a full agent run (tools included, each with state of its own — its
 //! own Python session) with a seed of its own; with a greedy agent the first sample
-//! is the greedy run and the others sample. On a
-//! backend with branches the samples run at once, each on a branch forked from the
-//! session's main one, so their prompts share the cached prefix and their tokens are
-//! decoded in the same batches; elsewhere they run one after another on the session.
+//! of each way is greedy and the others sample. On a backend with branches the
+//! samples of a round run at once, each on a branch forked from the session's main
+//! one, so their prompts share the cached prefix and their tokens are decoded in the
+//! same batches; elsewhere they run one after another on the session.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
 
 use super::code::numbers;
+use super::compose::Figures;
 use super::events::{AgentEvent, AgentRun, StopReason};
-use super::{Agent, Strategy};
+use super::strategy::{Draw, Pick, Sample};
+use super::Agent;
+use super::{check, judge};
 use jielong_chat::generate::{SamplingParams, Usage};
 use jielong_chat::model::{BranchId, ModelSession, OnBranch};
 
 /// The temperature samples are drawn at when the agent's own sampling is greedy.
 pub const SAMPLE_TEMPERATURE: f32 = 0.7;
 
-/// Runs `agent`'s task as `samples` independent samples and votes.
+/// How far the leading answer must be ahead of the next for an adaptive draw to stop
+/// before `n` (when the answers do not all agree).
+const LEAD: usize = 2;
+
+/// Runs `agent`'s task as `sample` says and picks the answer.
 pub(super) async fn run(
     agent: &Agent,
     session: &mut dyn ModelSession,
     task: &str,
-    samples: usize,
+    sample: &Sample,
 ) -> AgentRun {
     let started = Instant::now();
-    let runs = sample_runs(agent, session, task, samples).await;
-    let votes = Votes::count(agent, &runs);
+    let mut runs = Vec::new();
+    let round = match sample.draw {
+        Draw::All => sample.n,
+        Draw::Adaptive => sample.of.len().min(sample.n),
+    };
+    loop {
+        let count = round.min(sample.n - runs.len());
+        let drawn = sample_runs(agent, session, task, sample, runs.len(), count).await;
+        announce(agent, &drawn, runs.len());
+        runs.extend(drawn);
+        if runs.len() >= sample.n || settled(&Votes::count(&runs)) {
+            break;
+        }
+    }
+    let votes = Votes::count(&runs);
     let winner = votes.ranked.first().map(|vote| vote.first);
     agent.emit(AgentEvent::Tally {
         votes: votes
@@ -43,22 +64,47 @@ pub(super) async fn run(
         winner: winner.and_then(|i| runs[i].answer.clone()),
         tie: votes.ranked.len() > 1 && votes.ranked[0].count == votes.ranked[1].count,
     });
-    fold(agent, runs, winner, Usage::default(), started)
+    let (chosen, extra) = match sample.pick {
+        Pick::Vote => (winner, Figures::default()),
+        Pick::Judge => {
+            let (chosen, usage) = judge::pick(agent, session, task, &runs, &votes).await;
+            let figures = Figures {
+                usage,
+                ..Figures::default()
+            };
+            (chosen, figures)
+        }
+        Pick::Check => check::pick(agent, session, task, &runs, &votes).await,
+    };
+    fold(agent, runs, chosen, extra, started)
 }
 
-/// `samples` independent direct runs of `agent`'s task ([`sample_agent`]): at once on
-/// branches of the session's main one where the backend has them, else one after
-/// another on the session. In sample order.
-pub(super) async fn sample_runs(
+/// Whether an adaptive draw can stop: at least two answers, all the same, or the
+/// leader [`LEAD`] votes ahead of the next.
+fn settled(votes: &Votes) -> bool {
+    match votes.ranked.as_slice() {
+        [] => false,
+        [only] => only.count >= 2,
+        [first, second, ..] => first.count >= second.count + LEAD,
+    }
+}
+
+/// Samples `from..from + count` of `sample`: at once on branches of the session's
+/// main one where the backend has them, else one after another on the session. In
+/// sample order.
+async fn sample_runs(
     agent: &Agent,
     session: &mut dyn ModelSession,
     task: &str,
-    samples: usize,
+    sample: &Sample,
+    from: usize,
+    count: usize,
 ) -> Vec<AgentRun> {
-    let samples = samples.max(1);
-    let agents: Vec<Agent> = (0..samples).map(|i| sample_agent(agent, i)).collect();
-    let forked = session.capabilities().forks() && samples > 1;
-    match forked.then(|| on_branches(session, samples)).transpose() {
+    let agents: Vec<Agent> = (from..from + count)
+        .map(|i| sample_agent(agent, sample, i))
+        .collect();
+    let forked = session.capabilities().forks() && count > 1;
+    match forked.then(|| on_branches(session, count)).transpose() {
         Ok(Some(mut handles)) => {
             let runs = join_all(
                 agents
@@ -74,12 +120,25 @@ pub(super) async fn sample_runs(
         }
         // No branches (or no room for them): one sample after another.
         _ => {
-            let mut runs = Vec::with_capacity(samples);
+            let mut runs = Vec::with_capacity(count);
             for agent in &agents {
                 runs.push(agent.run(session, task).await);
             }
             runs
         }
+    }
+}
+
+/// Emits each run's [`AgentEvent::SampleAnswer`] (`from`: the index of the first).
+fn announce(agent: &Agent, runs: &[AgentRun], from: usize) {
+    for (i, run) in runs.iter().enumerate() {
+        let answer = run.answer.clone().filter(|_| run.stop.is_answered());
+        agent.emit(AgentEvent::SampleAnswer {
+            sample: from + i + 1,
+            vote: answer.as_deref().and_then(vote_key),
+            answer,
+            stop: run.stop.clone(),
+        });
     }
 }
 
@@ -94,8 +153,7 @@ pub(super) struct Vote {
     pub first: usize,
 }
 
-/// The samples' answers counted: each sample's [`AgentEvent::SampleAnswer`] is emitted
-/// on the way.
+/// The samples' answers counted.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Votes {
     /// Every distinct answer, most votes first; among equals, the first to appear.
@@ -105,7 +163,7 @@ pub(super) struct Votes {
 }
 
 impl Votes {
-    pub(super) fn count(agent: &Agent, runs: &[AgentRun]) -> Votes {
+    pub(super) fn count(runs: &[AgentRun]) -> Votes {
         let mut votes = Votes::default();
         for (i, run) in runs.iter().enumerate() {
             let answer = run.answer.clone().filter(|_| run.stop.is_answered());
@@ -121,12 +179,6 @@ impl Votes {
                 },
                 None => votes.abstained += 1,
             }
-            agent.emit(AgentEvent::SampleAnswer {
-                sample: i + 1,
-                answer,
-                vote: key,
-                stop: run.stop.clone(),
-            });
         }
         votes
             .ranked
@@ -156,17 +208,25 @@ fn on_branches(
     Ok(handles)
 }
 
-/// The agent of sample `i`: the direct strategy, tools with state of their own,
-/// events tagged with the sample. When the agent decodes greedily, the first sample
-/// does too (it is the direct run's answer, and wins ties) and the others sample at
-/// [`SAMPLE_TEMPERATURE`]; an agent that samples already gives each sample a seed of
-/// its own.
-fn sample_agent(agent: &Agent, i: usize) -> Agent {
-    let mut settings = agent.settings.clone();
-    settings.strategy = Strategy::Direct;
+/// The agent of sample `i`: way `i % len` of the sample's strategies, tools with
+/// state of their own, events tagged with the sample. When the agent decodes
+/// greedily, the first sample of each way does too (the way's own answer; the first
+/// wins ties) and the others sample at [`SAMPLE_TEMPERATURE`]; an agent that samples
+/// already gives each sample a seed of its own.
+fn sample_agent(agent: &Agent, sample: &Sample, i: usize) -> Agent {
+    let way = i % sample.of.len();
+    let strategy = sample.of[way].clone();
+    let first_of_its_way = i == way && !sample.of[..way].contains(&strategy);
+    let sample_number = i + 1;
+    let mut derived = agent.derived(strategy, agent.tools.isolated(), move |event| {
+        Some(AgentEvent::Sample {
+            sample: sample_number,
+            event: Box::new(event),
+        })
+    });
     let base = &agent.settings.sampling;
-    if !(base.is_greedy() && i == 0) {
-        settings.sampling = SamplingParams {
+    if !(base.is_greedy() && first_of_its_way) {
+        derived.settings.sampling = SamplingParams {
             temperature: if base.is_greedy() {
                 SAMPLE_TEMPERATURE
             } else {
@@ -176,46 +236,23 @@ fn sample_agent(agent: &Agent, i: usize) -> Agent {
             ..base.clone()
         };
     }
-    let events = agent.events.clone().map(|handler| {
-        let sample = i + 1;
-        Arc::new(move |event: &AgentEvent| {
-            handler(&AgentEvent::Sample {
-                sample,
-                event: Box::new(event.clone()),
-            })
-        }) as super::EventHandler
-    });
-    Agent {
-        prompts: agent.prompts.clone(),
-        tools: agent.tools.isolated(),
-        format: agent.format,
-        settings,
-        events,
-        thoughts: agent.thoughts.clone(),
-    }
+    derived
 }
 
 /// Folds the samples' runs into one: the answer and transcript of sample `chosen`
-/// (`None`: no sample answered; the first one's transcript), the usage of all of them
-/// plus `extra` (a judge's), and the run's end events.
+/// (`None`: no sample answered; the first one's transcript), the figures of all of
+/// them plus `extra` (a judge's or the checkers'), and the run's end events.
 pub(super) fn fold(
     agent: &Agent,
     runs: Vec<AgentRun>,
     chosen: Option<usize>,
-    extra: Usage,
+    extra: Figures,
     started: Instant,
 ) -> AgentRun {
-    let mut usage = extra;
+    let mut figures = extra;
     for run in &runs {
-        usage.accumulate(&run.usage);
+        figures.add(run);
     }
-    let steps = runs.iter().map(|r| r.steps).sum();
-    let tool_calls = runs.iter().map(|r| r.tool_calls).sum();
-    let distinct = runs
-        .iter()
-        .map(|r| r.distinct_prompt_tokens)
-        .max()
-        .unwrap_or(0);
     let winner = chosen
         .and_then(|i| runs.get(i))
         .and_then(|r| r.answer.clone());
@@ -226,21 +263,24 @@ pub(super) fn fold(
     } else {
         Some(runs.swap_remove(pick))
     };
-    let (answer, stop, transcript) = match base {
-        Some(run) if winner.is_some() => (winner, StopReason::Answered, run.transcript),
-        Some(run) => (None, run.stop, run.transcript),
-        None => (None, StopReason::MaxSteps, Vec::new()),
+    let (answer, stop, transcript, unverified) = match base {
+        Some(run) if winner.is_some() => {
+            (winner, StopReason::Answered, run.transcript, run.unverified)
+        }
+        Some(run) => (None, run.stop, run.transcript, None),
+        None => (None, StopReason::MaxSteps, Vec::new(), None),
     };
-    agent.finish(AgentRun {
+    agent.finish(figures.onto(AgentRun {
         answer,
         stop,
         transcript,
-        usage,
-        distinct_prompt_tokens: distinct,
-        steps,
-        tool_calls,
+        usage: Usage::default(),
+        distinct_prompt_tokens: 0,
+        steps: 0,
+        tool_calls: 0,
         elapsed: started.elapsed(),
-    })
+        unverified,
+    }))
 }
 
 /// What an answer votes for: its last number (so "18", "$18.00" and "The answer is

@@ -169,6 +169,17 @@ pub enum AgentEvent {
         /// Its event.
         event: Box<AgentEvent>,
     },
+    /// An event of a part of a composed run: a subtask or a draft worked by a strategy
+    /// of its own, or a checker. Its events come in order, its own `Final` and
+    /// `Stopped` included; the composed run ends with its own. (A strategy that hands
+    /// the whole task on — `route`, `fallback` — passes its runs' events through as its
+    /// own, without their ends.)
+    Part {
+        /// Which part (`subtask 2`, `draft`, `check 1`).
+        part: String,
+        /// Its event.
+        event: Box<AgentEvent>,
+    },
     /// A self-consistency sample ended: its answer and the voting key it counts as
     /// (`None`: no answer, not counted).
     SampleAnswer {
@@ -193,6 +204,20 @@ pub enum AgentEvent {
         /// Whether the winner shared the most votes with another answer (the first to
         /// appear wins).
         tie: bool,
+    },
+    /// A checker worked the task again, told one of the samples' answers
+    /// ([`Pick::Check`](crate::Pick::Check)).
+    Checked {
+        /// The sample (from 1) whose answer was checked.
+        sample: usize,
+        /// That answer, as it votes.
+        answer: String,
+        /// The way of answering that checked it (`direct` or `written`).
+        checker: String,
+        /// What the checker found, as it votes (`None`: no answer).
+        found: Option<String>,
+        /// Whether it found the same answer.
+        agreed: bool,
     },
     /// The judge of a best-of-N run compared two candidates: `first` shown as
     /// solution A, `second` as B (each pair is judged in both orders).
@@ -312,6 +337,21 @@ pub enum AgentEvent {
         /// The critique.
         verdict: Verdict,
     },
+    /// The first strategy of a fallback ended without an answer; the fallback works
+    /// the task now, and its answer will be unverified.
+    FellBack {
+        /// Why the first strategy ended.
+        reason: StopReason,
+        /// The strategy that takes over.
+        then: String,
+    },
+    /// A route chose how the task is worked.
+    Routed {
+        /// Whether the task needs the agent's tools ([`needs_tools`](crate::needs_tools)).
+        needs_tools: bool,
+        /// The strategy chosen.
+        then: String,
+    },
     /// The answer of the run.
     Final {
         /// The answer.
@@ -410,6 +450,11 @@ pub struct AgentRun {
     pub tool_calls: usize,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Why the answer is not checked, when a fallback gave it: the first strategy
+    /// (a program, say) ended without an answer, for this reason (`None`: the answer
+    /// came the planned way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
 }
 
 impl AgentRun {

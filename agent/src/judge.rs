@@ -14,9 +14,7 @@
 //! thus leaves the vote's winner (on the default model it mostly cannot: it prefers
 //! whatever it is shown first, which the two orders cancel).
 
-use std::time::Instant;
-
-use super::consistency::{fold, sample_runs, Votes};
+use super::consistency::Votes;
 use super::events::{AgentEvent, AgentRun};
 use super::prompts::{fill, PromptKind, Prompts};
 use super::Agent;
@@ -39,16 +37,15 @@ pub const MIN_MARGIN: f32 = 0.1;
 /// that is where the result and the answer are).
 const MAX_WORK_CHARS: usize = 1500;
 
-/// Runs `agent`'s task as `samples` samples and lets the model judge their answers.
-pub(super) async fn run(
+/// Lets the model judge the distinct answers of `runs` (counted in `votes`): the run
+/// whose answer ranks first, and the judge's tokens.
+pub(super) async fn pick(
     agent: &Agent,
     session: &mut dyn ModelSession,
     task: &str,
-    samples: usize,
-) -> AgentRun {
-    let started = Instant::now();
-    let runs = sample_runs(agent, session, task, samples).await;
-    let votes = Votes::count(agent, &runs);
+    runs: &[AgentRun],
+    votes: &Votes,
+) -> (Option<usize>, Usage) {
     let candidates: Vec<_> = votes.ranked.iter().take(MAX_JUDGED).collect();
     let shots = agent.settings.framing.shots.0.len();
     let work: Vec<String> = candidates
@@ -113,7 +110,7 @@ pub(super) async fn run(
         winner: chosen.and_then(|i| runs[i].answer.clone()),
         error,
     });
-    fold(agent, runs, chosen, usage, started)
+    (chosen, usage)
 }
 
 /// A pairwise judge: the model behind a session, asked with a prompt

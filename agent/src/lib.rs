@@ -15,16 +15,25 @@
 //! Tool errors go back to the model as the tool's result, so it can adapt; malformed
 //! call blocks are reported back to it as well.
 //!
-//! How the agent works a task is a [`Strategy`] ([`AgentSettings::strategy`]), all
-//! under the same budgets (steps, tokens, wall time):
+//! How the agent works a task is a [`Strategy`] ([`AgentSettings::strategy`]): a value
+//! that carries its own parameters and may wrap others, all under the same budgets
+//! (steps, tokens, wall time) per run:
 //! - **direct** (the default): the task, then steps with tools until the answer;
+//!   **written**: the model answers in writing, without tools;
 //! - **plan**: the model first lists at most five subtasks through a `submit_plan`
-//!   call (grammar-constrained), works through them one by one in the same
-//!   conversation, then writes the answer ([`PromptKind::Synthesize`]);
-//! - **reflect**: after the direct draft, the model criticises it through a
-//!   `submit_critique` call (`{"ok", "problem"}`) and revises it when it is not ok, for
-//!   up to [`AgentSettings::max_reflection_rounds`] rounds;
-//! - **plan+reflect**: the plan's answer is the draft that is criticised.
+//!   call (grammar-constrained), works through them one by one (in the same
+//!   conversation, or each by an inner strategy), then writes the answer
+//!   ([`PromptKind::Synthesize`]);
+//! - **reflect**: after the inner strategy's draft, the model criticises it through a
+//!   `submit_critique` call (`{"ok", "problem"}`) and revises it when it is not ok;
+//! - **sample** (`vote`, `judge`, `adaptive`): several runs of inner strategies, taken
+//!   in turn, one answer picked by vote or by the model as judge, all drawn at once or
+//!   more only while they disagree;
+//! - **fallback**: a second strategy when the first ends without an answer (its answer
+//!   is marked unverified);
+//! - **route**: one strategy for a task that needs the tools ([`needs_tools`]), another
+//!   for the rest (a written answer by default);
+//! - **tree**: Tree of Thoughts over the agent's [`ThoughtSpace`].
 //!
 //! `submit_plan` and `submit_critique` are only ever offered in the constraint of their
 //! own step, never listed in the chat template's tools, so the rendered prefix (and the
@@ -50,12 +59,17 @@
 //! # Ok(()) }
 //! ```
 
+mod check;
 mod code;
+mod compose;
 mod consistency;
 mod events;
 mod judge;
+mod present;
 mod prompts;
+mod route;
 mod run;
+mod strategy;
 pub mod technique;
 mod trace;
 mod tree;
@@ -74,7 +88,13 @@ use jielong_chat::tool_format::ToolCallFormat;
 pub use consistency::{vote_key, SAMPLE_TEMPERATURE};
 pub use events::{AgentEvent, AgentRun, Phase, StopReason, ThoughtOutcome, Verdict};
 pub use judge::{Comparison, Judge, Judgement, MAX_JUDGED, MIN_MARGIN};
+pub use present::plain_text;
 pub use prompts::{fill, PromptKind, Prompts};
+pub use route::{computes, needs_tools};
+pub use strategy::{
+    Draw, Fallback, Pick, Plan, Reflect, Route, Sample, Strategy, StrategyError, CHECK_WEIGHT,
+    MAX_ROUNDS, MAX_RUNS, NAMES as STRATEGY_NAMES,
+};
 pub use technique::{Framing, Shot, Shots, ShotsError, Technique, Wording};
 pub use trace::{now_ms, TraceError, TraceWriter, TIMESTAMP_FIELD};
 pub use tree::{FreeThoughts, Step, ThoughtSpace, ThoughtSpaces, TreeSearch};
@@ -156,137 +176,6 @@ pub enum Prefetch {
     Off,
 }
 
-/// How an agent works a task: a value the run dispatches on, so a new way of working
-/// (self-consistency, best-of-N, tree of thoughts, debate, …) is a new variant, not
-/// another switch.
-///
-/// Written as `direct`, `plan`, `reflect`, `plan+reflect`, `self-consistency`,
-/// `best-of-n` and `tree-of-thoughts` (CLI `--strategy`, the YAML `strategy:` of an agent,
-/// [`FromStr`](std::str::FromStr), serde).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[non_exhaustive]
-pub enum Strategy {
-    /// The task, then steps with tools until the model answers (the default).
-    #[default]
-    #[serde(rename = "direct")]
-    Direct,
-    /// Plan first: subtasks through `submit_plan`, each worked in turn, then a
-    /// synthesis (at most [`AgentSettings::max_subtasks`] subtasks).
-    #[serde(rename = "plan")]
-    Plan,
-    /// Answer directly, then criticise the draft through `submit_critique` and revise
-    /// it (at most [`AgentSettings::max_reflection_rounds`] rounds).
-    #[serde(rename = "reflect")]
-    Reflect,
-    /// Plan, then criticise and revise the plan's answer.
-    #[serde(rename = "plan+reflect")]
-    PlanReflect,
-    /// Self-consistency: [`AgentSettings::samples`] independent direct runs (sampled
-    /// at [`SAMPLE_TEMPERATURE`] unless the agent samples already, each with a seed
-    /// and tool state of its own; at once, on branches, where the backend has them),
-    /// their answers normalised ([`vote_key`]) and voted.
-    #[serde(rename = "self-consistency")]
-    SelfConsistency,
-    /// Best-of-N with a judge: [`AgentSettings::samples`] runs drawn as for
-    /// self-consistency, then the model judges their distinct answers pairwise (each
-    /// pair in both orders, so a preference for the first shown cancels out;
-    /// [`PromptKind::Judge`]) and the answer that won the most pairs (by more than
-    /// [`MIN_MARGIN`]) is given, the vote deciding between equals (at most
-    /// [`MAX_JUDGED`] answers, those with the most votes, are judged).
-    #[serde(rename = "best-of-n")]
-    BestOfN,
-    /// Tree of Thoughts: a beam search over partial solutions
-    /// ([`AgentSettings::tree`]): the model proposes next thoughts for each kept state
-    /// (on branches), the agent's [`ThoughtSpace`] checks them, the model values the
-    /// new states ([`PromptKind::Evaluate`]) and the best are kept, until a thought
-    /// solves the task or the depth runs out. No tools are called.
-    #[serde(rename = "tree-of-thoughts")]
-    TreeOfThoughts,
-}
-
-impl Strategy {
-    /// Every strategy, in the order help texts list them.
-    pub const ALL: &'static [Strategy] = &[
-        Strategy::Direct,
-        Strategy::Plan,
-        Strategy::Reflect,
-        Strategy::PlanReflect,
-        Strategy::SelfConsistency,
-        Strategy::BestOfN,
-        Strategy::TreeOfThoughts,
-    ];
-
-    /// The name it is written as (`plan+reflect`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Direct => "direct",
-            Strategy::Plan => "plan",
-            Strategy::Reflect => "reflect",
-            Strategy::PlanReflect => "plan+reflect",
-            Strategy::SelfConsistency => "self-consistency",
-            Strategy::BestOfN => "best-of-n",
-            Strategy::TreeOfThoughts => "tree-of-thoughts",
-        }
-    }
-
-    /// The strategy the old `plan` and `reflect` switches described.
-    pub fn from_switches(plan: bool, reflect: bool) -> Self {
-        match (plan, reflect) {
-            (false, false) => Strategy::Direct,
-            (true, false) => Strategy::Plan,
-            (false, true) => Strategy::Reflect,
-            (true, true) => Strategy::PlanReflect,
-        }
-    }
-
-    /// Whether the run starts with a plan.
-    pub fn plans(self) -> bool {
-        matches!(self, Strategy::Plan | Strategy::PlanReflect)
-    }
-
-    /// Whether the draft answer is criticised and revised.
-    pub fn reflects(self) -> bool {
-        matches!(self, Strategy::Reflect | Strategy::PlanReflect)
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Text that names no [`Strategy`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown strategy `{0}`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n, tree-of-thoughts"
-)]
-pub struct UnknownStrategy(pub String);
-
-impl std::str::FromStr for Strategy {
-    type Err = UnknownStrategy;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        Strategy::ALL
-            .iter()
-            .copied()
-            .find(|s| s.name() == text)
-            .ok_or_else(|| UnknownStrategy(text.to_string()))
-    }
-}
-
 /// Receives every [`AgentEvent`] of a run, in order.
 pub type EventHandler = Arc<dyn Fn(&AgentEvent) + Send + Sync>;
 
@@ -324,17 +213,11 @@ pub struct AgentSettings {
     /// Longest tool result given to the model, in characters; longer ones are cut
     /// (default 4000).
     pub max_result_chars: usize,
-    /// How the task is worked: directly, planned, reflected on (default
-    /// [`Strategy::Direct`]).
+    /// How the task is worked (default [`Strategy::Direct`]): a value that carries its
+    /// own parameters and may wrap other strategies. Each run inside a composed
+    /// strategy (a sample, a subtask worked by a strategy of its own, a fallback) has
+    /// the step and token budgets of a whole run.
     pub strategy: Strategy,
-    /// The most subtasks of a plan, 1 to 5 (default 5).
-    pub max_subtasks: usize,
-    /// The most critique rounds of a reflecting strategy (default 1).
-    pub max_reflection_rounds: usize,
-    /// Samples of [`Strategy::SelfConsistency`] and [`Strategy::BestOfN`], 1 to
-    /// [`AgentSettings::MAX_SAMPLES`] (default 5); each has the step and token budgets
-    /// of a whole run.
-    pub samples: usize,
     /// Calls the agent makes itself before the first model step, right after the task
     /// (in plan mode, after the plan request), recorded as an assistant call and its
     /// result as if the model had made them (default none). For agents that should
@@ -357,9 +240,6 @@ pub struct AgentSettings {
     /// prompt as earlier turns; the technique words the task of a direct run (each
     /// sample's, and the draft of a reflecting one) before the code prompt wraps it.
     pub framing: Framing,
-    /// The shape of [`Strategy::TreeOfThoughts`]'s search (default breadth 3, beam 3,
-    /// depth 4).
-    pub tree: TreeSearch,
 }
 
 impl Default for AgentSettings {
@@ -378,16 +258,12 @@ impl Default for AgentSettings {
             parallel_calls: true,
             max_result_chars: 4000,
             strategy: Strategy::Direct,
-            max_subtasks: 5,
-            max_reflection_rounds: 1,
-            samples: 5,
             initial_calls: Vec::new(),
             prefetch: Prefetch::default(),
             code_actions: CodeActions::default(),
             grounding: Grounding::default(),
             recovery_temperature: 0.7,
             framing: Framing::default(),
-            tree: TreeSearch::default(),
         }
     }
 }
@@ -396,8 +272,6 @@ impl AgentSettings {
     /// The default of [`AgentSettings::max_steps`]: the one default of every entry
     /// point (the library, `jielong run --max-steps`, a workflow agent's `max_steps`).
     pub const DEFAULT_MAX_STEPS: usize = 12;
-    /// The most samples of [`Strategy::SelfConsistency`] and [`Strategy::BestOfN`].
-    pub const MAX_SAMPLES: usize = 16;
 
     /// Checks that every value is in its range.
     pub fn validate(&self) -> Result<(), AgentError> {
@@ -417,26 +291,13 @@ impl AgentSettings {
                 )));
             }
         }
-        if !(1..=Self::MAX_SAMPLES).contains(&self.samples) {
-            return Err(AgentError::InvalidSetting(format!(
-                "samples = {} is out of range (1 to {})",
-                self.samples,
-                Self::MAX_SAMPLES
-            )));
-        }
-        if !(1..=5).contains(&self.max_subtasks) {
-            return Err(AgentError::InvalidSetting(format!(
-                "max_subtasks = {} is out of range (1 to 5)",
-                self.max_subtasks
-            )));
-        }
         if !self.recovery_temperature.is_finite() || self.recovery_temperature < 0.0 {
             return Err(AgentError::InvalidSetting(format!(
                 "recovery_temperature = {} is out of range (>= 0)",
                 self.recovery_temperature
             )));
         }
-        self.tree.check().map_err(AgentError::InvalidSetting)?;
+        self.strategy.check().map_err(AgentError::InvalidSetting)?;
         self.sampling
             .validate()
             .map_err(|e| AgentError::InvalidSetting(e.to_string()))
@@ -511,21 +372,13 @@ impl Agent {
     ///
     /// Needs a Tokio runtime with timers (tool time limits, the wall-time budget).
     pub async fn run(&self, session: &mut dyn ModelSession, task: &str) -> AgentRun {
-        match self.settings.strategy {
-            Strategy::SelfConsistency => {
-                Box::pin(consistency::run(self, session, task, self.settings.samples)).await
-            }
-            Strategy::BestOfN => {
-                Box::pin(judge::run(self, session, task, self.settings.samples)).await
-            }
-            Strategy::TreeOfThoughts => Box::pin(tree::run(self, session, task)).await,
-            _ => run::Runner::new(self, session).run(task).await,
-        }
+        compose::work(self, session, task).await
     }
 
     /// Reports the end of `run` (its answer, if any, then why it stopped) and returns
     /// it: the last events of every run, whatever the strategy.
-    fn finish(&self, run: AgentRun) -> AgentRun {
+    fn finish(&self, mut run: AgentRun) -> AgentRun {
+        run.answer = run.answer.map(|answer| plain_text(&answer));
         if let Some(answer) = &run.answer {
             self.emit(AgentEvent::Final {
                 answer: answer.clone(),
@@ -685,28 +538,7 @@ impl AgentBuilder {
         self
     }
 
-    /// An alias kept for the old switch: turns planning on or off in the strategy
-    /// (`plan(true)` on [`Strategy::Reflect`] gives [`Strategy::PlanReflect`]). Prefer
-    /// [`AgentBuilder::strategy`].
-    pub fn plan(mut self, plan: bool) -> Self {
-        let reflect = self.settings.strategy.reflects();
-        self.settings.strategy = Strategy::from_switches(plan, reflect);
-        self
-    }
-
-    /// See [`AgentSettings::samples`].
-    pub fn samples(mut self, samples: usize) -> Self {
-        self.settings.samples = samples;
-        self
-    }
-
-    /// See [`AgentSettings::tree`].
-    pub fn tree(mut self, tree: TreeSearch) -> Self {
-        self.settings.tree = tree;
-        self
-    }
-
-    /// What a thought of [`Strategy::TreeOfThoughts`] is (default [`FreeThoughts`]);
+    /// What a thought of [`Strategy::Tree`] is (default [`FreeThoughts`]);
     /// the space's own propose and evaluate prompts replace the built-in ones (prompt
     /// files and texts given to the builder still override them).
     pub fn thoughts(mut self, space: Arc<dyn ThoughtSpace>) -> Self {
@@ -717,27 +549,6 @@ impl AgentBuilder {
     /// Sets [`AgentSettings::framing`].
     pub fn framing(mut self, framing: Framing) -> Self {
         self.settings.framing = framing;
-        self
-    }
-
-    /// See [`AgentSettings::max_subtasks`].
-    pub fn max_subtasks(mut self, subtasks: usize) -> Self {
-        self.settings.max_subtasks = subtasks;
-        self
-    }
-
-    /// An alias kept for the old switch: turns reflection on or off in the strategy
-    /// (`reflect(true)` on [`Strategy::Plan`] gives [`Strategy::PlanReflect`]). Prefer
-    /// [`AgentBuilder::strategy`].
-    pub fn reflect(mut self, reflect: bool) -> Self {
-        let plan = self.settings.strategy.plans();
-        self.settings.strategy = Strategy::from_switches(plan, reflect);
-        self
-    }
-
-    /// See [`AgentSettings::max_reflection_rounds`].
-    pub fn max_reflection_rounds(mut self, rounds: usize) -> Self {
-        self.settings.max_reflection_rounds = rounds;
         self
     }
 

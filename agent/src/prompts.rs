@@ -40,10 +40,14 @@ pub enum PromptKind {
     /// A subtask of a plan when the `python` tool takes fenced code blocks
     /// (`code_subtask.md`; `{task}`, required): one step, so no worked examples.
     CodeSubtask,
-    /// Asks the judge of [`Strategy::BestOfN`](super::Strategy::BestOfN) which of two
+    /// Asks the judge of [`Pick::Judge`](crate::Pick::Judge) which of two
     /// solutions is right (`judge.md`; `{task}`, `{first}`, `{second}`, all required);
     /// the reply's first token is read as `A` or `B`.
     Judge,
+    /// Asks a checker of a sample's answer ([`Pick::Check`](crate::Pick::Check)) to work
+    /// the task again and say what it finds (`check.md`; `{task}`, `{answer}`, both
+    /// required).
+    Check,
     /// Asks a tree-of-thoughts search for next thoughts (`propose.md`; `{task}`,
     /// `{steps}`: the thoughts so far, numbered, `{state}`: the state as the thought
     /// space shows it; at least one of `{steps}` and `{state}` is needed).
@@ -56,7 +60,7 @@ pub enum PromptKind {
 
 impl PromptKind {
     /// Every kind.
-    pub const ALL: [PromptKind; 14] = [
+    pub const ALL: [PromptKind; 15] = [
         Self::System,
         Self::Plan,
         Self::Subtask,
@@ -69,6 +73,7 @@ impl PromptKind {
         Self::CodeTask,
         Self::CodeSubtask,
         Self::Judge,
+        Self::Check,
         Self::Propose,
         Self::Evaluate,
     ];
@@ -88,6 +93,7 @@ impl PromptKind {
             Self::CodeTask => "code_task.md",
             Self::CodeSubtask => "code_subtask.md",
             Self::Judge => "judge.md",
+            Self::Check => "check.md",
             Self::Propose => "propose.md",
             Self::Evaluate => "evaluate.md",
         }
@@ -108,6 +114,7 @@ impl PromptKind {
             Self::CodeTask => include_str!("../../prompts/code_task.md"),
             Self::CodeSubtask => include_str!("../../prompts/code_subtask.md"),
             Self::Judge => include_str!("../../prompts/judge.md"),
+            Self::Check => include_str!("../../prompts/check.md"),
             Self::Propose => include_str!("../../prompts/propose.md"),
             Self::Evaluate => include_str!("../../prompts/evaluate.md"),
         }
@@ -128,6 +135,7 @@ impl PromptKind {
             Self::Subtask => &["subtask"],
             Self::CodeTask | Self::CodeSubtask => &["task"],
             Self::Judge => &["task", "first", "second"],
+            Self::Check => &["task", "answer"],
             _ => &[],
         }
     }
@@ -166,6 +174,8 @@ pub struct Prompts {
     pub code_subtask: String,
     /// See [`PromptKind::Judge`].
     pub judge: String,
+    /// See [`PromptKind::Check`].
+    pub check: String,
     /// See [`PromptKind::Propose`].
     pub propose: String,
     /// See [`PromptKind::Evaluate`].
@@ -188,6 +198,7 @@ impl Default for Prompts {
             code_task: text(PromptKind::CodeTask),
             code_subtask: text(PromptKind::CodeSubtask),
             judge: text(PromptKind::Judge),
+            check: text(PromptKind::Check),
             propose: text(PromptKind::Propose),
             evaluate: text(PromptKind::Evaluate),
         }
@@ -210,6 +221,7 @@ impl Prompts {
             PromptKind::CodeTask => &self.code_task,
             PromptKind::CodeSubtask => &self.code_subtask,
             PromptKind::Judge => &self.judge,
+            PromptKind::Check => &self.check,
             PromptKind::Propose => &self.propose,
             PromptKind::Evaluate => &self.evaluate,
         }
@@ -231,6 +243,7 @@ impl Prompts {
             PromptKind::CodeTask => self.code_task = text,
             PromptKind::CodeSubtask => self.code_subtask = text,
             PromptKind::Judge => self.judge = text,
+            PromptKind::Check => self.check = text,
             PromptKind::Propose => self.propose = text,
             PromptKind::Evaluate => self.evaluate = text,
         }

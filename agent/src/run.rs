@@ -7,10 +7,15 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use tokio::time::Instant as Deadline;
 
-use super::code::{after_last_output, closed_python_block, code_from_blob, is_grounded, CodeBlock};
+use super::code::{
+    after_last_output, closed_python_block, code_from_blob, is_grounded, speaks_of_program,
+    CodeBlock,
+};
+use super::compose::Figures;
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
 use super::prompts::{fill, PromptKind};
-use super::{Agent, CodeActions, Grounding, Prefetch, Strategy, SUBMIT_CRITIQUE, SUBMIT_PLAN};
+use super::strategy::{Plan, Strategy};
+use super::{Agent, CodeActions, Grounding, Prefetch, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use jielong_chat::chat::{Message, ToolCall, ToolSpec};
 use jielong_chat::error::RuntimeError;
 use jielong_chat::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
@@ -75,9 +80,21 @@ struct Calls {
     max: u32,
 }
 
+/// What the conversation's own answers may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Leaf {
+    /// The agent's tools (`direct`, and the conversation of `plan` and `reflect`).
+    Tools,
+    /// No tools and no system prompt: a written answer (`written`).
+    Written,
+}
+
 /// The state of one run.
 pub(super) struct Runner<'a> {
     agent: &'a Agent,
+    leaf: Leaf,
+    /// What parts (inner runs of their own) spent.
+    parts: Figures,
     session: &'a mut dyn ModelSession,
     messages: Vec<Message>,
     /// Tools the model is told about and may call.
@@ -112,9 +129,11 @@ pub(super) struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    pub(super) fn new(agent: &'a Agent, session: &'a mut dyn ModelSession) -> Self {
-        let mut callable = agent.tools.specs();
-        let code_tool = agent.tools.interpreter();
+    pub(super) fn new(agent: &'a Agent, session: &'a mut dyn ModelSession, leaf: Leaf) -> Self {
+        let (mut callable, code_tool) = match leaf {
+            Leaf::Tools => (agent.tools.specs(), agent.tools.interpreter()),
+            Leaf::Written => (Vec::new(), None),
+        };
         let fenced = code_tool
             .as_ref()
             .is_some_and(|code| code.language == "python")
@@ -122,10 +141,10 @@ impl<'a> Runner<'a> {
         if let (true, Some(code)) = (fenced, &code_tool) {
             callable.retain(|t| t.name != code.name);
         }
-        let system = if fenced {
-            agent.prompts.code_system.clone()
-        } else {
-            agent.prompts.system.clone()
+        let system = match (leaf, fenced) {
+            (Leaf::Written, _) => String::new(),
+            (Leaf::Tools, true) => agent.prompts.code_system.clone(),
+            (Leaf::Tools, false) => agent.prompts.system.clone(),
         };
         let mut messages = if system.is_empty() {
             Vec::new()
@@ -135,6 +154,8 @@ impl<'a> Runner<'a> {
         messages.extend(agent.settings.framing.example_turns());
         Self {
             agent,
+            leaf,
+            parts: Figures::default(),
             session,
             messages,
             callable,
@@ -156,14 +177,15 @@ impl<'a> Runner<'a> {
         }
     }
 
-    pub(super) async fn run(mut self, task: &str) -> AgentRun {
+    pub(super) async fn run(mut self, task: &str, strategy: &Strategy) -> AgentRun {
         let mut best = None;
-        let (answer, stop) = match self.drive(task, &mut best).await {
+        let (answer, stop) = match self.work(task, strategy, &mut best).await {
             Ok(answer) => (Some(answer), StopReason::Answered),
             Err(stop) => (best, stop),
         };
         tracing::debug!(steps = self.steps, stop = %stop, "agent run ended");
-        self.agent.finish(AgentRun {
+        let parts = std::mem::take(&mut self.parts);
+        let run = parts.into_run(AgentRun {
             answer,
             stop,
             transcript: self.messages,
@@ -172,27 +194,67 @@ impl<'a> Runner<'a> {
             steps: self.steps,
             tool_calls: self.tool_calls,
             elapsed: self.started.elapsed(),
-        })
+            unverified: None,
+        });
+        self.agent.finish(run)
     }
 
-    /// The whole run, as the agent's [`Strategy`] says; `best` holds the latest
-    /// complete draft.
-    async fn drive(&mut self, task: &str, best: &mut Option<String>) -> Flow<String> {
-        match self.agent.settings.strategy {
-            Strategy::Direct => self.direct(task).await,
-            Strategy::Plan => self.planned(task).await,
-            Strategy::Reflect => {
-                let draft = self.direct(task).await?;
-                self.reflected(task, draft, best).await
+    /// The whole run as `strategy` says; `best` holds the latest complete draft.
+    async fn work(
+        &mut self,
+        task: &str,
+        strategy: &Strategy,
+        best: &mut Option<String>,
+    ) -> Flow<String> {
+        match strategy {
+            Strategy::Reflect(reflect) => {
+                let draft = self.draft(task, &reflect.around).await?;
+                self.reflected(task, draft, reflect.rounds, best).await
             }
-            Strategy::PlanReflect => {
-                let draft = self.planned(task).await?;
-                self.reflected(task, draft, best).await
-            }
-            // `Agent::run` runs the samples; each of them is direct.
-            Strategy::SelfConsistency | Strategy::BestOfN | Strategy::TreeOfThoughts => {
+            other => self.draft(task, other).await,
+        }
+    }
+
+    /// `task` worked by `strategy` in this conversation when it is conversational
+    /// (this runner's leaf, or a plan), else as a part of its own.
+    async fn draft(&mut self, task: &str, strategy: &Strategy) -> Flow<String> {
+        match (strategy, self.leaf) {
+            (Strategy::Direct, Leaf::Tools) | (Strategy::Written, Leaf::Written) => {
                 self.direct(task).await
             }
+            (Strategy::Plan(plan), Leaf::Tools) => self.planned(task, plan).await,
+            (other, _) => {
+                let message = task.to_string();
+                self.part(&message, task, other, "draft").await
+            }
+        }
+    }
+
+    /// `strategy` works `message` as a run of its own, on the same session; the
+    /// message and the answer join this conversation (the answer is the `Ok` value);
+    /// a part without an answer ends this run for its reason. `question` is what the
+    /// answer answers (the task or a subtask).
+    async fn part(
+        &mut self,
+        message: &str,
+        question: &str,
+        strategy: &Strategy,
+        name: &str,
+    ) -> Flow<String> {
+        if self.expired() {
+            return Err(StopReason::WallTime);
+        }
+        let agent = self.agent.part(strategy.clone(), name);
+        let run = agent.run(&mut *self.session, message).await;
+        self.parts.add(&run);
+        self.question = question.to_string();
+        match run.answer.filter(|_| run.stop.is_answered()) {
+            Some(answer) => {
+                self.messages.push(Message::user(message));
+                self.messages.push(Message::assistant(answer.clone()));
+                Ok(answer)
+            }
+            None => Err(run.stop),
         }
     }
 
@@ -211,10 +273,11 @@ impl<'a> Runner<'a> {
         &mut self,
         task: &str,
         mut draft: String,
+        rounds: usize,
         best: &mut Option<String>,
     ) -> Flow<String> {
         *best = Some(draft.clone());
-        for round in 1..=self.agent.settings.max_reflection_rounds {
+        for round in 1..=rounds {
             let verdict = self.critique(task, &draft, round).await?;
             if verdict.ok {
                 break;
@@ -234,17 +297,18 @@ impl<'a> Runner<'a> {
         Ok(draft)
     }
 
-    /// Plan, subtasks, synthesis.
-    async fn planned(&mut self, task: &str) -> Flow<String> {
+    /// Plan, subtasks (each in this conversation, or worked by `plan.then` as a part),
+    /// synthesis.
+    async fn planned(&mut self, task: &str, plan: &Plan) -> Flow<String> {
         let prompts = &self.agent.prompts;
         self.messages
             .push(Message::user(fill(&prompts.plan, &[("task", task)])));
         self.initial_calls(task).await?;
-        let spec = plan_spec(self.agent.settings.max_subtasks);
+        let spec = plan_spec(plan.subtasks);
         let call = self.structured(Phase::Plan, spec).await?;
         let subtasks: Vec<String> = call
             .as_ref()
-            .map(|call| subtasks_of(call, self.agent.settings.max_subtasks))
+            .map(|call| subtasks_of(call, plan.subtasks))
             .unwrap_or_default();
         if let Some(call) = &call {
             let ack = if subtasks.is_empty() {
@@ -259,38 +323,63 @@ impl<'a> Runner<'a> {
         });
         if subtasks.is_empty() {
             // No plan: the task is the only subtask, and its answer is the answer.
-            self.start_subtask(task, 1, 1, task);
-            return self.tool_loop(Phase::Subtask, task).await;
+            return self.subtask(task, 1, 1, task, &plan.then, &[]).await;
         }
         let count = subtasks.len();
+        let mut found = Vec::new();
         for (i, subtask) in subtasks.iter().enumerate() {
-            self.start_subtask(task, i + 1, count, subtask);
-            self.tool_loop(Phase::Subtask, subtask).await?;
+            let answer = self
+                .subtask(task, i + 1, count, subtask, &plan.then, &found)
+                .await?;
+            found.push((subtask.clone(), answer));
         }
         let prompt = fill(&prompts.synthesize, &[("task", task)]);
         self.messages.push(Message::user(prompt));
         self.tool_loop(Phase::Synthesis, task).await
     }
 
-    fn start_subtask(&mut self, task: &str, index: usize, count: usize, subtask: &str) {
+    /// Subtask `index` of `count`, worked in this conversation (`then` is `direct`)
+    /// or by `then` as a part whose task also lists what the subtasks before it
+    /// `found`.
+    async fn subtask(
+        &mut self,
+        task: &str,
+        index: usize,
+        count: usize,
+        subtask: &str,
+        then: &Strategy,
+        found: &[(String, String)],
+    ) -> Flow<String> {
         self.agent.emit(AgentEvent::Subtask {
             index,
             count,
             subtask: subtask.to_string(),
         });
-        let (index, count) = (index.to_string(), count.to_string());
+        let (at, of) = (index.to_string(), count.to_string());
         let prompt = fill(
             &self.agent.prompts.subtask,
             &[
                 ("task", task),
-                ("index", &index),
-                ("count", &count),
+                ("index", &at),
+                ("count", &of),
                 ("subtask", subtask),
             ],
         );
-        // A subtask is one step, not a word problem: the short code prompt, no examples.
-        let prompt = self.task_message(prompt, PromptKind::CodeSubtask);
-        self.messages.push(Message::user(prompt));
+        if *then == Strategy::Direct && self.leaf == Leaf::Tools {
+            // A subtask is one step, not a word problem: the short code prompt, no examples.
+            let prompt = self.task_message(prompt, PromptKind::CodeSubtask);
+            self.messages.push(Message::user(prompt));
+            return self.tool_loop(Phase::Subtask, subtask).await;
+        }
+        let mut message = format!("Task: {task}\n\n{prompt}");
+        if !found.is_empty() {
+            message.push_str("\n\nWhat the subtasks before found:");
+            for (done, answer) in found {
+                message.push_str(&format!("\n- {done}: {answer}"));
+            }
+        }
+        self.part(&message, subtask, then, &format!("subtask {index}"))
+            .await
     }
 
     /// One critique round: the verdict (an unreadable critique counts as ok).
@@ -361,6 +450,8 @@ impl<'a> Runner<'a> {
         let mut grounding_checked = self.agent.settings.grounding == Grounding::Off;
         // Whether code that repeated a successful cell was answered by asking for the answer.
         let mut asked_for_answer = false;
+        // Whether an answer about the program was sent back to speak to the question.
+        let mut rephrased = false;
         loop {
             let calls = self.calls(ToolChoice::Auto);
             let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
@@ -453,8 +544,38 @@ impl<'a> Runner<'a> {
                     continue;
                 }
             }
+            if self.code_tool.is_some() && speaks_of_program(&answer) {
+                // "The output of the function solution() is 42": the answer is the
+                // result it names, when that is one short line; else it is asked for
+                // in the question's own terms, once.
+                if let Some(result) = self
+                    .last_code_result()
+                    .filter(|r| answer.contains(r.as_str()))
+                {
+                    return Ok(result);
+                }
+                if !rephrased {
+                    rephrased = true;
+                    self.ask_for_answer(reply.step, &mut turn);
+                    continue;
+                }
+            }
             return Ok(answer);
         }
+    }
+
+    /// The code tool's latest result when it is one short line (a value, not a
+    /// table or a trace).
+    fn last_code_result(&self) -> Option<String> {
+        let code = self.code_tool.as_ref()?;
+        let (_, _, result) = self
+            .answered
+            .iter()
+            .rev()
+            .find(|(tool, _, _)| *tool == code.name)?;
+        let result = result.trim();
+        (!result.is_empty() && !result.contains('\n') && result.chars().count() <= 60)
+            .then(|| result.to_string())
     }
 
     /// Asks for the answer to the current question ([`PromptKind::Answer`]) after
@@ -544,6 +665,9 @@ impl<'a> Runner<'a> {
     /// Then, with [`Prefetch::Tools`], the calls the tools ask for with `task`
     /// ([`jielong_chat::tool::Tool::prefetch`]) whose tool the initial calls do not call.
     async fn initial_calls(&mut self, task: &str) -> Flow<()> {
+        if self.leaf == Leaf::Written {
+            return Ok(());
+        }
         let settings = &self.agent.settings;
         let mut calls = settings.initial_calls.clone();
         if settings.prefetch == Prefetch::Tools {

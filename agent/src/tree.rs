@@ -38,7 +38,15 @@ use jielong_chat::respond::{Chat, ChatRequest};
 /// The shape of a tree search: how many proposals per state, how many states are
 /// kept per depth, how deep it goes.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(default, deny_unknown_fields)]
 pub struct TreeSearch {
@@ -105,14 +113,14 @@ pub enum Step {
 }
 
 /// What a thought is, for a kind of task: how a proposal is read as thoughts, which
-/// thoughts are valid, when a state is solved. The seam of [`Strategy::TreeOfThoughts`]
+/// thoughts are valid, when a state is solved. The seam of [`Strategy::Tree`]
 /// (`Agent::builder(..).thoughts(..)`).
 ///
 /// Contract: [`ThoughtSpace::root`] and [`ThoughtSpace::step`] are pure functions of
 /// their arguments (the search calls them in any order, and may call `step` twice
 /// with the same arguments).
 ///
-/// [`Strategy::TreeOfThoughts`]: super::Strategy::TreeOfThoughts
+/// [`Strategy::Tree`]: super::Strategy::Tree
 pub trait ThoughtSpace: Send + Sync + fmt::Debug {
     /// The name it is known by (`free`, `game24`).
     fn name(&self) -> &str;
@@ -285,11 +293,17 @@ struct Node {
 }
 
 /// Runs `agent`'s task as a tree search.
-pub(super) async fn run(agent: &Agent, session: &mut dyn ModelSession, task: &str) -> AgentRun {
+pub(super) async fn run(
+    agent: &Agent,
+    session: &mut dyn ModelSession,
+    task: &str,
+    shape: TreeSearch,
+) -> AgentRun {
     let started = Instant::now();
     let mut search = Search {
         agent,
         task,
+        shape,
         usage: Usage::default(),
         calls: 0,
         longest_prompt: 0,
@@ -320,12 +334,14 @@ pub(super) async fn run(agent: &Agent, session: &mut dyn ModelSession, task: &st
         steps: search.calls,
         tool_calls: 0,
         elapsed: started.elapsed(),
+        unverified: None,
     })
 }
 
 struct Search<'a> {
     agent: &'a Agent,
     task: &'a str,
+    shape: TreeSearch,
     usage: Usage,
     /// Model calls made.
     calls: usize,
@@ -340,7 +356,7 @@ type Outcome = Result<(String, Vec<String>), (StopReason, Vec<String>)>;
 impl Search<'_> {
     async fn search(&mut self, session: &mut dyn ModelSession) -> Outcome {
         let settings = &self.agent.settings;
-        let shape = settings.tree;
+        let shape = self.shape;
         let space = self.agent.thoughts.clone();
         let deadline = settings.max_wall_time.map(|d| Instant::now() + d);
         let root_state = match space.root(self.task) {

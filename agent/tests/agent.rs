@@ -1058,7 +1058,9 @@ async fn malformed_calls_are_reported_to_the_model() {
 #[tokio::test]
 async fn plan_then_subtasks_then_synthesis() {
     let out = check(
-        agent().plan(true),
+        agent().strategy(jielong_agent::Strategy::plan(
+            jielong_agent::Strategy::Direct,
+        )),
         "Add 2 and 3, then double it.",
         vec![
             reply(&call(
@@ -1119,7 +1121,11 @@ async fn plan_then_subtasks_then_synthesis() {
 async fn plan_budgets_and_fallbacks() {
     // The plan uses the same step budget.
     let out = check(
-        agent().plan(true).max_steps(2),
+        agent()
+            .strategy(jielong_agent::Strategy::plan(
+                jielong_agent::Strategy::Direct,
+            ))
+            .max_steps(2),
         "task",
         vec![
             reply(&call("submit_plan", json!({"subtasks": ["a", "b"]}))),
@@ -1132,7 +1138,9 @@ async fn plan_budgets_and_fallbacks() {
 
     // No usable plan: the task is the only subtask and its answer is the answer.
     let out = check(
-        agent().plan(true),
+        agent().strategy(jielong_agent::Strategy::plan(
+            jielong_agent::Strategy::Direct,
+        )),
         "task",
         vec![reply("I will just do it."), reply("42")],
     )
@@ -1152,7 +1160,9 @@ fn critique(ok: bool, problem: &str) -> Script {
 #[tokio::test]
 async fn reflection_revises_a_rejected_draft() {
     let out = check(
-        agent().reflect(true),
+        agent().strategy(jielong_agent::Strategy::reflect(
+            jielong_agent::Strategy::Direct,
+        )),
         "What is 2 + 40?",
         vec![
             reply("41"),
@@ -1185,7 +1195,7 @@ async fn reflection_revises_a_rejected_draft() {
 
     // Two rounds; the second critique accepts the revision.
     let out = check(
-        agent().reflect(true).max_reflection_rounds(2),
+        agent().strategy("reflect(rounds=2)".parse().unwrap()),
         "task",
         vec![
             reply("41"),
@@ -1209,7 +1219,7 @@ async fn reflection_revises_a_rejected_draft() {
 
     // An accepted draft is the answer.
     let out = check(
-        agent().reflect(true).max_reflection_rounds(3),
+        agent().strategy("reflect(rounds=3)".parse().unwrap()),
         "task",
         vec![reply("42"), critique(true, "")],
     )
@@ -1219,7 +1229,11 @@ async fn reflection_revises_a_rejected_draft() {
 
     // The budget runs out during reflection: the draft is kept.
     let out = check(
-        agent().reflect(true).max_steps(2),
+        agent()
+            .strategy(jielong_agent::Strategy::reflect(
+                jielong_agent::Strategy::Direct,
+            ))
+            .max_steps(2),
         "task",
         vec![reply("41"), critique(false, "wrong")],
     )
@@ -1304,7 +1318,10 @@ async fn prompts_can_be_replaced() {
         agent().max_steps(0),
         agent().max_tokens_per_step(0),
         agent().max_identical_calls(0),
-        agent().max_subtasks(6),
+        agent().strategy(jielong_agent::Strategy::Plan(jielong_agent::Plan {
+            then: Box::new(jielong_agent::Strategy::Direct),
+            subtasks: 6,
+        })),
     ] {
         let err = bad.build().unwrap_err();
         assert!(matches!(err, AgentError::InvalidSetting(_)), "{err}");
@@ -1758,19 +1775,19 @@ async fn each_strategy_runs_its_own_stages() {
     let cases: Vec<(Strategy, Vec<Script>, Vec<Phase>, &str)> = vec![
         (Strategy::Direct, vec![reply("42")], vec![Task], "42"),
         (
-            Strategy::Plan,
+            Strategy::plan(Strategy::Direct),
             vec![plan(), reply("A."), reply("42")],
             vec![Plan, Subtask, Synthesis],
             "42",
         ),
         (
-            Strategy::Reflect,
+            Strategy::reflect(Strategy::Direct),
             vec![reply("41"), critique(false, "wrong"), reply("42")],
             vec![Task, Critique, Revision],
             "42",
         ),
         (
-            Strategy::PlanReflect,
+            Strategy::reflect(Strategy::plan(Strategy::Direct)),
             vec![
                 plan(),
                 reply("A."),
@@ -1783,7 +1800,7 @@ async fn each_strategy_runs_its_own_stages() {
         ),
     ];
     for (strategy, script, expected, answer) in cases {
-        let builder = agent().strategy(strategy);
+        let builder = agent().strategy(strategy.clone());
         let out = check(builder, "task", script).await;
         assert_eq!(out.run.stop, StopReason::Answered, "{strategy}");
         assert_eq!(out.run.answer.as_deref(), Some(answer), "{strategy}");
@@ -1792,59 +1809,19 @@ async fn each_strategy_runs_its_own_stages() {
 }
 
 #[test]
-fn strategies_have_names_and_the_old_switches_are_aliases() {
+fn strategies_are_values_the_builder_keeps() {
     use jielong_agent::{AgentSettings, Strategy};
-    let settings = |b: AgentBuilder| b.build().unwrap().settings().strategy;
+    let settings = |b: AgentBuilder| b.build().unwrap().settings().strategy.clone();
     assert_eq!(AgentSettings::default().strategy, Strategy::Direct);
     assert_eq!(settings(agent()), Strategy::Direct);
-    assert_eq!(settings(agent().strategy(Strategy::Plan)), Strategy::Plan);
-    assert_eq!(settings(agent().plan(true)), Strategy::Plan);
-    assert_eq!(settings(agent().reflect(true)), Strategy::Reflect);
-    assert_eq!(
-        settings(agent().plan(true).reflect(true)),
-        Strategy::PlanReflect
-    );
-    assert_eq!(
-        settings(agent().strategy(Strategy::PlanReflect).plan(false)),
-        Strategy::Reflect
-    );
-    assert_eq!(
-        settings(agent().strategy(Strategy::Reflect).reflect(false)),
-        Strategy::Direct
-    );
-    for (name, strategy) in [
-        ("direct", Strategy::Direct),
-        ("plan", Strategy::Plan),
-        ("reflect", Strategy::Reflect),
-        ("plan+reflect", Strategy::PlanReflect),
-    ] {
-        assert_eq!(name.parse::<Strategy>(), Ok(strategy));
-        assert_eq!(strategy.to_string(), name);
-        assert_eq!(serde_json::to_value(strategy).unwrap(), json!(name));
-        assert_eq!(
-            serde_json::from_value::<Strategy>(json!(name)).unwrap(),
-            strategy
-        );
-        assert_eq!(
-            Strategy::from_switches(strategy.plans(), strategy.reflects()),
-            strategy
-        );
-    }
-    assert_eq!(Strategy::ALL.len(), 7);
-    assert_eq!(
-        "tree-of-thoughts".parse::<Strategy>(),
-        Ok(Strategy::TreeOfThoughts)
-    );
-    assert_eq!("best-of-n".parse::<Strategy>(), Ok(Strategy::BestOfN));
-    assert_eq!(
-        "self-consistency".parse::<Strategy>(),
-        Ok(Strategy::SelfConsistency)
-    );
-    let err = "bogus".parse::<Strategy>().unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "unknown strategy `bogus`; strategies: direct, plan, reflect, plan+reflect, self-consistency, best-of-n, tree-of-thoughts"
-    );
+    let composed: Strategy = "reflect(vote(written, plan, n=3))".parse().unwrap();
+    assert_eq!(settings(agent().strategy(composed.clone())), composed);
+    // Out of range anywhere inside: the agent is not built.
+    let deep = Strategy::reflect(Strategy::vote(vec![Strategy::Direct], 17));
+    assert!(matches!(
+        agent().strategy(deep).build(),
+        Err(AgentError::InvalidSetting(_))
+    ));
 }
 
 #[tokio::test]
@@ -1917,7 +1894,13 @@ async fn run_samples(
     samples: usize,
     script: Vec<Script>,
 ) -> (AgentRun, Vec<AgentEvent>, Vec<Request>) {
-    let agent = agent().strategy(strategy).samples(samples);
+    let agent = agent().strategy(match strategy {
+        jielong_agent::Strategy::Sample(mut sample) => {
+            sample.n = samples;
+            jielong_agent::Strategy::Sample(sample)
+        }
+        other => other,
+    });
     run_scripted(agent, "What is 3 * 6?", script).await
 }
 
@@ -1953,9 +1936,8 @@ async fn run_scripted(
 /// normalised form and the tally is an event.
 #[tokio::test]
 async fn self_consistency_votes_over_independent_samples() {
-    use jielong_agent::Strategy;
     let run_with = |script: Vec<Script>, samples: usize| {
-        run_samples(Strategy::SelfConsistency, samples, script)
+        run_samples("self-consistency".parse().unwrap(), samples, script)
     };
     let tally = |events: &[AgentEvent]| {
         events
@@ -2035,8 +2017,10 @@ async fn self_consistency_votes_over_independent_samples() {
     );
 
     // The number of samples is checked.
-    assert!(agent().samples(0).build().is_err());
-    assert!(agent().samples(17).build().is_err());
+    for n in [0, 17] {
+        let sampled = jielong_agent::Strategy::vote(vec![jielong_agent::Strategy::Direct], n);
+        assert!(agent().strategy(sampled).build().is_err());
+    }
 }
 
 /// Best-of-N: the samples' distinct answers are judged pairwise in both orders; the
@@ -2044,8 +2028,7 @@ async fn self_consistency_votes_over_independent_samples() {
 /// cancels out, leaving the vote.
 #[tokio::test]
 async fn best_of_n_judges_each_pair_in_both_orders() {
-    use jielong_agent::Strategy;
-    let run_with = |script: Vec<Script>| run_samples(Strategy::BestOfN, 3, script);
+    let run_with = |script: Vec<Script>| run_samples("best-of-n".parse().unwrap(), 3, script);
     let ranking = |events: &[AgentEvent]| {
         events
             .iter()
@@ -2143,9 +2126,8 @@ async fn run_tree(
     script: Vec<Script>,
 ) -> (AgentRun, Vec<AgentEvent>, Vec<Request>) {
     let agent = agent()
-        .strategy(jielong_agent::Strategy::TreeOfThoughts)
-        .thoughts(space)
-        .tree(shape);
+        .strategy(jielong_agent::Strategy::Tree(shape))
+        .thoughts(space);
     run_scripted(agent, task, script).await
 }
 
@@ -2297,4 +2279,227 @@ async fn tree_of_thoughts_ends_unsolved_with_the_reason() {
     )
     .await;
     assert_eq!(run.answer.as_deref(), Some("The answer is 18."));
+}
+
+// ---------------------------------------------------------------------------------------
+// Composed strategies
+
+/// `text` read as a strategy (the test's own constants, so they parse).
+fn strategy(text: &str) -> jielong_agent::Strategy {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+#[tokio::test]
+async fn a_fallback_answers_in_writing_when_the_tools_end_without_an_answer() {
+    let broken = || reply(&call("broken", json!({})));
+    let (run, events, requests) = run_scripted(
+        agent().strategy(strategy("fallback(direct, written)")),
+        "What is 2 + 40?",
+        // Repeated failures of the same tool end the direct run; the written one answers.
+        vec![
+            broken(),
+            broken(),
+            broken(),
+            reply("2 + 40 = \\(\\boxed{42}\\)"),
+        ],
+    )
+    .await;
+    assert_eq!(run.stop, StopReason::Answered);
+    assert_eq!(run.answer.as_deref(), Some("2 + 40 = 42"));
+    let why = run.unverified.as_deref().unwrap_or_default();
+    assert!(why.contains("direct ended without an answer"), "{why}");
+    let fell_back: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::FellBack { reason, then } => Some(format!("{then} after {reason}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fell_back.len(), 1, "{fell_back:?}");
+    assert!(fell_back[0].starts_with("written after"), "{fell_back:?}");
+    // The written answer saw no tools and no system prompt.
+    let last = requests.last().unwrap();
+    assert!(last.tools.is_empty(), "{last:?}");
+    assert!(
+        !last.prompt.contains("careful assistant"),
+        "{}",
+        last.prompt
+    );
+    // The direct run's calls count in the whole run's figures.
+    assert!(run.tool_calls >= 2, "{}", run.tool_calls);
+    // The run's last events are its own.
+    assert!(matches!(
+        events.last(),
+        Some(AgentEvent::Stopped {
+            reason: StopReason::Answered
+        })
+    ));
+
+    // A direct run that answers needs no fallback: nothing is marked.
+    let (run, _, requests) = run_scripted(
+        agent().strategy(strategy("fallback(direct, written)")),
+        "What is 2 + 40?",
+        vec![reply("42")],
+    )
+    .await;
+    assert_eq!((run.answer.as_deref(), run.unverified), (Some("42"), None));
+    assert_eq!(requests.len(), 1);
+}
+
+#[tokio::test]
+async fn a_mixed_vote_alternates_written_and_tool_runs() {
+    let (run, events, requests) = run_scripted(
+        agent().strategy(strategy("vote(written, direct, n=3)")),
+        "What is 3 * 6?",
+        vec![reply("18"), reply("19"), reply("The answer is 18.")],
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("18"));
+    assert_eq!(requests.len(), 3);
+    // Written runs (1st, 3rd) see no tools; the direct one does.
+    let tool_counts: Vec<usize> = requests.iter().map(|r| r.tools.len()).collect();
+    assert_eq!(tool_counts[0], 0);
+    assert!(tool_counts[1] > 0, "{tool_counts:?}");
+    assert_eq!(tool_counts[2], 0);
+    // The first of each way is greedy; the third samples.
+    let temperatures: Vec<f32> = requests.iter().map(|r| r.temperature).collect();
+    assert_eq!(temperatures[..2], [0.0, 0.0]);
+    assert!(temperatures[2] > 0.0, "{temperatures:?}");
+    assert!(events.iter().any(
+        |e| matches!(e, AgentEvent::Tally { votes, .. } if votes[0] == ("18".to_string(), 2))
+    ));
+}
+
+#[tokio::test]
+async fn an_adaptive_vote_draws_more_only_while_the_answers_disagree() {
+    // Agreement at once: two runs.
+    let (run, _, requests) = run_scripted(
+        agent().strategy(strategy("adaptive(written, direct, n=6)")),
+        "What is 3 * 6?",
+        vec![reply("18"), reply("18")],
+    )
+    .await;
+    assert_eq!((run.answer.as_deref(), requests.len()), (Some("18"), 2));
+
+    // Disagreement: a round of each way at a time until one answer leads by two.
+    let (run, events, requests) = run_scripted(
+        agent().strategy(strategy("adaptive(written, direct, n=6)")),
+        "What is 3 * 6?",
+        vec![reply("18"), reply("19"), reply("18"), reply("18")],
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("18"));
+    assert_eq!(requests.len(), 4);
+    let answers = events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::SampleAnswer { .. }))
+        .count();
+    assert_eq!(answers, 4);
+
+    // Never more than n.
+    let (run, _, requests) = run_scripted(
+        agent().strategy(strategy("adaptive(written, direct, n=3)")),
+        "What is 3 * 6?",
+        vec![reply("17"), reply("18"), reply("19")],
+    )
+    .await;
+    assert_eq!((run.answer.as_deref(), requests.len()), (Some("17"), 3));
+}
+
+#[tokio::test]
+async fn a_plan_works_its_subtasks_by_the_inner_strategy_and_reflection_wraps_a_vote() {
+    use Phase::*;
+    let plan = reply(&call("submit_plan", json!({"subtasks": ["add", "double"]})));
+    let (run, events, requests) = run_scripted(
+        agent().strategy(strategy("plan(written)")),
+        "Add 2 and 3, then double it.",
+        vec![plan, reply("5"), reply("10"), reply("10")],
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("10"));
+    // The subtasks ran as parts: written (no tools), the second told what the first found.
+    assert!(requests[1].tools.is_empty() && requests[2].tools.is_empty());
+    assert!(
+        requests[2].prompt.contains("- add: 5"),
+        "{}",
+        requests[2].prompt
+    );
+    let parts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Part { part, event } if matches!(**event, AgentEvent::Final { .. }) => {
+                Some(part.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts, ["subtask 1", "subtask 2"]);
+    let top: Vec<Phase> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::StepStarted { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(top, [Plan, Synthesis]);
+    assert_eq!(run.steps, 4);
+
+    // reflect(vote): the vote's answer is the draft, then critique and revision.
+    let (run, events, _) = run_scripted(
+        agent().strategy(strategy("reflect(vote(direct, n=2))")),
+        "What is 2 + 40?",
+        vec![
+            reply("41"),
+            reply("41"),
+            critique(false, "2 + 40 is 42."),
+            reply("42"),
+        ],
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("42"));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, AgentEvent::Critique { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, AgentEvent::Part { part, .. } if part == "draft")));
+}
+
+#[tokio::test]
+async fn a_checker_pick_prefers_the_answer_another_way_arrives_at_again() {
+    // The vote is a tie (19 first); the checkers find 18 both times.
+    let (run, events, requests) = run_scripted(
+        agent().strategy(strategy("sample(written, direct, n=2, pick=check)")),
+        "What is 3 * 6?",
+        vec![reply("19"), reply("18"), reply("18"), reply("18")],
+    )
+    .await;
+    assert_eq!(run.answer.as_deref(), Some("18"));
+    assert_eq!(requests.len(), 4);
+    assert!(
+        requests[2]
+            .prompt
+            .contains("Someone proposed this answer: 19"),
+        "{}",
+        requests[2].prompt
+    );
+    let checks: Vec<(usize, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Checked {
+                sample,
+                agreed,
+                checker,
+                ..
+            } => {
+                // Written answers (no calls) are checked by the tools' way.
+                assert_eq!(checker, "direct");
+                Some((*sample, *agreed))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks, [(1, false), (2, true)]);
+    // The checkers' steps count in the run's figures.
+    assert_eq!(run.steps, 4);
 }

@@ -69,7 +69,6 @@ pub(crate) async fn answer(
     let options = AgentOptions {
         system: Some(ASK_SYSTEM.trim().to_string()),
         strategy: Default::default(),
-        samples: jielong::agent::AgentSettings::default().samples,
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         // The first search is rag_search's own prefetch (the question).
@@ -77,7 +76,6 @@ pub(crate) async fn answer(
         code_actions: Default::default(),
         prompts: None,
         framing: Default::default(),
-        tree: Default::default(),
         thoughts: std::sync::Arc::new(jielong::agent::FreeThoughts),
     };
     let run = drive(

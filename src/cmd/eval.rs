@@ -246,7 +246,7 @@ impl Evaluated {
             None => super::load_model(global).await?,
         };
         let session = model.open_session(&super::session_options(global))?;
-        let strategy = args.strategy.unwrap_or_default();
+        let strategy = Strategy::parse(args.strategy.as_deref().unwrap_or("direct"), args.samples)?;
         let plain =
             tools.is_empty() && strategy == Strategy::Direct && !all_rows_have_tools(examples);
         let answerer = if let Some(workflow) = workflow {
@@ -258,7 +258,7 @@ impl Evaluated {
         } else {
             Answerer::Agent(Box::new(AgentSystemSetup {
                 name: match strategy {
-                    Strategy::TreeOfThoughts => {
+                    Strategy::Tree(_) => {
                         format!("tot:{}:{}", global.model, args.tree.thoughts)
                     }
                     _ => format!("agent:{}:{}", global.model, tools.join("+")),
@@ -268,14 +268,12 @@ impl Evaluated {
                 options: AgentOptions {
                     system: args.system.clone(),
                     strategy,
-                    samples: args.samples,
                     max_steps: args.max_steps,
                     trace: None,
                     initial_calls: Vec::new(),
                     code_actions: args.code_actions.into(),
                     prompts: args.prompts.clone(),
                     framing: Default::default(),
-                    tree: args.tree.shape(),
                     thoughts: super::thoughts(&args.tree)?,
                 },
             }))
@@ -546,17 +544,14 @@ impl System for AgentSystem {
             "max_steps": self.options.max_steps,
             "code_actions": self.options.code_actions,
             "strategy": self.options.strategy,
-            "samples": self.options.samples,
             "technique": super::wording_config(&self.options.framing.wording),
             "shots": self.options.framing.shots,
             "prompts": prompt_texts(self.options.prompts.as_deref()),
         });
-        // Only tree searches have a shape (other configurations keep their caches).
-        if self.options.strategy == Strategy::TreeOfThoughts {
-            config["tree"] = json!({
-                "shape": self.options.tree,
-                "thoughts": self.options.thoughts.name(),
-            });
+        // Only tree searches have a thought space (other configurations keep their
+        // caches).
+        if self.options.strategy.searches_trees() {
+            config["thoughts"] = json!(self.options.thoughts.name());
         }
         config
     }

@@ -31,22 +31,22 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
     let framing = super::framing(&args.framing, "question", "answer")?;
     let model = super::load_model(global).await?;
     let mut session = model.open_session(&super::session_options(global))?;
-    let strategy = args.strategy();
-    if registry.is_empty() && strategy == Strategy::Direct {
+    let strategy = args.strategy()?;
+    // Without tools, the default and the leaves are the model's own answer, streamed.
+    let leaf = args.strategy.is_none() || strategy.is_leaf();
+    if registry.is_empty() && leaf {
         return plain_answer(global, session.as_mut(), &args, &framing).await;
     }
 
     let settings = AgentOptions {
         system: args.system.clone(),
         strategy,
-        samples: args.samples,
         max_steps: args.max_steps,
         trace: args.trace.clone(),
         initial_calls: Vec::new(),
         code_actions: args.code_actions.into(),
         prompts: args.prompts.clone(),
         framing,
-        tree: args.tree.shape(),
         thoughts: super::thoughts(&args.tree)?,
     };
     let run = drive(
@@ -68,8 +68,6 @@ pub struct AgentOptions {
     pub system: Option<String>,
     /// How the agent works the task.
     pub strategy: Strategy,
-    /// Samples of [`Strategy::SelfConsistency`].
-    pub samples: usize,
     /// The most model calls.
     pub max_steps: usize,
     /// Where to write the JSONL trace.
@@ -82,8 +80,6 @@ pub struct AgentOptions {
     pub prompts: Option<std::path::PathBuf>,
     /// Worked examples and the technique the task is worded with.
     pub framing: jielong::agent::Framing,
-    /// The shape of a tree-of-thoughts search.
-    pub tree: jielong::agent::TreeSearch,
     /// What a thought of a tree-of-thoughts search is.
     pub thoughts: std::sync::Arc<dyn jielong::agent::ThoughtSpace>,
 }
@@ -103,11 +99,9 @@ pub fn build_agent(
         .max_steps(options.max_steps)
         .max_tokens_per_step(global.max_tokens)
         .sampling(request.sampling.clone())
-        .strategy(options.strategy)
-        .samples(options.samples)
+        .strategy(options.strategy.clone())
         .code_actions(options.code_actions)
         .framing(options.framing.clone())
-        .tree(options.tree)
         .thoughts(options.thoughts.clone())
         .on_event(on_event);
     for call in &options.initial_calls {
@@ -172,8 +166,12 @@ pub async fn drive(
     Ok(run)
 }
 
-/// Prints the answer, or fails with [`NoAnswer`] (printing a partial answer first).
+/// Prints the answer, or fails with [`NoAnswer`] (printing a partial answer first);
+/// an unverified answer says so on stderr.
 pub fn finish(run: AgentRun) -> anyhow::Result<()> {
+    if let (Some(why), Some(_)) = (&run.unverified, &run.answer) {
+        eprintln!("[unverified: {why}; the answer below was written without a checked result]");
+    }
     match (run.stop, run.answer) {
         (StopReason::Answered, Some(answer)) => {
             println!("{answer}");
@@ -258,6 +256,14 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
         }
         // A sample's own progress only with -v (samples interleave).
         AgentEvent::Sample { event, .. } if verbose => show_progress(event, verbose),
+        // A part of a composed run runs alone: its progress shows as the run's own.
+        AgentEvent::Part { event, .. } => show_progress(event, verbose),
+        AgentEvent::FellBack { reason, then } => {
+            eprintln!(
+                "[no answer ({}): answering by {then} instead, unverified]",
+                one_line(&reason.to_string(), 120)
+            )
+        }
         AgentEvent::SampleAnswer {
             sample,
             answer,

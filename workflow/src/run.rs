@@ -834,9 +834,7 @@ impl Executor<'_> {
             .max_tokens_per_step(spec.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS))
             .sampling(loaded.sampling.clone())
             .strategy(spec.strategy())
-            .samples(spec.samples.unwrap_or(AgentSettings::default().samples))
             .framing(framing)
-            .tree(spec.tree.unwrap_or_default())
             .on_event(move |event| events.agent(&event_step, item, event));
         if let Some(space) = spec
             .thoughts

@@ -10,7 +10,7 @@
 //! inputs:
 //!   question: {type: string, default: "What is 12345 * 6789?"}
 //! agents:
-//!   solver: {tools: [python], max_steps: 6, strategy: reflect}
+//!   solver: {tools: [python], max_steps: 6, strategy: reflect(mixed)}
 //! steps:
 //!   - id: solve
 //!     agent: solver
@@ -298,34 +298,20 @@ pub struct AgentSpec {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub tools: Vec<Spanned<String>>,
-    /// How the agent works its task: `direct` (the default), `plan` (subtasks, then a
-    /// synthesis), `reflect` (critique the draft and revise it when the critique finds
-    /// a fault), `plan+reflect`, `self-consistency` (`samples` independent runs,
-    /// answers voted), `best-of-n` (the same runs, answers judged by the model),
-    /// `tree-of-thoughts` (a beam search over steps: `thoughts`, `tree`).
+    /// How the agent works its task (default `direct`): the text form of
+    /// `jielong run --strategy` (`reflect(vote(written, direct, n=5))`, `mixed`, …) or
+    /// the nested form (`{sample: {of: [written, direct], n: 5, pick: vote}}`,
+    /// `{plan: {then: direct, subtasks: 3}}`, `{reflect: {around: …, rounds: 1}}`,
+    /// `{fallback: {first: direct, then: written}}`, `{tree: {breadth: 3, beam: 3,
+    /// depth: 4}}`).
     #[serde(default)]
     #[schemars(with = "Option<Strategy>")]
     pub strategy: Option<Spanned<Strategy>>,
-    /// The old switch for `strategy: plan` (`plan: true` with `reflect: true` is
-    /// `plan+reflect`); not together with `strategy`.
-    #[serde(default)]
-    pub plan: bool,
-    /// The old switch for `strategy: reflect`; not together with `strategy`.
-    #[serde(default)]
-    pub reflect: bool,
-    /// Samples of `strategy: self-consistency` or `best-of-n` (1 to 16, default 5).
-    #[serde(default)]
-    pub samples: Option<usize>,
-    /// What a thought of `strategy: tree-of-thoughts` is: `free` (the default; a line
-    /// per step) or `game24` (checked arithmetic steps; the task names the numbers).
+    /// What a thought of a `tree` strategy is: `free` (the default; a line per step)
+    /// or `game24` (checked arithmetic steps; the task names the numbers).
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub thoughts: Option<Spanned<String>>,
-    /// The shape of `strategy: tree-of-thoughts`: `breadth` (proposals per state,
-    /// default 3), `beam` (states kept per depth, default 3), `depth` (most thoughts on
-    /// a path, default 4).
-    #[serde(default)]
-    pub tree: Option<jielong_agent::TreeSearch>,
     /// How the task is worded: `plain` (the default), `cot`, `explain`,
     /// `deep-breath`, `emotion`, `premises` (the files of `prompts/techniques/`).
     #[serde(default)]
@@ -365,13 +351,12 @@ pub struct AgentSpec {
 }
 
 impl AgentSpec {
-    /// The strategy the agent runs: `strategy`, else the one `plan` and `reflect`
-    /// describe.
+    /// The strategy the agent runs (default `direct`).
     pub fn strategy(&self) -> Strategy {
-        self.strategy.as_ref().map_or_else(
-            || Strategy::from_switches(self.plan, self.reflect),
-            |s| s.value,
-        )
+        self.strategy
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -14,7 +14,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use indexmap::IndexMap;
-use jielong_agent::AgentSettings;
 use jielong_tools::builtin::BUILTIN_TOOLS;
 use serde_json::Value;
 use serde_saphyr::Location;
@@ -427,29 +426,6 @@ impl<'a> Checker<'a> {
             for (i, tool) in agent.tools.iter().enumerate() {
                 self.check_tool_name(tool, &format!("{path}.tools[{i}]"));
             }
-            if let Some(strategy) = &agent.strategy {
-                let switches: Vec<&str> = [("plan", agent.plan), ("reflect", agent.reflect)]
-                    .into_iter()
-                    .filter_map(|(name, on)| on.then_some(name))
-                    .collect();
-                if !switches.is_empty() {
-                    let both = match switches.as_slice() {
-                        [one] => format!("`strategy` and `{one}` both say"),
-                        _ => format!("`strategy`, `{}` all say", switches.join("` and `")),
-                    };
-                    self.push(
-                        at(strategy),
-                        format!("{path}.strategy"),
-                        format!(
-                            "{both} how the agent works: write only `strategy: {}`",
-                            jielong_agent::Strategy::from_switches(
-                                agent.plan || strategy.value.plans(),
-                                agent.reflect || strategy.value.reflects()
-                            )
-                        ),
-                    );
-                }
-            }
             if let Some(thoughts) = &agent.thoughts {
                 if self.catalog.thought_spaces.get(&thoughts.value).is_none() {
                     let field = format!("{path}.thoughts");
@@ -460,25 +436,6 @@ impl<'a> Checker<'a> {
                             "unknown thought space `{}` (expected {})",
                             thoughts.value,
                             self.catalog.thought_spaces.names().join(", ")
-                        ),
-                    );
-                }
-            }
-            if let Some(tree) = &agent.tree {
-                if let Err(message) = tree.check() {
-                    let field = format!("{path}.tree");
-                    self.push(self.value_at(&field), field, message);
-                }
-            }
-            if let Some(samples) = agent.samples {
-                if !(1..=AgentSettings::MAX_SAMPLES).contains(&samples) {
-                    let field = format!("{path}.samples");
-                    self.push(
-                        self.value_at(&field),
-                        field,
-                        format!(
-                            "`samples` must be between 1 and {}",
-                            AgentSettings::MAX_SAMPLES
                         ),
                     );
                 }

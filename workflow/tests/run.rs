@@ -530,15 +530,15 @@ agents:
   planner: {strategy: plan}
   critic: {strategy: reflect}
   both: {strategy: plan+reflect}
-  old_plan: {plan: true}
-  old_both: {plan: true, reflect: true}
+  nested: {strategy: {reflect: {around: {plan: {}}}}}
+  parted: {strategy: "plan(written)"}
 steps:
   - {id: d, agent: direct, input: one}
   - {id: p, agent: planner, input: two}
   - {id: r, agent: critic, input: three}
   - {id: pr, agent: both, input: four}
-  - {id: op, agent: old_plan, input: five}
-  - {id: ob, agent: old_both, input: six}
+  - {id: op, agent: nested, input: five}
+  - {id: ob, agent: parted, input: six}
 "#;
     let flow = workflow(yaml, dir.path());
     use jielong_agent::Strategy;
@@ -548,15 +548,22 @@ steps:
         .iter()
         .map(|(name, agent)| (name.clone(), agent.strategy()))
         .collect();
+    let direct = || Strategy::Direct;
     assert_eq!(
         strategies,
         [
-            ("direct".to_string(), Strategy::Direct),
-            ("planner".to_string(), Strategy::Plan),
-            ("critic".to_string(), Strategy::Reflect),
-            ("both".to_string(), Strategy::PlanReflect),
-            ("old_plan".to_string(), Strategy::Plan),
-            ("old_both".to_string(), Strategy::PlanReflect),
+            ("direct".to_string(), direct()),
+            ("planner".to_string(), Strategy::plan(direct())),
+            ("critic".to_string(), Strategy::reflect(direct())),
+            (
+                "both".to_string(),
+                Strategy::reflect(Strategy::plan(direct()))
+            ),
+            (
+                "nested".to_string(),
+                Strategy::reflect(Strategy::plan(direct()))
+            ),
+            ("parted".to_string(), Strategy::plan(Strategy::Written)),
         ]
     );
     let provider = Provider::new();
@@ -570,8 +577,8 @@ steps:
         ("p", true, false),
         ("r", false, true),
         ("pr", true, true),
-        ("op", true, false),
-        ("ob", true, true),
+        ("op", true, true),
+        ("ob", true, false),
     ] {
         let events = agent_events(&trace, step);
         let phases: Vec<&str> = events

@@ -462,9 +462,14 @@ fn models_entries_and_strategies_in_the_schema() {
         spec.models["served"].served_reference().as_deref(),
         Some("openai:http://127.0.0.1:8080/v1#qwen2.5-7b-instruct;api_key_env=LLM_API_KEY")
     );
-    assert_eq!(spec.agents["planner"].strategy(), Strategy::PlanReflect);
-    assert_eq!(spec.agents["solver"].strategy(), Strategy::Reflect);
-    assert_eq!(spec.agents["legacy"].strategy(), Strategy::Plan);
+    let strategy = |agent: &str| spec.agents[agent].strategy().to_string();
+    assert_eq!(strategy("planner"), "reflect(plan)");
+    assert_eq!(strategy("solver"), "reflect");
+    assert_eq!(
+        strategy("nested"),
+        "plan(vote(written, direct, n=3), subtasks=3)"
+    );
+    assert_eq!(strategy("judged"), "judge(direct, n=3)");
     // A bare string entry points at its value, for diagnostics.
     let small = &spec.models["small"].model;
     assert_eq!(
@@ -482,13 +487,26 @@ fn models_entries_and_strategies_in_the_schema() {
             "steps": [{"id": "s", "agent": "a", "input": "hi"}],
         })
     };
-    for strategy in Strategy::ALL {
+    for strategy in [
+        serde_json::json!("direct"),
+        serde_json::json!("plan+reflect"),
+        serde_json::json!("reflect(vote(written, direct, n=5))"),
+        serde_json::json!({"sample": {"of": ["written", {"plan": {}}], "n": 4, "pick": "judge"}}),
+        serde_json::json!({"fallback": {"first": "direct", "then": "written"}}),
+        serde_json::json!({"tree": {"beam": 2}}),
+    ] {
         let instance = flow(
-            serde_json::json!({"strategy": strategy.name()}),
+            serde_json::json!({"strategy": strategy}),
             serde_json::json!("qwen2.5-coder-0.5b"),
         );
         assert!(validator.is_valid(&instance), "{strategy}");
+        let parsed: Strategy = serde_json::from_value(strategy.clone()).unwrap();
+        assert!(parsed.check().is_ok(), "{strategy}");
     }
+    assert!(!validator.is_valid(&flow(
+        serde_json::json!({"strategy": {"sample": {"of": ["direct"], "m": 3}}}),
+        serde_json::json!("m")
+    )));
     let served = serde_json::json!({"base_url": "http://h/v1", "model": "m"});
     assert!(validator.is_valid(&flow(serde_json::json!({}), served)));
     assert!(!validator.is_valid(&flow(
