@@ -1,40 +1,36 @@
-//! Whether a task needs the agent's tools: the judgement [`Strategy::Route`]
-//! (crate::Strategy::Route) goes by. Deterministic and cheap (no model call), so a
+//! Whether a task needs the agent's tools: the judgement
+//! [`Strategy::Route`](crate::Strategy::Route) goes by. Deterministic and cheap (no model call), so a
 //! factual or verbal question to an agent that only has a code tool gets a written
 //! answer, and any question to an agent with a search tool goes to the tools.
 
 use jielong_chat::tool::ToolRegistry;
 
-/// Words that ask for counting or arithmetic even without a digit.
+/// Words that ask for counting or arithmetic even without a digit. Not "how much",
+/// "how long", "how old", "mean", "sort": without numbers those mostly ask for facts
+/// or words ("How long do cats live?", "What does it mean?", "What sort of …?").
 const COMPUTING: &[&str] = &[
     "how many",
-    "how much",
-    "how long",
-    "how far",
-    "how old",
     "calculate",
     "compute",
     "count",
     "sum",
     "total",
     "average",
-    "mean",
     "median",
     "percent",
     "percentage",
     "prime",
+    "primes",
     "factorial",
     "square root",
     "solve",
     "equation",
-    "sort",
     "convert",
 ];
 
-/// Number words.
+/// Number words ("one" is not among them: "in one word", "which one").
 const NUMBERS: &[&str] = &[
     "zero",
-    "one",
     "two",
     "three",
     "four",
@@ -127,6 +123,9 @@ mod tests {
             ("Explain why the sky is blue.", false),
             // "someone" is not "one"; "counter" is not "count".
             ("Is someone at the counter?", false),
+            ("What is the capital of France? Answer in one word.", false),
+            ("How long do cats live?", false),
+            ("What does the word 'serendipity' mean?", false),
         ] {
             assert_eq!(computes(task), expected, "{task}");
         }
