@@ -98,14 +98,13 @@ async fn fall_back(
         .await;
     let mut figures = Figures::default();
     figures.add(&first);
-    figures.add(&then);
     let unverified = then.answer.is_some().then(|| {
         let why = first.stop.to_string();
         let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
         let why: String = why.chars().take(120).collect();
         format!("{} ended without an answer ({why})", fallback.first)
     });
-    agent.finish(figures.onto(AgentRun {
+    agent.finish(figures.into_run(AgentRun {
         unverified,
         elapsed: started.elapsed(),
         ..then
@@ -128,18 +127,6 @@ impl Figures {
         self.steps += run.steps;
         self.tool_calls += run.tool_calls;
         self.distinct_prompt_tokens = self.distinct_prompt_tokens.max(run.distinct_prompt_tokens);
-    }
-
-    /// `run` with these figures in place of its own (they include it when it was
-    /// added).
-    pub fn onto(self, run: AgentRun) -> AgentRun {
-        AgentRun {
-            usage: self.usage,
-            steps: self.steps,
-            tool_calls: self.tool_calls,
-            distinct_prompt_tokens: self.distinct_prompt_tokens,
-            ..run
-        }
     }
 
     /// Adds these figures to an outer run's own.

@@ -270,7 +270,7 @@ pub(super) fn fold(
         Some(run) => (None, run.stop, run.transcript, None),
         None => (None, StopReason::MaxSteps, Vec::new(), None),
     };
-    agent.finish(figures.onto(AgentRun {
+    agent.finish(figures.into_run(AgentRun {
         answer,
         stop,
         transcript,

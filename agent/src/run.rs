@@ -223,10 +223,7 @@ impl<'a> Runner<'a> {
                 self.direct(task).await
             }
             (Strategy::Plan(plan), Leaf::Tools) => self.planned(task, plan).await,
-            (other, _) => {
-                let message = task.to_string();
-                self.part(&message, task, other, "draft").await
-            }
+            (other, _) => self.part(task, task, other, "draft").await,
         }
     }
 
