@@ -942,3 +942,80 @@ fn a_public_host_needs_a_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("API key"), "{stderr}");
 }
+
+/// `--call-fit fitted`: a request that names two cities gets a call for each (whole and
+/// streamed), a tool the request never names is declined and the reply is written
+/// instead; the metrics count both.
+#[test]
+fn calls_are_fitted_to_the_request() {
+    with_runtime(calls_fitted());
+}
+
+async fn calls_fitted() {
+    let server = start(&["--call-fit", "fitted"], None).await;
+    let two = user("What is the weather in Oslo and in Lima?");
+    for stream in [false, true] {
+        let body = json!({"messages": two, "tools": [weather_tool()], "temperature": 0,
+                          "max_tokens": 120, "stream": stream});
+        let calls: Vec<Value> = if stream {
+            let (_, text) = post_text(&server, &body).await;
+            sse_events(&text)
+                .iter()
+                .flat_map(|e| {
+                    e["choices"][0]["delta"]["tool_calls"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect()
+        } else {
+            let (status, reply) = post(&server, "/v1/chat/completions", &body).await;
+            assert_eq!(status, 200, "{reply}");
+            assert_eq!(
+                reply["choices"][0]["finish_reason"], "tool_calls",
+                "{reply}"
+            );
+            reply["choices"][0]["message"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut cities: Vec<String> = calls
+            .iter()
+            .map(|call| {
+                let arguments: Value =
+                    serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))
+                        .unwrap_or_else(|_| panic!("arguments are not JSON: {call}"));
+                arguments["city"].as_str().unwrap_or_default().to_string()
+            })
+            .collect();
+        cities.sort();
+        assert_eq!(cities, ["Lima", "Oslo"], "stream {stream}: {calls:?}");
+        let indices: Vec<u64> = calls.iter().filter_map(|c| c["index"].as_u64()).collect();
+        if stream {
+            assert_eq!(indices, [0, 1], "{calls:?}");
+        }
+    }
+    let (status, reply) = post(
+        &server,
+        "/v1/chat/completions",
+        &json!({"messages": user("What is the area of a triangle with base 10 and height 5?"),
+                "tools": [weather_tool()], "temperature": 0, "max_tokens": 80}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply["choices"][0]["message"]["tool_calls"].is_null(),
+        "{reply}"
+    );
+    assert!(!content(&reply).trim().is_empty(), "{reply}");
+    let (_, metrics) = get(&server, "/metrics", None).await;
+    assert!(
+        metric(&metrics, "jielong_calls_added_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "jielong_calls_declined_total") >= 1.0,
+        "{metrics}"
+    );
+}

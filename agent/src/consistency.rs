@@ -53,7 +53,7 @@ pub(super) async fn run(
         }
     }
     let votes = Votes::count(&runs);
-    let winner = votes.ranked.first().map(|vote| vote.first);
+    let winner = preferred(&votes, &runs);
     agent.emit(AgentEvent::Tally {
         votes: votes
             .ranked
@@ -77,6 +77,23 @@ pub(super) async fn run(
         Pick::Check => check::pick(agent, session, task, &runs, &votes).await,
     };
     fold(agent, runs, chosen, extra, started)
+}
+
+/// The run whose answer wins the vote: the most votes; among equals, an answer a run
+/// that called tools (a computed result) gave, else the first to appear.
+fn preferred(votes: &Votes, runs: &[AgentRun]) -> Option<usize> {
+    let top = votes.ranked.first()?.count;
+    let tied = votes.ranked.iter().take_while(|v| v.count == top);
+    let computed = |vote: &&Vote| {
+        runs.iter().position(|r| {
+            r.tool_calls > 0
+                && r.stop.is_answered()
+                && r.answer.as_deref().and_then(vote_key).as_deref() == Some(vote.key.as_str())
+        })
+    };
+    tied.clone()
+        .find_map(|vote| computed(&vote))
+        .or_else(|| votes.ranked.first().map(|vote| vote.first))
 }
 
 /// Whether an adaptive draw can stop: at least two answers, all the same, or the
@@ -256,6 +273,7 @@ pub(super) fn fold(
     let winner = chosen
         .and_then(|i| runs.get(i))
         .and_then(|r| r.answer.clone());
+    let unbacked = chosen.and_then(|i| unbacked(&runs, i));
     let mut runs = runs;
     let pick = chosen.unwrap_or(0).min(runs.len().saturating_sub(1));
     let base = if runs.is_empty() {
@@ -264,9 +282,12 @@ pub(super) fn fold(
         Some(runs.swap_remove(pick))
     };
     let (answer, stop, transcript, unverified) = match base {
-        Some(run) if winner.is_some() => {
-            (winner, StopReason::Answered, run.transcript, run.unverified)
-        }
+        Some(run) if winner.is_some() => (
+            winner,
+            StopReason::Answered,
+            run.transcript,
+            run.unverified.or(unbacked),
+        ),
         Some(run) => (None, run.stop, run.transcript, None),
         None => (None, StopReason::MaxSteps, Vec::new(), None),
     };
@@ -281,6 +302,30 @@ pub(super) fn fold(
         elapsed: started.elapsed(),
         unverified,
     }))
+}
+
+/// Why the answer of sample `chosen` is unverified, when samples ran tools (a
+/// program) and none of them gave that answer: their answers differ, or none got to
+/// one. `None` when one of them agrees, or no sample called a tool.
+fn unbacked(runs: &[AgentRun], chosen: usize) -> Option<String> {
+    let key = runs.get(chosen)?.answer.as_deref().and_then(vote_key)?;
+    let tooled: Vec<&AgentRun> = runs.iter().filter(|r| r.tool_calls > 0).collect();
+    if tooled.is_empty() {
+        return None;
+    }
+    let keys: Vec<String> = tooled
+        .iter()
+        .filter(|r| r.stop.is_answered())
+        .filter_map(|r| r.answer.as_deref().and_then(vote_key))
+        .collect();
+    if keys.contains(&key) {
+        return None;
+    }
+    Some(if keys.is_empty() {
+        "no program got to an answer".to_string()
+    } else {
+        format!("the programs' answers differ ({})", keys.join(", "))
+    })
 }
 
 /// What an answer votes for: its last number (so "18", "$18.00" and "The answer is

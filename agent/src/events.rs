@@ -135,6 +135,15 @@ pub enum AgentEvent {
         /// The step.
         step: usize,
     },
+    /// Calls of tools the question never names were dropped
+    /// ([`crate::AgentSettings::call_fit`]); without other calls the step answers in
+    /// writing.
+    Declined {
+        /// The step.
+        step: usize,
+        /// The tools whose calls were dropped.
+        tools: Vec<String>,
+    },
     /// The answer states numbers that no tool result backs (and that are not in the
     /// question): it is sent back once for a check with the code tool.
     Ungrounded {

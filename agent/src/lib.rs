@@ -80,6 +80,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jielong_chat::chat::ToolCall;
+use jielong_chat::fit::CallFit;
 use jielong_chat::generate::SamplingParams;
 use jielong_chat::model::{LanguageModel, ModelSession};
 use jielong_chat::tool::ToolRegistry;
@@ -231,6 +232,13 @@ pub struct AgentSettings {
     /// Whether answers are checked against tool results (default
     /// [`Grounding::CheckNumbers`]).
     pub grounding: Grounding,
+    /// Whether calls are fitted to the question (default [`CallFit::AsWritten`]): with
+    /// [`CallFit::Fitted`], a call of a tool for a subject of its own
+    /// ([`jielong_chat::ToolKind::Plain`]) that the question never names is declined,
+    /// and the step answers in writing instead. Off by default: the judgement is by
+    /// words, and an app's tool (`add` for "2 + 3") may fit a question that never names
+    /// it; `jielong serve`, whose clients send tools for every request, fits by default.
+    pub call_fit: CallFit,
     /// The temperature of the step after a failed tool call, so the model does not
     /// walk the same greedy path into the same mistake (with a seed that changes per
     /// retry; default 0.7; 0 keeps the run's own sampling).
@@ -262,6 +270,7 @@ impl Default for AgentSettings {
             prefetch: Prefetch::default(),
             code_actions: CodeActions::default(),
             grounding: Grounding::default(),
+            call_fit: CallFit::default(),
             recovery_temperature: 0.7,
             framing: Framing::default(),
         }
@@ -555,6 +564,12 @@ impl AgentBuilder {
     /// See [`AgentSettings::code_actions`].
     pub fn code_actions(mut self, actions: CodeActions) -> Self {
         self.settings.code_actions = actions;
+        self
+    }
+
+    /// See [`AgentSettings::call_fit`].
+    pub fn call_fit(mut self, fit: CallFit) -> Self {
+        self.settings.call_fit = fit;
         self
     }
 

@@ -18,13 +18,14 @@ use super::strategy::{Plan, Strategy};
 use super::{Agent, CodeActions, Grounding, Prefetch, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use jielong_chat::chat::{Message, ToolCall, ToolSpec};
 use jielong_chat::error::RuntimeError;
+use jielong_chat::fit::{tool_fits, CallFit};
 use jielong_chat::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
 use jielong_chat::intent::{
     bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
 };
 use jielong_chat::model::ModelSession;
 use jielong_chat::respond::{Chat, ChatRequest};
-use jielong_chat::tool::{Interpreter, ToolError};
+use jielong_chat::tool::{Interpreter, ToolError, ToolKind};
 use jielong_chat::tool_format::ToolCallFormat;
 
 /// `Err` ends the run for the given reason.
@@ -489,6 +490,21 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+            let unfit = self.unfit(&reply.calls);
+            if !unfit.is_empty() {
+                reply.calls.retain(|call| !unfit.contains(&call.name));
+                self.agent.emit(AgentEvent::Declined {
+                    step: reply.step,
+                    tools: unfit,
+                });
+                if reply.calls.is_empty() && reply.malformed.is_empty() {
+                    // No tool fits: the step is answered in writing.
+                    let calls = self.calls(ToolChoice::None);
+                    reply = self
+                        .generate(reply.step, &chat, calls, after_last_output(&turn))
+                        .await?;
+                }
+            }
             if !reply.calls.is_empty() || !reply.malformed.is_empty() {
                 // The turn's text so far goes with the calls.
                 reply.text = format!("{turn}{}", reply.text);
@@ -559,6 +575,30 @@ impl<'a> Runner<'a> {
             }
             return Ok(answer);
         }
+    }
+
+    /// The tools of `calls` that the question never names
+    /// ([`jielong_chat::fit::tool_fits`]), when calls are fitted: only tools for a
+    /// subject of their own ([`ToolKind::Plain`]) are judged. Each name once.
+    fn unfit(&self, calls: &[ToolCall]) -> Vec<String> {
+        if self.agent.settings.call_fit != CallFit::Fitted {
+            return Vec::new();
+        }
+        let mut unfit: Vec<String> = Vec::new();
+        for call in calls {
+            let plain = self
+                .agent
+                .tools
+                .get(&call.name)
+                .is_some_and(|tool| tool.kind() == ToolKind::Plain);
+            let spec = self.callable.iter().find(|t| t.name == call.name);
+            if let (true, Some(spec)) = (plain, spec) {
+                if !tool_fits(&self.question, spec) && !unfit.contains(&call.name) {
+                    unfit.push(call.name.clone());
+                }
+            }
+        }
+        unfit
     }
 
     /// The code tool's latest result when it is one short line (a value, not a

@@ -11,6 +11,7 @@ use jielong_agent::{
     Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, Phase, Prefetch, PromptKind, StopReason,
     Verdict,
 };
+use jielong_chat::fit::CallFit;
 use jielong_chat::tool::{SchemaTool, Tool, ToolError, ToolKind, ToolRegistry};
 use jielong_chat::{
     Capabilities, Chat, ChatRequest, Completion, FinishReason, GenerateRequest, Generation,
@@ -2502,4 +2503,50 @@ async fn a_checker_pick_prefers_the_answer_another_way_arrives_at_again() {
     assert_eq!(checks, [(1, false), (2, true)]);
     // The checkers' steps count in the run's figures.
     assert_eq!(run.steps, 4);
+}
+
+/// With calls fitted to the question, a call of a tool for a subject the question never
+/// names is declined and the step is answered in writing; a tool the question names, or
+/// any tool when calls go as written (the default), is called.
+#[tokio::test]
+async fn calls_of_tools_the_question_never_names_are_declined() {
+    let agent = |fit: CallFit| {
+        let mut tools = ToolRegistry::new();
+        let weather = SchemaTool::new(
+            "get_weather",
+            "The current weather in a city.",
+            json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+            |_| async { Ok(json!("sunny, 21 C")) },
+        )
+        .unwrap();
+        tools.register(weather).unwrap();
+        Agent::builder(ToolCallFormat::Hermes)
+            .tools(tools)
+            .call_fit(fit)
+    };
+    let london = || reply(&call("get_weather", json!({"city": "London"})));
+    let out = check(
+        agent(CallFit::Fitted),
+        "Who wrote Hamlet?",
+        vec![london(), reply("Shakespeare wrote Hamlet.")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("Shakespeare wrote Hamlet."));
+    assert!(out.events.contains(&AgentEvent::Declined {
+        step: 1,
+        tools: vec!["get_weather".into()]
+    }));
+    assert_eq!(out.choices(), [AUTO, PROSE]);
+    assert!(out.tool_results().is_empty());
+    for (fit, task) in [
+        (CallFit::Fitted, "What is the weather in London?"),
+        (CallFit::AsWritten, "Who wrote Hamlet?"),
+    ] {
+        let out = check(agent(fit), task, vec![london(), reply("Sunny.")]).await;
+        assert_eq!(out.tool_results().len(), 1, "{fit:?} {task}");
+        assert!(
+            !out.kinds().contains(&"declined".to_string()),
+            "{fit:?} {task}"
+        );
+    }
 }

@@ -92,6 +92,8 @@ def main():
     parser.add_argument("--calls", choices=["constrained", "validated"], default="constrained",
                         help="jielong serve --calls: a grammar once a call opens, or free decoding")
     parser.add_argument("--ids", help="only these question ids, comma-separated")
+    parser.add_argument("--call-fit", choices=["fitted", "as-written"], default="fitted",
+                        help="jielong serve --call-fit")
     parser.add_argument("--tool-choice", choices=["auto", "required"], default="auto",
                         help="the request's tool_choice (auto: the model may answer in text)")
     args = parser.parse_args()
@@ -105,7 +107,7 @@ def main():
     port = free_port()
     server = subprocess.Popen(
         [JIELONG, "-t", str(args.threads), "serve", "--port", str(port), "--parallel", "4",
-         "--calls", args.calls],
+         "--calls", args.calls, "--call-fit", args.call_fit],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(240):
@@ -133,6 +135,9 @@ def main():
                 return row["id"], False, False, "arguments are not JSON"
             ok, why = matches(calls[0].function.name, call_args, answers[row["id"]],
                               fn["parameters"].get("required", []))
+            if ok and len(calls) > 1:
+                # A simple question wants one call: more is wrong.
+                ok, why = False, f"{len(calls)} calls"
             return row["id"], True, ok, why
 
         started = time.time()
@@ -140,17 +145,22 @@ def main():
             results = list(pool.map(one, rows))
         wall = time.time() - started
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        loops = next((float(line.split()[1]) for line in metrics.splitlines()
-                      if line.startswith("jielong_loops_broken_total ")), None)
+        def metric(name):
+            return next((float(line.split()[1]) for line in metrics.splitlines()
+                         if line.startswith(name + " ")), None)
+        loops = metric("jielong_loops_broken_total")
+        declined = metric("jielong_calls_declined_total")
+        added = metric("jielong_calls_added_total")
     finally:
         server.terminate()
         server.wait(timeout=30)
     formed = sum(r[1] for r in results)
     correct = sum(r[2] for r in results)
-    report = {"calls": args.calls, "tool_choice": args.tool_choice, "questions": len(results),
+    report = {"calls": args.calls, "call_fit": args.call_fit, "tool_choice": args.tool_choice, "questions": len(results),
               "well_formed_calls": formed, "ast_correct": correct,
               "well_formed_share": formed / len(results), "ast_accuracy": correct / len(results),
-              "wall_s": wall, "loops_broken": loops,
+              "wall_s": wall, "loops_broken": loops, "calls_declined": declined,
+              "calls_added": added,
               "no_call": [r for r in results if not r[1]],
               "failures": [r for r in results if r[1] and not r[2]][:40],
               "results": results}

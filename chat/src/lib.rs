@@ -19,6 +19,7 @@
 
 pub mod chat;
 pub mod error;
+pub mod fit;
 pub mod generate;
 pub mod intent;
 pub mod logprob;

@@ -159,9 +159,13 @@ impl ToolError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ToolKind {
-    /// Called with JSON arguments like any tool.
+    /// Called with JSON arguments like any tool; for a subject of its own, so a request
+    /// that never names that subject is no call for it ([`crate::fit::tool_fits`]).
     #[default]
     Plain,
+    /// Called with JSON arguments, on any subject (a web search, a page fetcher, a
+    /// search over the user's documents): fits every request.
+    General,
     /// Runs a program: the agent's code actions (fenced code it writes) go to it as
     /// the string argument `argument`.
     Interpreter {
@@ -569,7 +573,7 @@ impl ToolRegistry {
                     language,
                     argument,
                 }),
-                ToolKind::Plain => None,
+                ToolKind::Plain | ToolKind::General => None,
             })
     }
 

@@ -1,14 +1,18 @@
 //! `POST /v1/chat/completions`.
 
+use std::sync::atomic::Ordering;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use jielong_chat::fit::{adds_item, ask_for_more, names_several, tool_fits, uncovered, CallFit};
 use jielong_chat::intent::{intended_call, looks_like_call};
 use jielong_chat::{
-    Chat, ChatRequest, Completion, Generation, GenerationEvent, ToolCall, ToolChoice, ToolSpec,
+    Chat, ChatRequest, Completion, FinishReason, Generation, GenerationEvent, Role, ToolCall,
+    ToolChoice, ToolSpec,
 };
 use jielong_wire::{self as openai, ChatCompletionRequest};
 use tokio::sync::mpsc;
@@ -38,6 +42,8 @@ pub(crate) async fn chat_completions(
 struct CallRules {
     chat: Chat,
     request: ChatRequest,
+    /// Whether calls are fitted to the request ([`fit`]).
+    fit: CallFit,
 }
 
 impl CallRules {
@@ -99,6 +105,52 @@ impl CallRules {
     fn takes(&self, again: &Completion) -> bool {
         !again.calls.is_empty() && !self.repeats(&again.calls)
     }
+
+    /// The request's own words calls are fitted to: its last message, when the user
+    /// wrote it (after a tool result the calls answer the result, not the words).
+    fn question(&self) -> Option<&str> {
+        if self.fit != CallFit::Fitted {
+            return None;
+        }
+        let last = self.chat.messages.last()?;
+        (last.role == Role::User).then_some(last.content.as_str())
+    }
+
+    /// The tool a call names.
+    fn tool(&self, call: &ToolCall) -> Option<&ToolSpec> {
+        self.callable().iter().find(|t| t.name == call.name)
+    }
+
+    /// The calls of `calls` whose tools the request does not name: declined when the
+    /// client let the model choose ([`CallRules::recover`]).
+    fn unfit(&self, calls: &[ToolCall]) -> Vec<usize> {
+        let Some(question) = self.question().filter(|_| self.recover()) else {
+            return Vec::new();
+        };
+        (0..calls.len())
+            .filter(|&i| {
+                self.tool(&calls[i])
+                    .is_some_and(|t| !tool_fits(question, t))
+            })
+            .collect()
+    }
+
+    /// Whether a reply with these calls is asked for more: the request may name several
+    /// items, any listed tool may be called (no named function, no reply format), and
+    /// the reply ended with its calls whole and room for more.
+    fn asks_more(&self, completion: &Completion) -> bool {
+        let Some(question) = self.question() else {
+            return false;
+        };
+        self.request.tool_choice != ToolChoice::None
+            && self.request.call_tools.is_none()
+            && self.request.format.is_none()
+            && !completion.calls.is_empty()
+            && completion.malformed.is_empty()
+            && completion.calls.len() < self.request.max_calls as usize
+            && matches!(completion.finish, FinishReason::EndOfText)
+            && names_several(question)
+    }
 }
 
 /// The rest of `generation` (`first`: an event already taken from it): its text and
@@ -142,6 +194,12 @@ async fn redo(
     else {
         return Ok(None);
     };
+    running
+        .state
+        .inner
+        .metrics
+        .regenerated
+        .fetch_add(1, Ordering::Relaxed);
     let redone = match running.again(index, &rules.chat, &request) {
         Ok(mut generation) => drain(&mut generation, None).await,
         Err(error) => Err(error),
@@ -160,6 +218,131 @@ async fn redo(
             Err(error)
         }
     }
+}
+
+/// Choice `index`'s reply fitted to the request (see [`jielong_chat::fit`]): calls of
+/// tools the request does not name are dropped, and a reply left without calls is
+/// generated again as text, as if no tool had been offered; a reply whose request names
+/// several items is asked for a call for each part of the request no call covers yet
+/// (a call required), keeping each call that adds an item. A call written as JSON in the text counts as a call. `None`: the reply stands
+/// as it is. Replies left out count as discarded usage; a failure repairs the slots.
+async fn fit(
+    running: &mut Running,
+    rules: &CallRules,
+    index: usize,
+    reply: &(String, Completion),
+) -> Result<Option<(String, Completion)>, ApiError> {
+    // A call written as JSON in the text is a call to fit like any other.
+    let written = match rules.written(&reply.0) {
+        Some(call) if reply.1.calls.is_empty() => {
+            let mut completion = reply.1.clone();
+            completion.calls.push(call);
+            Some((String::new(), completion))
+        }
+        _ => None,
+    };
+    let (prose, completion) = written.as_ref().unwrap_or(reply);
+    let unfit = rules.unfit(&completion.calls);
+    if !unfit.is_empty() {
+        let mut kept = completion.clone();
+        kept.calls = (0..completion.calls.len())
+            .filter(|i| !unfit.contains(i))
+            .map(|i| completion.calls[i].clone())
+            .collect();
+        running
+            .state
+            .inner
+            .metrics
+            .declined
+            .fetch_add(unfit.len() as u64, Ordering::Relaxed);
+        if !kept.calls.is_empty() || !prose.trim().is_empty() {
+            return Ok(Some((prose.clone(), kept)));
+        }
+        // Answered as if no tool had been offered.
+        let mut request = rules.request.clone();
+        request.tool_choice = ToolChoice::None;
+        let chat = rules.chat.clone().with_tools(Vec::new());
+        let text = match running.again(index, &chat, &request) {
+            Ok(mut generation) => drain(&mut generation, None).await,
+            Err(error) => Err(error),
+        };
+        return match text {
+            Ok(text) => {
+                running.discard(completion.usage.generated_tokens);
+                Ok(Some(text))
+            }
+            Err(error) => {
+                running.repair();
+                Err(error)
+            }
+        };
+    }
+    let Some(question) = rules.question().filter(|_| rules.asks_more(completion)) else {
+        tracing::debug!(
+            finish = ?completion.finish,
+            calls = completion.calls.len(),
+            malformed = completion.malformed.len(),
+            "call fit: no further call asked for"
+        );
+        return Ok(written);
+    };
+    let mut merged = completion.clone();
+    let mut request = rules.request.clone();
+    request.tool_choice = ToolChoice::Required;
+    request.max_calls = 1;
+    let mut asked: Vec<String> = Vec::new();
+    while merged.calls.len() < rules.request.max_calls as usize {
+        let room = rules
+            .request
+            .max_tokens
+            .saturating_sub(merged.usage.generated_tokens);
+        let next = uncovered(question, &merged.calls)
+            .into_iter()
+            .find(|part| !asked.contains(part));
+        let (Some(part), true) = (next, room > 0) else {
+            break;
+        };
+        request.max_tokens = room;
+        let mut chat = rules.chat.clone();
+        if let Some(last) = chat.messages.last_mut() {
+            last.content = ask_for_more(question, &part);
+        }
+        asked.push(part);
+        let more = match running.again(index, &chat, &request) {
+            Ok(mut generation) => drain(&mut generation, None).await,
+            Err(error) => Err(error),
+        };
+        let (_, more) = match more {
+            Ok(more) => more,
+            Err(error) => {
+                running.repair();
+                return Err(error);
+            }
+        };
+        let added = more.calls.first().filter(|call| {
+            rules
+                .tool(call)
+                .is_some_and(|tool| adds_item(call, &merged.calls, question, tool))
+        });
+        tracing::debug!(part = %asked.last().map_or("", String::as_str), calls = ?more.calls, added = added.is_some(), "call fit: asked for one more call");
+        let Some(call) = added.cloned() else {
+            running.discard(more.usage.generated_tokens);
+            continue;
+        };
+        running
+            .state
+            .inner
+            .metrics
+            .added_calls
+            .fetch_add(1, Ordering::Relaxed);
+        merged.text = format!("{}\n{}", merged.text.trim_end(), more.text);
+        merged.calls.push(call);
+        merged.usage.generated_tokens += more.usage.generated_tokens;
+    }
+    if merged.calls.len() > completion.calls.len() {
+        return Ok(Some((prose.clone(), merged)));
+    }
+    Ok(written)
 }
 
 async fn chat(
@@ -189,6 +372,7 @@ async fn chat(
     let rules = CallRules {
         chat: t.chat.clone(),
         request: t.request.clone(),
+        fit: inner.config.fit,
     };
     let budget = t.request.max_tokens * t.n;
     let mut running = Running::start(
@@ -240,6 +424,9 @@ async fn chat(
     for (index, reply) in replies.iter_mut().enumerate() {
         if let Some(redone) = redo(&mut running, &rules, index, &reply.0, &reply.1).await? {
             *reply = redone;
+        }
+        if let Some(fitted) = fit(&mut running, &rules, index, reply).await? {
+            *reply = fitted;
         }
     }
     let completions: Vec<&Completion> = replies.iter().map(|(_, c)| c).collect();
@@ -413,6 +600,8 @@ async fn stream(
 ) {
     let n = running.generations.len();
     let hold = rules.recover();
+    // Whether calls are fitted to the request before they are sent.
+    let fitting = rules.question().is_some() && !rules.callable().is_empty();
     let mut choices: Vec<ChoiceStream> = (0..n)
         .map(|_| ChoiceStream {
             held: hold.then(String::new),
@@ -487,6 +676,9 @@ async fn stream(
                     None => out.push(send(i, text_delta(text), choice.take_logprobs(), None)),
                 }
             }
+            // Calls to fit wait for the reply's end (they may be declined or joined
+            // by more).
+            GenerationEvent::Call(_) if fitting => {}
             GenerationEvent::Call(call) => {
                 let delta = call_delta(wire_call(&call), choice.calls);
                 choice.calls += 1;
@@ -510,14 +702,21 @@ async fn stream(
                             } else {
                                 Vec::new()
                             };
-                            for call in &redone.calls {
-                                let delta = call_delta(wire_call(call), choice.calls);
-                                choice.calls += 1;
-                                out.push(send(i, delta, choice.take_logprobs(), None));
+                            if !fitting {
+                                for call in &redone.calls {
+                                    let delta = call_delta(wire_call(call), choice.calls);
+                                    choice.calls += 1;
+                                    out.push(send(i, delta, choice.take_logprobs(), None));
+                                }
                             }
                             completion = redone;
                         }
                         Ok(None) => match rules.written(&held) {
+                            Some(call) if completion.calls.is_empty() && fitting => {
+                                // Held, never streamed: the reply is the call.
+                                completion.calls.push(call);
+                                choice.prose.clear();
+                            }
                             Some(call) if completion.calls.is_empty() => {
                                 let delta = call_delta(wire_call(&call), choice.calls);
                                 choice.calls += 1;
@@ -528,6 +727,26 @@ async fn stream(
                             }
                             _ => {}
                         },
+                    }
+                }
+                if fitting && failed.is_none() {
+                    let reply = (choice.prose.clone(), completion.clone());
+                    match fit(&mut running, &rules, i, &reply).await {
+                        Err(error) => failed = Some(error),
+                        Ok(Some((prose, fitted))) => {
+                            // Text generated in place of declined calls.
+                            if prose != choice.prose {
+                                out.push(send(i, text_delta(prose.clone()), Vec::new(), None));
+                                choice.prose = prose;
+                            }
+                            completion = fitted;
+                        }
+                        Ok(None) => {}
+                    }
+                    for call in &completion.calls {
+                        let delta = call_delta(wire_call(call), choice.calls);
+                        choice.calls += 1;
+                        out.push(send(i, delta, choice.take_logprobs(), None));
                     }
                 }
                 let cut = cut_call(&completion, rules.callable());
@@ -620,6 +839,7 @@ mod tests {
         let rules = CallRules {
             chat: chat.clone(),
             request: request.clone(),
+            fit: CallFit::AsWritten,
         };
         let got = rules.again(text).map(|r| {
             assert_eq!(r.tool_choice, ToolChoice::Required, "{text}");
@@ -677,6 +897,7 @@ mod tests {
         let rules = CallRules {
             chat,
             request: ChatRequest::new(8),
+            fit: CallFit::AsWritten,
         };
         assert!(rules.repeats(std::slice::from_ref(&made)));
         assert!(!rules.repeats(&[ToolCall::new("plot", json!({"x": 2}))]));

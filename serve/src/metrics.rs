@@ -29,6 +29,10 @@ pub struct Metrics {
     /// Replies that meant a call but could not be taken as written, generated again
     /// with the call required.
     pub regenerated: AtomicU64,
+    /// Calls dropped because the request does not name their tool's subject.
+    pub declined: AtomicU64,
+    /// Calls added because the request names more items than the reply called for.
+    pub added_calls: AtomicU64,
     /// Loops the loop guard broke in constrained output.
     pub loops_broken: AtomicU64,
 }
@@ -119,6 +123,18 @@ impl Metrics {
             "jielong_calls_regenerated_total",
             "Replies that meant a call but could not be taken as written, generated again with the call required.",
             load(&self.regenerated),
+        );
+        counter(
+            &mut out,
+            "jielong_calls_declined_total",
+            "Calls dropped because the request does not name their tool's subject.",
+            load(&self.declined),
+        );
+        counter(
+            &mut out,
+            "jielong_calls_added_total",
+            "Calls added because the request names more items than the reply called for.",
+            load(&self.added_calls),
         );
         counter(
             &mut out,

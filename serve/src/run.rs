@@ -286,11 +286,6 @@ impl Running {
                 .and_then(|t| t.branches.get(i))
                 .ok_or_else(|| ApiError::internal(format!("no branch for choice {index}")))?,
         };
-        self.state
-            .inner
-            .metrics
-            .regenerated
-            .fetch_add(1, Ordering::Relaxed);
         Ok(self
             .state
             .inner

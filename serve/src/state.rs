@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use jielong_chat::fit::CallFit;
 use jielong_chat::{BranchId, CallMode, KvUsage, SamplingParams, SessionOptions};
 use jielong_llama::{LlamaModel, LlamaSession};
 
@@ -34,6 +35,10 @@ pub struct ServeConfig {
     /// How tool calls are held to their schemas: a grammar once a call opens
     /// ([`CallMode::Constrained`], the default) or only parsed and validated.
     pub calls: CallMode,
+    /// Whether calls are fitted to the request: a tool the request does not name is
+    /// declined, a request that names several items gets a call per item
+    /// ([`CallFit::Fitted`]; default [`CallFit::AsWritten`]).
+    pub fit: CallFit,
 }
 
 impl ServeConfig {
@@ -60,6 +65,7 @@ impl ServeConfig {
             },
             body_limit: Self::DEFAULT_BODY_LIMIT,
             calls: CallMode::Constrained,
+            fit: CallFit::AsWritten,
         }
     }
 

@@ -602,12 +602,15 @@ fn prompt_texts(dir: Option<&Path>) -> Value {
     Value::Object(texts)
 }
 
-/// The events a row keeps (not every token).
+/// The events a row keeps (not every token), inside samples and parts too.
 fn keep_event(event: &AgentEvent) -> bool {
-    !matches!(
-        event,
-        AgentEvent::Token { .. } | AgentEvent::StepStarted { .. } | AgentEvent::StepFinished { .. }
-    )
+    match event {
+        AgentEvent::Sample { event, .. } | AgentEvent::Part { event, .. } => keep_event(event),
+        AgentEvent::Token { .. }
+        | AgentEvent::StepStarted { .. }
+        | AgentEvent::StepFinished { .. } => false,
+        _ => true,
+    }
 }
 
 /// A stop reason's name as its trace writes it (`answered`, `max_steps`, …).

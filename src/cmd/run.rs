@@ -219,6 +219,10 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
         AgentEvent::CallShapedAnswer { .. } => {
             eprintln!("[the reply was call-shaped, not an answer: asking again]")
         }
+        AgentEvent::Declined { tools, .. } => eprintln!(
+            "[the question names nothing {} is for: answering without it]",
+            tools.join(", ")
+        ),
         AgentEvent::Ungrounded { answer, .. } => eprintln!(
             "[no tool result backs the answer \"{}\": asking for a check]",
             one_line(answer, 80)

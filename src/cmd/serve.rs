@@ -26,6 +26,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         // The sampling flags are the defaults of requests that leave them out.
         sampling: super::request(global).sampling,
         calls: args.calls.into(),
+        fit: args.call_fit.into(),
         ..ServeConfig::new(global.model.clone())
     };
     let options = super::session_options(global);

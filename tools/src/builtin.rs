@@ -240,6 +240,10 @@ impl Tool for WebSearchTool {
         "Search the web; returns titles, URLs and snippets."
     }
 
+    fn kind(&self) -> ToolKind {
+        ToolKind::General
+    }
+
     async fn call(&self, args: WebSearchArgs) -> Result<Vec<WebSearchHit>, ToolError> {
         let mut query = SearchQuery::new(args.query);
         query.max_results = Some(usize::from(args.max_results.unwrap_or(5).clamp(1, 10)));
@@ -284,6 +288,10 @@ impl Tool for FetchUrlTool {
 
     fn description(&self) -> &str {
         "Fetch a web page and return its title and readable text."
+    }
+
+    fn kind(&self) -> ToolKind {
+        ToolKind::General
     }
 
     async fn call(&self, args: FetchUrlArgs) -> Result<String, ToolError> {

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use jielong_chat::tool::{Tool, ToolError};
+use jielong_chat::tool::{Tool, ToolError, ToolKind};
 use jielong_retrieval::{Hit, Index, RetrievalError, SearchRequest};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,10 @@ impl Tool for RagSearchTool {
 
     fn description(&self) -> &str {
         "Search the local documents. Returns numbered passages; cite them as [n]."
+    }
+
+    fn kind(&self) -> ToolKind {
+        ToolKind::General
     }
 
     /// The task itself is the first query: small models otherwise answer questions
