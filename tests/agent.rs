@@ -39,15 +39,9 @@ fn jielong_run(task: &str) -> (Option<i32>, String, String, Vec<Value>) {
 
 /// The successful `python` results in a trace (inside samples and parts too).
 fn python_results(events: &[Value]) -> Vec<String> {
-    fn inner(e: &Value) -> &Value {
-        match e["type"].as_str() {
-            Some("sample" | "part") => inner(&e["event"]),
-            _ => e,
-        }
-    }
     events
         .iter()
-        .map(inner)
+        .map(common::unwrapped)
         .filter(|e| e["type"] == "tool_result" && e["name"] == "python" && e["ok"] == true)
         .filter_map(|e| e["content"].as_str().map(str::to_string))
         .collect()

@@ -183,10 +183,10 @@ fn states(dir: &Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-/// A fresh process starts warm: the first run keeps its opening's KV state in the
-/// prompt cache, the next one (another question) evaluates only what follows the
-/// shared part; a damaged state is a miss with a warning, not a failure, and is
-/// replaced.
+/// A fresh process starts warm: the first run keeps the KV state of each way it opened
+/// a conversation (the default writes an answer and computes one) in the prompt cache,
+/// the next one (another question) evaluates only what follows the shared parts;
+/// damaged states are misses with a warning, not a failure, and are replaced.
 #[test]
 fn a_fresh_process_starts_warm_from_the_prompt_cache() {
     let _lock = model_lock();
@@ -201,23 +201,23 @@ fn a_fresh_process_starts_warm_from_the_prompt_cache() {
     let (answer, log) = run("What is 12345 * 6789?");
     assert!(answer.contains("83810205"), "{answer}");
     let cold = evaluated(&log);
-    assert_eq!(states(cache.path()).len(), 1, "one opening kept");
+    assert!(!states(cache.path()).is_empty(), "openings kept");
 
     let (answer, log) = run("What is 2**20?");
     assert!(answer.contains("1048576"), "{answer}");
     let warm = evaluated(&log);
     assert!(warm * 4 < cold, "warm {warm} against cold {cold}: {log}");
 
-    // A truncated state is refused before llama.cpp reads it, then kept anew.
-    let kept = states(cache.path()).remove(0);
-    let bytes = std::fs::read(&kept).unwrap();
-    std::fs::write(&kept, &bytes[..bytes.len() / 2]).unwrap();
+    // Truncated states are refused before llama.cpp reads them, then kept anew.
+    for kept in states(cache.path()) {
+        let bytes = std::fs::read(&kept).unwrap();
+        std::fs::write(&kept, &bytes[..bytes.len() / 2]).unwrap();
+    }
     let (answer, log) = run("What is 2**20?");
     assert!(answer.contains("1048576"), "{answer}");
     assert!(log.contains("prompt cache"), "{log}");
     assert!(evaluated(&log) > warm * 4, "{log}");
-    let kept = states(cache.path());
-    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(!states(cache.path()).is_empty(), "kept anew");
     let (_, log) = run("What is 12345 * 6789?");
     assert!(evaluated(&log) * 4 < cold, "warm again: {log}");
 }

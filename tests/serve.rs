@@ -171,6 +171,14 @@ fn first_call_delta(events: &[Value]) -> Value {
 }
 
 /// The reply's message content.
+/// A tool call's arguments (`function.arguments`, a JSON string) parsed.
+fn call_arguments(call: &Value) -> Value {
+    call["function"]["arguments"]
+        .as_str()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_else(|| panic!("arguments are not a JSON string: {call}"))
+}
+
 fn content(reply: &Value) -> &str {
     reply["choices"][0]["message"]["content"]
         .as_str()
@@ -296,12 +304,7 @@ async fn serves_the_openai_api_on_a_server() {
         );
         assert_eq!(call["type"], "function");
         assert_eq!(call["function"]["name"], "get_weather", "{reply}");
-        let arguments: Value = serde_json::from_str(
-            call["function"]["arguments"]
-                .as_str()
-                .expect("arguments as a string"),
-        )
-        .expect("arguments are JSON");
+        let arguments = call_arguments(call);
         assert!(
             arguments["city"]
                 .as_str()
@@ -392,10 +395,7 @@ async fn serves_the_openai_api_on_a_server() {
             reply["choices"][0]["finish_reason"], "tool_calls",
             "{question}: {reply}"
         );
-        let arguments = reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
-            .as_str()
-            .and_then(|a| serde_json::from_str::<Value>(a).ok())
-            .unwrap_or_else(|| panic!("{question}: arguments are not JSON: {reply}"));
+        let arguments = call_arguments(&reply["choices"][0]["message"]["tool_calls"][0]);
         assert!(arguments["diet"].is_string(), "{question}: {arguments}");
     }
     let (_, metrics) = get(&server, "/metrics", None).await;
@@ -436,9 +436,7 @@ async fn serves_the_openai_api_on_a_server() {
             reply["choices"][0]["message"]["tool_calls"][0].clone()
         };
         assert_eq!(call["function"]["name"], "plot_sine_wave", "{call}");
-        let arguments: Value =
-            serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))
-                .expect("JSON");
+        let arguments = call_arguments(&call);
         assert!(arguments["end_range"].is_number(), "{arguments}");
         assert_eq!(arguments["frequency"], 5, "{arguments}");
     }
@@ -983,10 +981,10 @@ async fn calls_fitted() {
         let mut cities: Vec<String> = calls
             .iter()
             .map(|call| {
-                let arguments: Value =
-                    serde_json::from_str(call["function"]["arguments"].as_str().unwrap_or(""))
-                        .unwrap_or_else(|_| panic!("arguments are not JSON: {call}"));
-                arguments["city"].as_str().unwrap_or_default().to_string()
+                call_arguments(call)["city"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
             })
             .collect();
         cities.sort();

@@ -208,10 +208,10 @@ pub enum AgentEvent {
         votes: Vec<(String, usize)>,
         /// Samples without an answer.
         abstained: usize,
-        /// The answer chosen (the first sample's answer with the winning key).
+        /// The answer chosen: of the answers with the most votes, the first a run that
+        /// called a tool gave, else the first to appear.
         winner: Option<String>,
-        /// Whether the winner shared the most votes with another answer (the first to
-        /// appear wins).
+        /// Whether the winner shared the most votes with another answer.
         tie: bool,
     },
     /// A checker worked the task again, told one of the samples' answers

@@ -86,7 +86,8 @@ struct Calls {
 pub(super) enum Leaf {
     /// The agent's tools (`direct`, and the conversation of `plan` and `reflect`).
     Tools,
-    /// No tools and no system prompt: a written answer (`written`).
+    /// No tools to call and no system prompt: a written answer (`written`), after the
+    /// calls the agent makes before any step ([`Runner::initial_calls`]).
     Written,
 }
 
@@ -701,10 +702,11 @@ impl<'a> Runner<'a> {
     /// Makes the agent's own calls before the first step (step 0 in events).
     /// Then, with [`Prefetch::Tools`], the calls the tools ask for with `task`
     /// ([`jielong_chat::tool::Tool::prefetch`]) whose tool the initial calls do not call.
+    /// A written answer gets them too: it calls nothing itself, but it reads what the
+    /// agent reads first (a document search's passages), so a vote between written and
+    /// computed answers to a question about the user's documents is a vote between
+    /// readers, never a guess from memory against them.
     async fn initial_calls(&mut self, task: &str) -> Flow<()> {
-        if self.leaf == Leaf::Written {
-            return Ok(());
-        }
         let settings = &self.agent.settings;
         let mut calls = settings.initial_calls.clone();
         if settings.prefetch == Prefetch::Tools {

@@ -36,7 +36,9 @@ pub enum Strategy {
     #[default]
     Direct,
     /// The model answers in writing: no tools offered, no system prompt but one the
-    /// user gave (the plain model's answer, inside the agent's budgets and checks).
+    /// user gave (the plain model's answer, inside the agent's budgets and checks). It
+    /// reads what the agent reads before any step (a document search's passages with
+    /// the task), so it answers a question about the user's documents from them.
     Written,
     /// Plan first: subtasks through `submit_plan`, each worked by the inner strategy,
     /// then a synthesis.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jielong_agent::{
     Agent, AgentBuilder, AgentError, AgentEvent, AgentRun, Phase, Prefetch, PromptKind, StopReason,
-    Verdict,
+    Strategy, Verdict,
 };
 use jielong_chat::fit::CallFit;
 use jielong_chat::tool::{SchemaTool, Tool, ToolError, ToolKind, ToolRegistry};
@@ -1658,6 +1658,21 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
     )
     .await;
     assert_eq!(out.run.tool_calls, 0);
+
+    // A written answer calls nothing itself but reads the same passages first.
+    let out = check(
+        search_agent(false).strategy(Strategy::Written),
+        task,
+        vec![reply("In 1701.")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("In 1701."));
+    assert_eq!((out.run.steps, out.run.tool_calls), (1, 1));
+    assert!(
+        out.prompt(0).contains("Ostmere was founded in 1701"),
+        "{}",
+        out.prompt(0)
+    );
 }
 
 #[tokio::test]

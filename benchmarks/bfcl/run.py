@@ -14,15 +14,13 @@ import concurrent.futures
 import json
 import os
 import re
-import socket
-import subprocess
+import sys
 import time
-import urllib.request
 
-from openai import OpenAI
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from served import ROOT, Served  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-JIELONG = os.path.join(ROOT, "target", "release", "jielong")
 TYPES = {"dict": "object", "float": "number", "tuple": "array", "integer": "integer",
          "string": "string", "boolean": "boolean", "array": "array", "number": "number"}
 
@@ -77,12 +75,6 @@ def matches(call_name, args, truth, required):
     return True, ""
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "bfcl"))
@@ -104,19 +96,9 @@ def main():
         wanted = set(args.ids.split(","))
         rows = [r for r in rows if r["id"] in wanted]
     rows = rows[: args.limit] if args.limit else rows
-    port = free_port()
-    server = subprocess.Popen(
-        [JIELONG, "-t", str(args.threads), "serve", "--port", str(port), "--parallel", "4",
-         "--calls", args.calls, "--call-fit", args.call_fit],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.5)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    flags = ["--parallel", "4", "--calls", args.calls, "--call-fit", args.call_fit]
+    with Served.jielong(flags, args.threads) as server:
+        client = server.client()
 
         def one(row):
             fn = row["function"][0]
@@ -144,16 +126,9 @@ def main():
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, rows))
         wall = time.time() - started
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        def metric(name):
-            return next((float(line.split()[1]) for line in metrics.splitlines()
-                         if line.startswith(name + " ")), None)
-        loops = metric("jielong_loops_broken_total")
-        declined = metric("jielong_calls_declined_total")
-        added = metric("jielong_calls_added_total")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        loops = server.metric("jielong_loops_broken_total")
+        declined = server.metric("jielong_calls_declined_total")
+        added = server.metric("jielong_calls_added_total")
     formed = sum(r[1] for r in results)
     correct = sum(r[2] for r in results)
     report = {"calls": args.calls, "call_fit": args.call_fit, "tool_choice": args.tool_choice, "questions": len(results),

@@ -14,16 +14,12 @@ import concurrent.futures
 import json
 import os
 import re
-import socket
-import subprocess
+import sys
 import time
-import urllib.request
-
-from openai import OpenAI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-JIELONG = os.path.join(ROOT, "target", "release", "jielong")
+sys.path.insert(0, os.path.dirname(HERE))
+from served import Served  # noqa: E402
 
 
 def norm(value):
@@ -58,25 +54,9 @@ def right(calls, expected):
     return True
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_run(cases, fit, threads):
-    port = free_port()
-    server = subprocess.Popen(
-        [JIELONG, "-t", str(threads), "serve", "--port", str(port), "--parallel", "4",
-         "--call-fit", fit], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.5)
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    with Served.jielong(["--parallel", "4", "--call-fit", fit], threads) as server:
+        client = server.client()
 
         def one(case):
             started = time.time()
@@ -99,9 +79,6 @@ def serve_run(cases, fit, threads):
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(one, cases))
         wall = time.time() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return results, wall
 
 

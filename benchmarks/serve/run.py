@@ -17,7 +17,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,8 +24,9 @@ import urllib.request
 
 from openai import OpenAI
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-JIELONG = os.path.join(ROOT, "target", "release", "jielong")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from served import JIELONG, Served, free_port  # noqa: E402
+
 LLAMA_SERVER = os.path.expanduser("~/.cache/jielong/llama-server/bin/llama-server")
 ESSAY = "Write a long, detailed essay about the history of rivers and the cities built on them."
 STREAMS = 8
@@ -69,27 +69,6 @@ TURNS = [
     "Any tip for temples?",
     "Thanks! Any last tip?",
 ]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(port, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the server did not become healthy")
 
 
 def single_stream(client, model, max_tokens=128):
@@ -195,12 +174,12 @@ class Server:
 
     def __init__(self, name, command, port, model):
         self.name, self.port, self.model = name, port, model
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.command, self.served = command, None
         self.client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         self.singles, self.shared, self.distinct = [], [], []
 
     def start(self):
-        wait_healthy(self.port, self.proc)
+        self.served = Served(self.command, self.port)
         single_stream(self.client, self.model, 16)  # warm
 
     def single_round(self):
@@ -221,11 +200,8 @@ class Server:
         return result
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if self.served is not None:
+            self.served.stop()
 
 
 def main():

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from served import free_port  # noqa: E402
 AUTHORIZED_IMPORTS = ["datetime", "math", "fractions", "decimal"]
 # Passages per search and longest passage shown, as Jielong's `rag_search` does.
 PASSAGES = 3
@@ -130,12 +131,6 @@ def answer_text(output: Any) -> str:
 # ---------------------------------------------------------------------------
 # llama-server
 # ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:

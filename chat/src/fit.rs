@@ -172,7 +172,7 @@ pub fn tool_fits(question: &str, tool: &ToolSpec) -> bool {
         .filter(|w| !generic(w))
         .filter_map(|w| w.chars().next())
         .collect();
-    let acronym = initials.chars().count() >= 2 && asked.iter().any(|w| *w == initials);
+    let acronym = initials.chars().count() >= 2 && asked.contains(&initials);
     acronym
         || subject
             .iter()
@@ -618,10 +618,22 @@ mod tests {
             json!({"location": "New York", "unit": "celsius"}),
         );
         let rome = ToolCall::new("get_current_weather", json!({"location": "Rome"}));
-        check_item(q, &[paris.clone()], york.clone(), &weather(), true);
+        check_item(
+            q,
+            std::slice::from_ref(&paris),
+            york.clone(),
+            &weather(),
+            true,
+        );
         // A copy, a made-up item, an item already called.
-        check_item(q, &[paris.clone()], paris.clone(), &weather(), false);
-        check_item(q, &[paris.clone()], rome, &weather(), false);
+        check_item(
+            q,
+            std::slice::from_ref(&paris),
+            paris.clone(),
+            &weather(),
+            false,
+        );
+        check_item(q, std::slice::from_ref(&paris), rome, &weather(), false);
         check_item(q, &[paris.clone(), york.clone()], york, &weather(), false);
         // Numbers: new ones from the question only; shared ones may repeat.
         let q = "Areas of circles with radius 5, 10 and 15 cm";

@@ -167,8 +167,8 @@ impl LlamaSession {
                     n_seq,
                     cells: Cells::default(),
                     store,
-                    kept: false,
-                    save: None,
+                    kept: 0,
+                    save: Vec::new(),
                 };
                 while let Some(job) = worker.next_job() {
                     worker.serve(job);
@@ -620,11 +620,12 @@ struct Worker<'m> {
     cells: Cells,
     /// Where opening prompts' states are kept across processes, if anywhere.
     store: Option<PromptStore>,
-    /// Whether this session has loaded or saved a kept state (it saves at most one).
-    kept: bool,
-    /// A branch whose prompt was evaluated from nothing: its state is kept when the
-    /// decode loop ends.
-    save: Option<BranchId>,
+    /// How many states this session has kept (at most [`warm::KEEP_PER_SESSION`]).
+    kept: usize,
+    /// Branches whose prompt no kept state covered well: their states are kept when
+    /// the decode loop ends (a strategy's ways of answering each open with their own
+    /// prompt, so each is kept).
+    save: Vec<BranchId>,
 }
 
 /// One generating request of the decode loop: its branch, prompt, request and
@@ -964,24 +965,41 @@ impl Worker<'_> {
         Ok(results.into_iter().flatten().collect())
     }
 
-    /// Loads into the empty `branch` the kept state sharing the longest prefix with
-    /// `tokens` (at most `limit`), cut to that prefix; returns how many tokens it
-    /// holds. Without one, marks the branch for [`Worker::keep_state`].
-    fn warm(&mut self, branch: BranchId, tokens: &[LlamaToken], limit: usize) -> usize {
+    /// `branch` holds the first `held` of `tokens` (what live branches could lend,
+    /// less than half): loads in their place the kept state sharing a longer prefix
+    /// with `tokens` (at most `limit`), cut to that prefix; returns how many tokens the
+    /// branch then holds. When no kept state covers at least half of `tokens`, marks
+    /// the branch for [`Worker::keep_state`].
+    fn warm(
+        &mut self,
+        branch: BranchId,
+        tokens: &[LlamaToken],
+        limit: usize,
+        held: usize,
+    ) -> usize {
         let model = &self.loaded.model;
         // A recurrent state cannot be cut back to a shared prefix.
         if model.is_recurrent() || model.is_hybrid() {
-            return 0;
+            return held;
         }
         let Some(store) = &self.store else {
-            return 0;
+            return held;
         };
-        let Some(found) = store.find(tokens, limit) else {
-            if !self.kept && tokens.len() >= warm::MIN_TOKENS {
-                self.save = Some(branch);
-            }
-            return 0;
+        let found = store.find(tokens, limit);
+        let covered = found.as_ref().map_or(0, |f| f.shared).max(held);
+        if covered * 2 < tokens.len()
+            && tokens.len() >= warm::MIN_TOKENS
+            && self.kept + self.save.len() < warm::KEEP_PER_SESSION
+            && !self.save.contains(&branch)
+        {
+            self.save.push(branch);
+        }
+        let Some(found) = found.filter(|f| f.shared > held) else {
+            return held;
         };
+        // The kept state replaces what the branch held (a shorter prefix).
+        let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
+        self.cells.truncate(branch, 0);
         let loaded = self
             .ctx
             .state_seq_load_file(&found.path, branch.0 as i32, found.tokens.len());
@@ -994,7 +1012,6 @@ impl Worker<'_> {
         for &token in &found.tokens {
             self.cells.push(branch, token);
         }
-        self.kept = true;
         if found.shared < found.tokens.len() {
             let cut = self
                 .ctx
@@ -1011,28 +1028,27 @@ impl Worker<'_> {
         found.shared
     }
 
-    /// Keeps the state of the branch [`Worker::warm`] marked, once per session.
+    /// Keeps the states of the branches [`Worker::warm`] marked.
     fn keep_state(&mut self) {
-        let Some(branch) = self.save.take() else {
-            return;
-        };
         let Some(store) = &self.store else {
             return;
         };
-        let tokens = self.cells.tokens(branch).to_vec();
-        if self.kept || tokens.len() < warm::MIN_TOKENS {
-            return;
-        }
-        self.kept = true;
-        let ctx = &self.ctx;
-        let kept = store.keep(&tokens, |path| {
-            ctx.state_seq_save_file(path, branch.0 as i32, &tokens)
-                .map(|_| ())
-                .map_err(|e| format!("{}: {e}", path.display()))
-        });
-        match kept {
-            Ok(()) => tracing::debug!(tokens = tokens.len(), "prompt cache: kept the opening"),
-            Err(error) => tracing::warn!(%error, "prompt cache: cannot keep the opening"),
+        for branch in std::mem::take(&mut self.save) {
+            let tokens = self.cells.tokens(branch).to_vec();
+            if tokens.len() < warm::MIN_TOKENS {
+                continue;
+            }
+            self.kept += 1;
+            let ctx = &self.ctx;
+            let kept = store.keep(&tokens, |path| {
+                ctx.state_seq_save_file(path, branch.0 as i32, &tokens)
+                    .map(|_| ())
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
+            match kept {
+                Ok(()) => tracing::debug!(tokens = tokens.len(), "prompt cache: kept an opening"),
+                Err(error) => tracing::warn!(%error, "prompt cache: cannot keep an opening"),
+            }
         }
     }
 
@@ -1102,8 +1118,8 @@ impl Worker<'_> {
         let tokens = self.tokenize_prompt(prompt)?;
         // At least the last prompt token is evaluated again (its logits are needed).
         let mut reused = self.keep_prefix(seq, &tokens, tokens.len() - 1);
-        if reused == 0 && self.cells.tokens(seq).is_empty() {
-            reused = self.warm(seq, &tokens, tokens.len() - 1);
+        if reused * 2 < tokens.len() {
+            reused = self.warm(seq, &tokens, tokens.len() - 1, reused);
         }
         Ok((tokens, reused))
     }

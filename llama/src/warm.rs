@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 /// The fewest tokens worth keeping or loading: below this evaluating is as quick.
 pub(crate) const MIN_TOKENS: usize = 32;
 
+/// The most states one session keeps (one per way of opening a conversation: a
+/// strategy's written and computed answers open differently).
+pub(crate) const KEEP_PER_SESSION: usize = 4;
+
 /// The index's format; a different one is read as empty.
 const FORMAT: u32 = 1;
 

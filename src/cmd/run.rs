@@ -258,8 +258,16 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
                 one_line(&verdict.problem, 160)
             )
         }
-        // A sample's own progress only with -v (samples interleave).
-        AgentEvent::Sample { event, .. } if verbose => show_progress(event, verbose),
+        // A sample's calls and results always (a vote's computed answer shows where it
+        // came from), the rest of its progress only with -v (samples interleave).
+        AgentEvent::Sample { sample, event } => match **event {
+            AgentEvent::ToolCall { .. } | AgentEvent::ToolResult { .. } => {
+                eprint!("[sample {sample}] ");
+                show_progress(event, verbose);
+            }
+            _ if verbose => show_progress(event, verbose),
+            _ => {}
+        },
         // A part of a composed run runs alone: its progress shows as the run's own.
         AgentEvent::Part { event, .. } => show_progress(event, verbose),
         AgentEvent::FellBack { reason, then } => {
@@ -284,7 +292,7 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
             votes,
             abstained,
             tie,
-            ..
+            winner,
         } => {
             let votes: Vec<String> = votes.iter().map(|(k, n)| format!("{k}: {n}")).collect();
             eprintln!(
@@ -295,10 +303,13 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
                 } else {
                     String::new()
                 },
-                if *tie {
-                    " (a tie: the first to appear wins)"
-                } else {
-                    ""
+                match (tie, winner) {
+                    (true, Some(winner)) => format!(
+                        " (a tie, decided for \"{}\": an answer a program computed goes first, \
+                         else the first to appear)",
+                        one_line(winner, 60)
+                    ),
+                    _ => String::new(),
                 }
             );
         }

@@ -62,3 +62,12 @@ pub fn jielong(args: &[&str]) -> std::process::Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// A trace event as its inner run wrote it: `sample` and `part` events (a strategy's
+/// inner runs) unwrapped to the event they carry.
+pub fn unwrapped(event: &serde_json::Value) -> &serde_json::Value {
+    match event["type"].as_str() {
+        Some("sample" | "part") => unwrapped(&event["event"]),
+        _ => event,
+    }
+}
