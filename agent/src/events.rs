@@ -381,7 +381,8 @@ pub enum StopReason {
     Answered,
     /// The step budget (model calls) ran out.
     MaxSteps,
-    /// The token budget (generated + evaluated tokens) ran out.
+    /// The token budget (generated + evaluated tokens) ran out, or a reply was cut by
+    /// the per-step limit again after the model was asked for its answer.
     MaxTokens,
     /// The wall-time budget ran out.
     WallTime,

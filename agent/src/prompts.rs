@@ -34,6 +34,10 @@ pub enum PromptKind {
     /// Asks for a check when an answer's number appears in no tool result
     /// (`ground.md`; `{question}`, `{answer}`).
     Ground,
+    /// What a written answer reads before the task: the results of the agent's
+    /// initial calls (a document search's passages) put in front of the task's message
+    /// (`read_first.md`; `{results}`, required).
+    ReadFirst,
     /// The task as the user's message when `python` takes fenced code blocks
     /// (`code_task.md`; `{task}`, required).
     CodeTask,
@@ -60,7 +64,7 @@ pub enum PromptKind {
 
 impl PromptKind {
     /// Every kind.
-    pub const ALL: [PromptKind; 15] = [
+    pub const ALL: [PromptKind; 16] = [
         Self::System,
         Self::Plan,
         Self::Subtask,
@@ -70,6 +74,7 @@ impl PromptKind {
         Self::Answer,
         Self::CodeSystem,
         Self::Ground,
+        Self::ReadFirst,
         Self::CodeTask,
         Self::CodeSubtask,
         Self::Judge,
@@ -90,6 +95,7 @@ impl PromptKind {
             Self::Answer => "answer.md",
             Self::CodeSystem => "code_system.md",
             Self::Ground => "ground.md",
+            Self::ReadFirst => "read_first.md",
             Self::CodeTask => "code_task.md",
             Self::CodeSubtask => "code_subtask.md",
             Self::Judge => "judge.md",
@@ -111,6 +117,7 @@ impl PromptKind {
             Self::Answer => include_str!("../../prompts/answer.md"),
             Self::CodeSystem => include_str!("../../prompts/code_system.md"),
             Self::Ground => include_str!("../../prompts/ground.md"),
+            Self::ReadFirst => include_str!("../../prompts/read_first.md"),
             Self::CodeTask => include_str!("../../prompts/code_task.md"),
             Self::CodeSubtask => include_str!("../../prompts/code_subtask.md"),
             Self::Judge => include_str!("../../prompts/judge.md"),
@@ -136,6 +143,7 @@ impl PromptKind {
             Self::CodeTask | Self::CodeSubtask => &["task"],
             Self::Judge => &["task", "first", "second"],
             Self::Check => &["task", "answer"],
+            Self::ReadFirst => &["results"],
             _ => &[],
         }
     }
@@ -168,6 +176,8 @@ pub struct Prompts {
     pub code_system: String,
     /// See [`PromptKind::Ground`].
     pub ground: String,
+    /// See [`PromptKind::ReadFirst`].
+    pub read_first: String,
     /// See [`PromptKind::CodeTask`].
     pub code_task: String,
     /// See [`PromptKind::CodeSubtask`].
@@ -195,6 +205,7 @@ impl Default for Prompts {
             answer: text(PromptKind::Answer),
             code_system: text(PromptKind::CodeSystem),
             ground: text(PromptKind::Ground),
+            read_first: text(PromptKind::ReadFirst),
             code_task: text(PromptKind::CodeTask),
             code_subtask: text(PromptKind::CodeSubtask),
             judge: text(PromptKind::Judge),
@@ -218,6 +229,7 @@ impl Prompts {
             PromptKind::Answer => &self.answer,
             PromptKind::CodeSystem => &self.code_system,
             PromptKind::Ground => &self.ground,
+            PromptKind::ReadFirst => &self.read_first,
             PromptKind::CodeTask => &self.code_task,
             PromptKind::CodeSubtask => &self.code_subtask,
             PromptKind::Judge => &self.judge,
@@ -240,6 +252,7 @@ impl Prompts {
             PromptKind::Answer => self.answer = text,
             PromptKind::CodeSystem => self.code_system = text,
             PromptKind::Ground => self.ground = text,
+            PromptKind::ReadFirst => self.read_first = text,
             PromptKind::CodeTask => self.code_task = text,
             PromptKind::CodeSubtask => self.code_subtask = text,
             PromptKind::Judge => self.judge = text,

@@ -451,6 +451,8 @@ impl<'a> Runner<'a> {
         let mut asked_for_answer = false;
         // Whether an answer about the program was sent back to speak to the question.
         let mut rephrased = false;
+        // Whether a reply was cut by the per-step token limit and the answer asked for.
+        let mut cut = false;
         loop {
             let calls = self.calls(ToolChoice::Auto);
             let (chat, mut reply) = self.model_step(phase, calls, &turn).await?;
@@ -518,6 +520,13 @@ impl<'a> Runner<'a> {
             let answer = after_last_output(&full).trim().to_string();
             let retry = if reply.finish == FinishReason::MaxTokens {
                 self.agent.emit(AgentEvent::Truncated { step: reply.step });
+                if cut {
+                    // Asked for the answer, the model wrote past the limit again: more
+                    // asking only spends steps (a written sample once took twelve).
+                    self.messages.push(Message::assistant(full.trim()));
+                    return Err(StopReason::MaxTokens);
+                }
+                cut = true;
                 true
             } else if self.has_tools() && looks_like_call(&answer) {
                 self.agent
@@ -702,10 +711,10 @@ impl<'a> Runner<'a> {
     /// Makes the agent's own calls before the first step (step 0 in events).
     /// Then, with [`Prefetch::Tools`], the calls the tools ask for with `task`
     /// ([`jielong_chat::tool::Tool::prefetch`]) whose tool the initial calls do not call.
-    /// A written answer gets them too: it calls nothing itself, but it reads what the
-    /// agent reads first (a document search's passages), so a vote between written and
-    /// computed answers to a question about the user's documents is a vote between
-    /// readers, never a guess from memory against them.
+    /// A written answer gets them too ([`Runner::read_first`]): it calls nothing itself,
+    /// but it reads what the agent reads first (a document search's passages), so a
+    /// vote between written and computed answers to a question about the user's
+    /// documents is a vote between readers, never a guess from memory against them.
     async fn initial_calls(&mut self, task: &str) -> Flow<()> {
         let settings = &self.agent.settings;
         let mut calls = settings.initial_calls.clone();
@@ -719,6 +728,9 @@ impl<'a> Runner<'a> {
         if calls.is_empty() {
             return Ok(());
         }
+        if self.leaf == Leaf::Written {
+            return self.read_first(calls).await;
+        }
         let reply = Reply {
             step: 0,
             text: String::new(),
@@ -729,6 +741,30 @@ impl<'a> Runner<'a> {
             finish: FinishReason::EndOfText,
         };
         self.handle_calls(reply).await
+    }
+
+    /// A written answer's initial calls: run, and their results put in front of the
+    /// task in its own message. Never as a call and its result in the conversation: a
+    /// model offered no tools copies that exchange and writes a call as its answer.
+    async fn read_first(&mut self, calls: Vec<ToolCall>) -> Flow<()> {
+        let results = match self.execute(0, calls).await {
+            Ok(results) => results,
+            Err((_, stop)) => return Err(stop),
+        };
+        let read: Vec<&str> = results
+            .iter()
+            .filter(|(_, ok, _)| *ok)
+            .map(|(_, _, content)| content.trim())
+            .filter(|content| !content.is_empty())
+            .collect();
+        if let (false, Some(task)) = (read.is_empty(), self.messages.last_mut()) {
+            let context = fill(
+                &self.agent.prompts.read_first,
+                &[("results", &read.join("\n\n"))],
+            );
+            task.content = format!("{}\n\n{}", context.trim(), task.content);
+        }
+        Ok(())
     }
 
     /// Records a reply with calls, runs them and feeds the results (and any malformed

@@ -1673,6 +1673,8 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
         "{}",
         out.prompt(0)
     );
+    // In the task's own message, never as a call the model could copy.
+    assert!(!out.prompt(0).contains("\"query\""), "{}", out.prompt(0));
 }
 
 #[tokio::test]
@@ -1747,6 +1749,15 @@ async fn a_reply_cut_by_the_token_limit_is_not_the_answer() {
     let kinds = out.kinds();
     assert!(kinds.contains(&"truncated".to_string()), "{kinds:?}");
     assert_eq!(out.run.answer.as_deref(), Some("Paris."));
+
+    // Cut again after being asked for the answer: the run stops there, it does not
+    // spend its other steps asking.
+    let script = (0..jielong_agent::AgentSettings::DEFAULT_MAX_STEPS)
+        .map(|_| Script::Finish("and so".into(), FinishReason::MaxTokens))
+        .collect();
+    let out = check(agent(), "Name the capital of France.", script).await;
+    assert_eq!(out.run.stop, StopReason::MaxTokens);
+    assert_eq!(out.run.steps, 2);
 }
 
 #[tokio::test]
@@ -1852,9 +1863,9 @@ async fn the_step_budget_defaults_to_the_one_constant() {
         agent().build().unwrap().settings().max_steps,
         AgentSettings::DEFAULT_MAX_STEPS
     );
-    // A model that never finishes a reply takes exactly that many steps.
+    // A model that never gives an answer takes exactly that many steps.
     let script = (0..AgentSettings::DEFAULT_MAX_STEPS + 3)
-        .map(|_| Script::Finish("and so".into(), FinishReason::MaxTokens))
+        .map(|_| reply(""))
         .collect();
     let out = check(agent(), "task", script).await;
     assert_eq!(out.run.stop, StopReason::MaxSteps);

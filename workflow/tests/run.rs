@@ -28,8 +28,8 @@ struct Log {
     max_in_flight: AtomicUsize,
     /// When set, a task containing "FAIL" makes the model fail.
     broken: AtomicBool,
-    /// When set, every reply is cut by the token limit (never an answer).
-    truncating: AtomicBool,
+    /// When set, every reply is empty (never an answer).
+    silent: AtomicBool,
 }
 
 /// A model that answers `echo: <task>` after a short pause.
@@ -82,14 +82,14 @@ impl ModelSession for EchoSession {
         self.log.tasks.lock().unwrap().push(task.clone());
         let now = self.log.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.log.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        let text = format!("echo: {task}");
+        let text = if self.log.silent.load(Ordering::SeqCst) {
+            String::new()
+        } else {
+            format!("echo: {task}")
+        };
         let (sender, generation) = Generation::channel();
         let log = self.log.clone();
-        let finish = if self.log.truncating.load(Ordering::SeqCst) {
-            FinishReason::MaxTokens
-        } else {
-            FinishReason::EndOfText
-        };
+        let finish = FinishReason::EndOfText;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             log.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -613,9 +613,9 @@ async fn an_agent_without_max_steps_gets_the_library_default() {
     let yaml = "name: budget\nagents: {a: {}, b: {max_steps: 3}}\nsteps:\n  - {id: s, agent: a, input: go}\n  - {id: t, agent: b, input: go}\n";
     let flow = workflow(yaml, dir.path());
     let provider = Provider::new();
-    // A model whose every reply is cut by the token limit never answers: the run
-    // takes every step it is allowed.
-    provider.log.truncating.store(true, Ordering::SeqCst);
+    // A model whose every reply is empty never answers: the run takes every step it
+    // is allowed.
+    provider.log.silent.store(true, Ordering::SeqCst);
     let err = check(
         &flow,
         &provider,
