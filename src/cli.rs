@@ -639,6 +639,21 @@ pub struct AskArgs {
     /// Write every event of the run to this file as JSON lines.
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Whether the figures the passages give are computed with: `auto` offers the
+    /// sandboxed `python` tool for a question with numbers or a computation in it (a
+    /// sum, a difference, a percentage), and an answer's number no program computed
+    /// goes back for a check in code; `off` answers from the passages alone.
+    #[arg(long, value_enum, default_value_t = ComputeArg::Auto)]
+    pub compute: ComputeArg,
+}
+
+/// `ask --compute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComputeArg {
+    /// Python for a question that computes.
+    Auto,
+    /// Passages only.
+    Off,
 }
 
 /// `jielong run`.

@@ -1,6 +1,7 @@
 //! The local index from the command line: `jielong index add|search|stats|remove`, an
 //! `index add` killed with SIGKILL and resumed, and `jielong ask` on the default model
-//! finding a needle sentence in a folder of documents and citing the file it came from.
+//! finding a needle sentence in a folder of documents and citing the file it came from,
+//! and computing with two figures it found.
 
 mod common;
 
@@ -342,17 +343,66 @@ fn index_add_killed_mid_way_resumes_without_loss_or_duplicates() {
 }
 
 #[test]
-fn ask_finds_the_needle_and_cites_its_file() {
+fn ask_finds_a_needle_cites_its_file_and_computes_with_found_figures() {
     let _lock = model_lock();
     let _ = model_path(QWEN);
     let docs = tempfile::tempdir().unwrap();
     let index = tempfile::tempdir().unwrap();
     corpus(docs.path());
+    let mut towns = String::from(
+        "# Towns of the Orrin coast
+
+",
+    );
+    towns.push_str(&filler("the coast", 11, 2));
+    towns.push_str(
+        "Marrowby was founded in 1642 by fishermen from the north.
+
+",
+    );
+    towns.push_str(&filler("the coast", 12, 2));
+    towns.push_str(
+        "Quillhaven was founded in 1719, when the salt works opened.
+
+",
+    );
+    towns.push_str(&filler("the coast", 13, 2));
+    std::fs::write(docs.path().join("notes/towns.md"), towns).unwrap();
     let out = jielong(
         &["index", "add", docs.path().to_str().unwrap()],
         index.path(),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Search, then compute: the two years are in the passages, the difference is not.
+    let scratch = tempfile::tempdir().unwrap();
+    let trace = scratch.path().join("trace.jsonl");
+    let out = jielong(
+        &[
+            "ask",
+            "How many years after Marrowby was founded was Quillhaven founded?",
+            "--trace",
+            trace.to_str().unwrap(),
+        ],
+        index.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    let (answer, sources) = stdout
+        .split_once("\nSources:\n")
+        .unwrap_or_else(|| panic!("a source list: {stdout}\n{}", text(&out.stderr)));
+    assert!(answer.contains("77"), "{stdout}\n{}", text(&out.stderr));
+    assert!(sources.contains("notes/towns.md:"), "{stdout}");
+    let computed = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|e| {
+            e["type"] == "tool_result"
+                && e["name"] == "python"
+                && e["content"].as_str().is_some_and(|c| c.contains("77"))
+        });
+    assert!(computed, "python computed it: {stdout}");
 
     let out = jielong(
         &[

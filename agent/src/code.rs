@@ -2,6 +2,8 @@
 //! code-native action format), the numbers of an answer and of tool results (the
 //! grounding check), and call-shaped blobs turned into code.
 
+use std::ops::Range;
+
 use serde_json::Value;
 
 /// A closed ```` ```python ```` block in a reply.
@@ -80,6 +82,11 @@ pub(crate) fn after_last_output(text: &str) -> &str {
 /// The numbers in `text`, in order: integers and decimals, with thousands separators
 /// (`1,234`), a sign, and scientific notation.
 pub(crate) fn numbers(text: &str) -> Vec<f64> {
+    number_spans(text).into_iter().map(|(_, n)| n).collect()
+}
+
+/// The numbers of [`numbers`] with the bytes each is written in (its sign included).
+pub(crate) fn number_spans(text: &str) -> Vec<(Range<usize>, f64)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -146,7 +153,8 @@ pub(crate) fn numbers(text: &str) -> Vec<f64> {
             }
         }
         if let Ok(value) = digits.parse::<f64>() {
-            out.push(if negative { -value } else { value });
+            let start = if negative { i - 1 } else { i };
+            out.push((start..j, if negative { -value } else { value }));
         }
         i = j.max(i + 1);
     }
@@ -191,9 +199,83 @@ pub(crate) fn is_grounded(answer: &str, question: &str, results: &[&str]) -> boo
         .all(|c| given.iter().any(|g| same_number(*c, *g)))
 }
 
-/// Python code for a call-shaped blob a small model wrote instead of code: a `code`
-/// (or `program`, `script`, `expression`) argument as it is, or `"name": expression`
-/// pairs as assignments with the last one printed. `None` when nothing in it is code.
+/// The answer with a check's result in it, when a check in code printed one number
+/// (`result`) and the answer still states another: the one number of the answer the
+/// question does not give becomes the result, rounded as the question asks ("By 1.4%"
+/// and `14.910659272951316` for "… Round to 1 decimal place." give "By 14.9%"); with
+/// no such number or several, the answer is the result alone. `None` when the result
+/// is not one number.
+pub(crate) fn carry_result(answer: &str, question: &str, result: &str) -> Option<String> {
+    let [value] = numbers(result)[..] else {
+        return None;
+    };
+    let shown = shown_number(value, question);
+    let given = numbers(question);
+    let own: Vec<Range<usize>> = number_spans(answer)
+        .into_iter()
+        .filter(|(_, n)| !given.iter().any(|g| same_number(*n, *g)))
+        .map(|(span, _)| span)
+        .collect();
+    Some(match own.as_slice() {
+        [span] => format!("{}{shown}{}", &answer[..span.start], &answer[span.end..]),
+        _ => shown,
+    })
+}
+
+/// `value` written as an answer gives it: rounded to the decimals the question asks for
+/// ("to 2 decimal places", "to the nearest tenth", "nearest whole number"), else
+/// without float noise (at most four decimals, no trailing zeros).
+fn shown_number(value: f64, question: &str) -> String {
+    let decimals = asked_decimals(question).unwrap_or(4);
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') && asked_decimals(question).is_none() {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    if text == "-0" {
+        "0".to_string()
+    } else {
+        text
+    }
+}
+
+/// The decimals a question asks its answer to be rounded to, if it says.
+fn asked_decimals(question: &str) -> Option<usize> {
+    let lower = question.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    for (at, word) in words.iter().enumerate() {
+        if word.starts_with("decimal") && words.get(at + 1).is_some_and(|w| w.starts_with("place"))
+        {
+            let count = at.checked_sub(1).and_then(|before| match words[before] {
+                "one" | "a" | "single" => Some(1),
+                "two" => Some(2),
+                "three" => Some(3),
+                "four" => Some(4),
+                digits => digits.parse().ok().filter(|d: &usize| *d <= 12),
+            });
+            if count.is_some() {
+                return count;
+            }
+        }
+        if *word == "nearest" {
+            let next = words.get(at + 1).copied().unwrap_or("");
+            let after = words.get(at + 2).copied().unwrap_or("");
+            match (next, after) {
+                ("tenth", _) => return Some(1),
+                ("hundredth", _) | ("cent", _) => return Some(2),
+                ("thousandth", _) => return Some(3),
+                ("whole", _) | ("integer", _) | ("dollar", _) | ("unit", _) => return Some(0),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// Whether an answer talks about the program that found it ("The output of the
 /// function `solution()` is 42.") instead of answering the question.
 pub(crate) fn speaks_of_program(answer: &str) -> bool {
@@ -212,6 +294,9 @@ pub(crate) fn speaks_of_program(answer: &str) -> bool {
     .any(|plumbing| lower.contains(plumbing))
 }
 
+/// Python code for a call-shaped blob a small model wrote instead of code: a `code`
+/// (or `program`, `script`, `expression`) argument as it is, or `"name": expression`
+/// pairs as assignments with the last one printed. `None` when nothing in it is code.
 pub(crate) fn code_from_blob(blob: &str) -> Option<String> {
     let body = blob.trim();
     if let Ok(value) = serde_json::from_str::<Value>(body) {
@@ -361,6 +446,55 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(numbers(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_checks_result_replaces_the_number_the_answer_made_up() {
+        let cases: [(&str, &str, &str, Option<&str>); 8] = [
+            (
+                "By 1.4%",
+                "By what percentage did revenue grow? Round to 1 decimal place.",
+                "14.910659272951316",
+                Some("By 14.9%"),
+            ),
+            (
+                "Quillhaven was founded 1719 years after Marrowby.",
+                "How many years after Marrowby was founded was Quillhaven founded?",
+                "77\n",
+                Some("Quillhaven was founded 77 years after Marrowby."),
+            ),
+            // Numbers the question gives stay; the one it does not is replaced.
+            (
+                "With 16 eggs she earns $20.",
+                "Janet's ducks lay 16 eggs.",
+                "18.0",
+                Some("With 16 eggs she earns $18."),
+            ),
+            // Two made-up numbers: which one was meant is unclear, so the result alone.
+            ("3 and 4", "q", "7", Some("7")),
+            (
+                "About 0.3 each",
+                "q",
+                "0.30000000000000004",
+                Some("About 0.3 each"),
+            ),
+            (
+                "It costs 10",
+                "To the nearest cent, what is it?",
+                "10.4951",
+                Some("It costs 10.50"),
+            ),
+            ("It is -3 degrees", "q", "-2", Some("It is -2 degrees")),
+            // A result that is not one number is not carried.
+            ("It is 5.", "q", "[1, 2]", None),
+        ];
+        for (answer, question, result, want) in cases {
+            assert_eq!(
+                carry_result(answer, question, result).as_deref(),
+                want,
+                "{answer:?} / {result:?}"
+            );
         }
     }
 

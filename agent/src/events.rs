@@ -152,6 +152,17 @@ pub enum AgentEvent {
         /// The answer that was sent back.
         answer: String,
     },
+    /// After the check of an [`AgentEvent::Ungrounded`] answer, the model's answer still
+    /// did not state the number the check's program printed: the check's result stands
+    /// (in place of the answer's own number, rounded as the question asks).
+    CheckKept {
+        /// The step.
+        step: usize,
+        /// The model's answer after the check.
+        answer: String,
+        /// The answer kept.
+        kept: String,
+    },
     /// The step after a failed or repeated call samples instead of decoding greedily,
     /// so the retry does not replay the same path.
     Resampled {

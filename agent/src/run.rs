@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant as Deadline;
 
 use super::code::{
-    after_last_output, closed_python_block, code_from_blob, is_grounded, speaks_of_program,
-    CodeBlock,
+    after_last_output, carry_result, closed_python_block, code_from_blob, is_grounded,
+    speaks_of_program, CodeBlock,
 };
 use super::compose::Figures;
 use super::events::{AgentEvent, AgentRun, Phase, StopReason, Verdict};
@@ -447,6 +447,8 @@ impl<'a> Runner<'a> {
         // The assistant turn so far: text, code blocks and their outputs.
         let mut turn = String::new();
         let mut grounding_checked = self.agent.settings.grounding == Grounding::Off;
+        // Where the results of the check in code start in `answered`, once asked for.
+        let mut check_from: Option<usize> = None;
         // Whether code that repeated a successful cell was answered by asking for the answer.
         let mut asked_for_answer = false;
         // Whether an answer about the program was sent back to speak to the question.
@@ -551,6 +553,7 @@ impl<'a> Runner<'a> {
                     .map(|(_, _, r)| r.as_str())
                     .collect();
                 if !is_grounded(&answer, &self.question, &results) {
+                    check_from = Some(self.answered.len());
                     self.agent.emit(AgentEvent::Ungrounded {
                         step: reply.step,
                         answer: answer.clone(),
@@ -566,6 +569,16 @@ impl<'a> Runner<'a> {
                     }
                     continue;
                 }
+            }
+            if let Some(kept) = check_from.and_then(|from| self.check_result(from, &answer)) {
+                // The check in code printed a result and the answer still states
+                // another number: the check is what was asked for, so it stands.
+                self.agent.emit(AgentEvent::CheckKept {
+                    step: reply.step,
+                    answer: answer.clone(),
+                    kept: kept.clone(),
+                });
+                return Ok(kept);
             }
             if self.code_tool.is_some() && speaks_of_program(&answer) {
                 // "The output of the function solution() is 42": the answer is the
@@ -609,6 +622,29 @@ impl<'a> Runner<'a> {
             }
         }
         unfit
+    }
+
+    /// The answer carrying the result of the check in code asked for when `answered`
+    /// held `from` results ([`carry_result`]), when that check printed one number and
+    /// `answer` does not state it; `None` when the answer agrees with the check or no
+    /// check ran.
+    fn check_result(&self, from: usize, answer: &str) -> Option<String> {
+        let code = self.code_tool.as_ref()?;
+        let (_, _, result) = self
+            .answered
+            .get(from..)?
+            .iter()
+            .rev()
+            .find(|(tool, _, _)| *tool == code.name)?;
+        if is_grounded(answer, &self.question, &[result.as_str()]) {
+            return None;
+        }
+        let kept = carry_result(answer, &self.question, result)?;
+        Some(if speaks_of_program(&kept) {
+            carry_result("", &self.question, result)?
+        } else {
+            kept
+        })
     }
 
     /// The code tool's latest result when it is one short line (a value, not a

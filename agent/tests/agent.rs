@@ -1400,6 +1400,9 @@ fn fake_python() -> SchemaTool {
             if code.contains("6*7") || code.contains("21 * 2") {
                 return Ok(json!("42"));
             }
+            if code.contains("(186.5 - 162.3) / 162.3 * 100") {
+                return Ok(json!("14.910659272951316"));
+            }
             Ok(json!(format!("ran: {code}")))
         },
     )
@@ -1573,6 +1576,21 @@ async fn answers_no_result_backs_are_checked_in_code_once() {
     );
     assert!(out.prompt(1).contains("\"It is 48.\" is not backed"));
     assert_eq!(out.run.answer.as_deref(), Some("It is 42."));
+
+    // An answer that still states another number after the check: the check stands.
+    let out = check(
+        code_agent(),
+        "By what percentage did revenue grow from 162.3 to 186.5? Round to 1 decimal place.",
+        vec![
+            reply("By 1.2%."),
+            reply("print((186.5 - 162.3) / 162.3 * 100)\n```"),
+            reply("By 1.4%."),
+        ],
+    )
+    .await;
+    let kinds = out.kinds();
+    assert!(kinds.contains(&"check_kept".to_string()), "{kinds:?}");
+    assert_eq!(out.run.answer.as_deref(), Some("By 14.9%."));
 
     // A restated number, or one a tool returned, is not sent back.
     let out = check(

@@ -76,6 +76,7 @@
 pub mod compare;
 pub mod dataset;
 pub mod error;
+mod journal;
 pub mod judge;
 pub mod metric;
 pub mod needle;

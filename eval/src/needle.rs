@@ -29,8 +29,7 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write as _};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +42,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::io_err;
+use crate::journal::{Journal, Kind, Opened};
 use crate::system::Tokens;
 use crate::EvalError;
 
@@ -821,11 +821,13 @@ impl Grid {
         let (mut cache, previous) = match &self.cache {
             Some(path) => {
                 let config = self.cache_config(reader, documents);
-                let opened = GridCache::open(path, &reader.name(), &config)?;
+                let opened: Opened<Cell> =
+                    Journal::open(path, GRID_CACHE, &reader.name(), &config)?;
                 for warning in &opened.warnings {
                     observer.warning(warning);
                 }
-                (Some(opened.cache), opened.cells)
+                let cells = opened.records.into_iter().map(|c| (c.key(), c));
+                (Some(opened.journal), cells.collect())
             }
             None => (None, HashMap::new()),
         };
@@ -906,7 +908,7 @@ impl Grid {
                 seconds,
             };
             if let (Some(cache), None) = (cache.as_mut(), &cell.error) {
-                cache.append(&cell)?;
+                cache.append(&cell, &format!("cell {}", cell.key()))?;
             }
             observer.finished(&cell);
             done.insert(cell.key(), cell);
@@ -1330,133 +1332,12 @@ impl fmt::Display for GridReport {
     }
 }
 
-/// The open cache file, appending.
-struct GridCache {
-    path: PathBuf,
-    file: File,
-}
-
-/// What opening a cache found.
-struct OpenedCache {
-    cache: GridCache,
-    cells: HashMap<String, Cell>,
-    warnings: Vec<String>,
-}
-
-impl GridCache {
-    /// Opens (or creates) the cache at `path` for `reader` with `config`: checks the
-    /// header, reads the cells (a later one for a key replaces an earlier one), drops
-    /// a corrupt last line, and writes the file back clean before appending.
-    fn open(path: &Path, reader: &str, config: &Value) -> Result<OpenedCache, EvalError> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_err("read", path)(e)),
-        };
-        let lines: Vec<(usize, &str)> = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .collect();
-        let mut cells = HashMap::new();
-        let mut warnings = Vec::new();
-        let mut kept = Vec::new();
-        let header = json!({"needle_grid": reader, "config": config});
-        for (n, &(index, line)) in lines.iter().enumerate() {
-            let line_no = index + 1;
-            let is_last = n + 1 == lines.len();
-            if n == 0 {
-                let value: Value = match serde_json::from_str(line) {
-                    Ok(value) => value,
-                    Err(_) if is_last => {
-                        warnings.push(format!(
-                            "{}:{line_no}: ignored a corrupt last line (cut short?)",
-                            path.display()
-                        ));
-                        break;
-                    }
-                    Err(_) => {
-                        return Err(EvalError::line(
-                            path,
-                            line_no,
-                            "not a needle grid cache (no {\"needle_grid\": …} header line)",
-                        ))
-                    }
-                };
-                let found_reader = value.get("needle_grid").and_then(Value::as_str);
-                let found_config = value.get("config").unwrap_or(&Value::Null);
-                let Some(found_reader) = found_reader else {
-                    return Err(EvalError::line(
-                        path,
-                        line_no,
-                        "not a needle grid cache (no {\"needle_grid\": …} header line)",
-                    ));
-                };
-                if found_reader != reader || found_config != config {
-                    return Err(EvalError::CacheMismatch {
-                        path: path.to_path_buf(),
-                        found_system: found_reader.to_string(),
-                        found_config: found_config.to_string(),
-                        system: reader.to_string(),
-                        config: config.to_string(),
-                    });
-                }
-                continue;
-            }
-            match serde_json::from_str::<Cell>(line) {
-                Ok(cell) => {
-                    kept.push(line.to_string());
-                    cells.insert(cell.key(), cell);
-                }
-                Err(_) if is_last => warnings.push(format!(
-                    "{}:{line_no}: ignored a corrupt last line (cut short?)",
-                    path.display()
-                )),
-                Err(e) => {
-                    return Err(EvalError::line(
-                        path,
-                        line_no,
-                        format!("not a grid cell: {e}"),
-                    ))
-                }
-            }
-        }
-        let mut clean = header.to_string();
-        clean.push('\n');
-        for line in &kept {
-            clean.push_str(line);
-            clean.push('\n');
-        }
-        jielong_util::write_atomic(path, clean.as_bytes())?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(io_err("open", path))?;
-        Ok(OpenedCache {
-            cache: GridCache {
-                path: path.to_path_buf(),
-                file,
-            },
-            cells,
-            warnings,
-        })
-    }
-
-    /// Appends `cell` as one line, synced before this returns.
-    fn append(&mut self, cell: &Cell) -> Result<(), EvalError> {
-        let mut line = serde_json::to_vec(cell).map_err(|e| {
-            EvalError::file(
-                &self.path,
-                format!("cannot encode cell {}: {e}", cell.key()),
-            )
-        })?;
-        line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(io_err("write", &self.path))?;
-        self.file.sync_data().map_err(io_err("sync", &self.path))
-    }
-}
+/// A needle grid's cache: a journal of cells, headed `{"needle_grid": …}`.
+const GRID_CACHE: Kind = Kind {
+    key: "needle_grid",
+    file: "a needle grid cache",
+    record: "grid cell",
+};
 
 #[cfg(test)]
 mod tests {

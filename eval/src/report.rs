@@ -238,7 +238,7 @@ impl Report {
             }
             let value: Value = serde_json::from_str(line)
                 .map_err(|e| EvalError::line(path, line_no, format!("invalid JSON: {e}")))?;
-            if is_header(&value) {
+            if crate::journal::is_header(&value, crate::run::CACHE) {
                 continue;
             }
             let row = serde_json::from_value(value)
@@ -247,11 +247,6 @@ impl Report {
         }
         Ok(rows)
     }
-}
-
-/// Whether a JSON line is a cache header (`{"system": …}` without an `id`).
-pub(crate) fn is_header(value: &Value) -> bool {
-    value.get("system").is_some() && value.get("id").is_none()
 }
 
 impl fmt::Display for Summary {

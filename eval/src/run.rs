@@ -11,24 +11,21 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::dataset::Example;
-use crate::error::{io_err, EvalError};
+use crate::error::EvalError;
 use crate::judge::Judgement;
 use crate::metric::{metric_for, Metric};
-use jielong_util::{parent_dir, sync_dir};
 
-use crate::report::{is_header, Report, Summary};
+use crate::journal::{Journal, Kind, Opened};
+use crate::report::{Report, Summary};
 use crate::system::{Outcome, System};
 
 /// One graded example: what was asked, what came back, and whether it was right.
@@ -191,15 +188,16 @@ impl Eval {
         let name = system.name();
         let (mut cache, mut previous) = match &self.cache {
             Some(path) => {
-                let opened = Cache::open(path, &name, &system.config())?;
+                let opened: Opened<Row> = Journal::open(path, CACHE, &name, &system.config())?;
                 for warning in &opened.warnings {
                     observer.warning(warning);
                 }
-                (Some(opened.cache), opened.rows)
+                let rows = opened.records.into_iter().map(|r| (r.id.clone(), r));
+                (Some((opened.journal, opened.ignored)), rows.collect())
             }
             None => (None, HashMap::new()),
         };
-        let cache_ignored = cache.as_ref().map_or(0, |c| c.ignored);
+        let cache_ignored = cache.as_ref().map_or(0, |(_, ignored)| *ignored);
 
         let mut slots: Vec<Option<Row>> = vec![None; total];
         let mut pending = Vec::new();
@@ -243,8 +241,8 @@ impl Eval {
                 break;
             };
             let row = Row::grade(&examples[i], &metrics[i], outcome);
-            if let Some(cache) = cache.as_mut() {
-                cache.append(&row)?;
+            if let Some((journal, _)) = cache.as_mut() {
+                journal.append(&row, &format!("row `{}`", row.id))?;
             }
             done += 1;
             observer.finished(&row, done, total);
@@ -264,182 +262,9 @@ impl Eval {
     }
 }
 
-/// The open cache file, appending.
-struct Cache {
-    path: PathBuf,
-    file: File,
-    ignored: usize,
-}
-
-/// What opening a cache found.
-struct Opened {
-    cache: Cache,
-    rows: HashMap<String, Row>,
-    warnings: Vec<String>,
-}
-
-impl Cache {
-    /// Opens (or creates) the cache at `path` for `system` with `config`: checks the
-    /// header, reads the rows (a later row for an id replaces an earlier one) and
-    /// cuts off a corrupt last line.
-    fn open(path: &Path, system: &str, config: &Value) -> Result<Opened, EvalError> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err("read", path)(e)),
-        };
-        let mut rows = HashMap::new();
-        let mut warnings = Vec::new();
-        let mut ignored = 0;
-        // Where the usable content ends, and whether it lacks its final newline.
-        let mut keep = 0;
-        let mut unterminated = false;
-        let mut header_found = false;
-        let lines = split_lines(&bytes);
-        let last_content = lines.iter().rposition(|l| !l.text.trim_ascii().is_empty());
-        for (index, line) in lines.iter().enumerate() {
-            let line_no = index + 1;
-            let text = line.text.trim_ascii();
-            if text.is_empty() {
-                continue;
-            }
-            let is_last = Some(index) == last_content;
-            let value: Option<Value> = serde_json::from_slice(text).ok();
-            if !header_found {
-                match value {
-                    Some(header) if is_header(&header) => {
-                        check_header(path, &header, system, config)?;
-                        header_found = true;
-                    }
-                    None if is_last => {
-                        ignored += 1;
-                        warnings.push(format!(
-                            "{}:{line_no}: ignored a corrupt last line (cut short?)",
-                            path.display()
-                        ));
-                        break;
-                    }
-                    _ => {
-                        return Err(EvalError::line(
-                            path,
-                            line_no,
-                            "not an eval cache (no {\"system\": …} header line)",
-                        ))
-                    }
-                }
-            } else {
-                match value.map(serde_json::from_value::<Row>) {
-                    Some(Ok(row)) => {
-                        rows.insert(row.id.clone(), row);
-                    }
-                    _ if is_last => {
-                        ignored += 1;
-                        warnings.push(format!(
-                            "{}:{line_no}: ignored a corrupt last line (cut short?)",
-                            path.display()
-                        ));
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        return Err(EvalError::line(path, line_no, format!("not a row: {e}")))
-                    }
-                    None => return Err(EvalError::line(path, line_no, "invalid JSON")),
-                }
-            }
-            keep = line.end;
-            unterminated = !line.terminated;
-        }
-
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_err("open", path))?;
-        if keep < bytes.len() || !header_found {
-            file.set_len(if header_found { keep as u64 } else { 0 })
-                .map_err(io_err("truncate", path))?;
-        }
-        let mut cache = Cache {
-            path: path.to_owned(),
-            file,
-            ignored,
-        };
-        if !header_found {
-            let header = serde_json::json!({"system": system, "config": config});
-            cache.write_line(header.to_string().as_bytes())?;
-            sync_dir(parent_dir(path))?;
-        } else if unterminated {
-            cache.write_line(b"")?;
-        }
-        Ok(Opened {
-            cache,
-            rows,
-            warnings,
-        })
-    }
-
-    /// Appends `row` as one line, synced before this returns.
-    fn append(&mut self, row: &Row) -> Result<(), EvalError> {
-        let line = serde_json::to_vec(row).map_err(|e| {
-            EvalError::file(&self.path, format!("cannot encode row `{}`: {e}", row.id))
-        })?;
-        self.write_line(&line)
-    }
-
-    fn write_line(&mut self, bytes: &[u8]) -> Result<(), EvalError> {
-        let mut line = Vec::with_capacity(bytes.len() + 1);
-        line.extend_from_slice(bytes);
-        line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(io_err("write", &self.path))?;
-        self.file.sync_data().map_err(io_err("sync", &self.path))
-    }
-}
-
-/// The header must name this system and configuration.
-fn check_header(
-    path: &Path,
-    header: &Value,
-    system: &str,
-    config: &Value,
-) -> Result<(), EvalError> {
-    let found_system = header.get("system").and_then(Value::as_str).unwrap_or("");
-    let found_config = header.get("config").unwrap_or(&Value::Null);
-    if found_system == system && found_config == config {
-        return Ok(());
-    }
-    Err(EvalError::CacheMismatch {
-        path: path.to_owned(),
-        found_system: found_system.to_owned(),
-        found_config: found_config.to_string(),
-        system: system.to_owned(),
-        config: config.to_string(),
-    })
-}
-
-/// One line of a file: its bytes (without the newline), where it ends (after the
-/// newline, if any) and whether it had one.
-struct Line<'a> {
-    text: &'a [u8],
-    end: usize,
-    terminated: bool,
-}
-
-fn split_lines(bytes: &[u8]) -> Vec<Line<'_>> {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    while start < bytes.len() {
-        let (text, end, terminated) = match bytes[start..].iter().position(|&b| b == b'\n') {
-            Some(n) => (&bytes[start..start + n], start + n + 1, true),
-            None => (&bytes[start..], bytes.len(), false),
-        };
-        lines.push(Line {
-            text,
-            end,
-            terminated,
-        });
-        start = end;
-    }
-    lines
-}
+/// An eval run's cache: a journal of rows, headed `{"system": …}`.
+pub(crate) const CACHE: Kind = Kind {
+    key: "system",
+    file: "an eval cache",
+    record: "row",
+};

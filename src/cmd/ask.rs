@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use jielong::chat::tool::ToolRegistry;
 use jielong::retrieval::Index;
+use jielong::tools::builtin::{BuiltinConfig, PythonTool};
 use jielong::tools::rag::{Citation, RagSearchTool, DEFAULT_PASSAGE_CHARS};
 
 use super::run::{drive, AgentOptions, NoAnswer};
-use crate::cli::AskArgs;
+use crate::cli::{AskArgs, ComputeArg};
 
 /// The system prompt of `ask`.
 pub(crate) const ASK_SYSTEM: &str = include_str!("../../prompts/ask_system.md");
@@ -64,6 +65,14 @@ pub(crate) async fn answer(
     let citations = tool.citation_book();
     let mut registry = ToolRegistry::new();
     registry.register(tool)?;
+    // Search, then compute: a question that asks for a number the passages may only
+    // give the parts of gets the code tool too (fenced code, the code prompt's way),
+    // and the agent's grounding check sends an answer whose number no program computed
+    // back for a check in code, whose result then stands.
+    let computes = args.compute == ComputeArg::Auto && jielong::agent::computes(&args.question);
+    if computes {
+        registry.register(PythonTool::new(BuiltinConfig::default().python))?;
+    }
 
     let mut session = model.open_session(&super::session_options(global))?;
     let options = AgentOptions {
@@ -92,7 +101,25 @@ pub(crate) async fn answer(
     let Some(answer) = run.answer.filter(|_| stop.is_answered()) else {
         return Err(NoAnswer(stop).into());
     };
-    let sources = citations.sources_of(&answer);
+    let mut sources = citations.sources_of(&answer);
+    if sources.is_empty() && computes {
+        // A computed answer ("77") is in no passage: its sources are the passages
+        // whose figures the program took.
+        let work: Vec<String> = run
+            .transcript
+            .iter()
+            .filter(|m| m.role == jielong::chat::Role::Assistant)
+            .flat_map(|m| {
+                let calls = m
+                    .tool_calls
+                    .iter()
+                    .filter(|call| call.name != RagSearchTool::NAME)
+                    .map(|call| call.arguments.to_string());
+                std::iter::once(m.content.clone()).chain(calls)
+            })
+            .collect();
+        sources = citations.sources_of_figures(&work.join("\n"));
+    }
     let cites = sources
         .iter()
         .any(|s| answer.contains(&format!("[{}]", s.number)));

@@ -860,6 +860,7 @@ async fn needle_bench(
             k: 3,
             max_steps: jielong::agent::AgentSettings::DEFAULT_MAX_STEPS,
             trace: None,
+            compute: crate::cli::ComputeArg::Auto,
         };
         let started = Instant::now();
         let answered = super::ask::answer(global, &model, Arc::new(index), &args).await;

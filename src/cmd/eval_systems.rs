@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::ask::{answer, Answered, ASK_SYSTEM};
 use super::eval::{stop_name, tokens};
 use super::run::NoAnswer;
-use crate::cli::{AskArgs, EvalRunArgs, GlobalArgs, IndexDir};
+use crate::cli::{AskArgs, ComputeArg, EvalRunArgs, GlobalArgs, IndexDir};
 
 /// `jielong ask` answering each example from an index (its prompt, its citations).
 pub(super) struct AskSystem {
@@ -50,6 +50,7 @@ impl System for AskSystem {
                 k: self.k,
                 max_steps: self.max_steps,
                 trace: None,
+                compute: ComputeArg::Auto,
             };
             match answer(&self.global, self.model.as_ref(), self.index.clone(), &args).await {
                 Ok(answered) => outcome_of(answered),

@@ -227,6 +227,11 @@ pub(crate) fn show_progress(event: &AgentEvent, verbose: bool) {
             "[no tool result backs the answer \"{}\": asking for a check]",
             one_line(answer, 80)
         ),
+        AgentEvent::CheckKept { answer, kept, .. } => eprintln!(
+            "[the check's program gives another number than \"{}\": keeping \"{}\"]",
+            one_line(answer, 60),
+            one_line(kept, 60)
+        ),
         AgentEvent::Resampled {
             temperature,
             seed,

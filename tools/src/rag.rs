@@ -62,6 +62,9 @@ struct Shown {
 }
 
 impl RagSearchTool {
+    /// The tool's name.
+    pub const NAME: &'static str = "rag_search";
+
     /// A tool searching `index`, returning `passages` passages per search (1 to 8) of at
     /// most `max_passage_chars` characters each.
     pub fn new(index: Arc<Index>, passages: usize, max_passage_chars: usize) -> Self {
@@ -123,6 +126,18 @@ impl CitationBook {
         self.shown().into_iter().map(|s| s.citation).collect()
     }
 
+    /// The passages that state a figure of `work` (the code or calls that computed an
+    /// answer: `1642`, `162.3`; numbers of two digits or more), in citation order: the
+    /// sources of a computed answer, which no passage states itself.
+    pub fn sources_of_figures(&self, work: &str) -> Vec<Citation> {
+        let used = figures(work);
+        self.shown()
+            .into_iter()
+            .filter(|s| !figures(&s.text).is_disjoint(&used))
+            .map(|s| s.citation)
+            .collect()
+    }
+
     /// The passages `answer` rests on: those it cites as `[n]`, in citation order. An
     /// answer that cites none (small models often forget) is attributed after the fact:
     /// the passages that contain most of the answer's content words (at least half),
@@ -160,6 +175,33 @@ impl CitationBook {
     }
 }
 
+/// The numbers written in `text` with two digits or more (`1642`, `162.3`, `7,315` as
+/// `7315`): figures that can tell which passage a computation took them from.
+fn figures(text: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    let mut current = String::new();
+    let chars: Vec<char> = text.chars().collect();
+    for (at, c) in chars.iter().enumerate() {
+        let inner = matches!(c, ',' | '.')
+            && !current.is_empty()
+            && chars.get(at + 1).is_some_and(char::is_ascii_digit);
+        if c.is_ascii_digit() || inner {
+            if *c != ',' {
+                current.push(*c);
+            }
+            continue;
+        }
+        if current.chars().filter(char::is_ascii_digit).count() >= 2 {
+            out.insert(std::mem::take(&mut current));
+        }
+        current.clear();
+    }
+    if current.chars().filter(char::is_ascii_digit).count() >= 2 {
+        out.insert(current);
+    }
+    out
+}
+
 /// The lower-cased words of `text` longer than three letters (a rough cut of the words
 /// that carry content).
 fn content_words(text: &str) -> std::collections::HashSet<String> {
@@ -181,7 +223,7 @@ impl Tool for RagSearchTool {
     type Output = String;
 
     fn name(&self) -> &str {
-        "rag_search"
+        Self::NAME
     }
 
     fn description(&self) -> &str {
