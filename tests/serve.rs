@@ -179,6 +179,21 @@ fn call_arguments(call: &Value) -> Value {
         .unwrap_or_else(|| panic!("arguments are not a JSON string: {call}"))
 }
 
+/// The tool calls of a whole (not streamed) chat reply to `body`, which must be a 200
+/// that finished with `tool_calls`.
+async fn tool_call_reply(server: &Server, body: &Value) -> Vec<Value> {
+    let (status, reply) = post(server, "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["choices"][0]["finish_reason"], "tool_calls",
+        "{body}: {reply}"
+    );
+    reply["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn content(reply: &Value) -> &str {
     reply["choices"][0]["message"]["content"]
         .as_str()
@@ -383,19 +398,10 @@ async fn serves_the_openai_api_on_a_server() {
         "Which dairy-free breakfast recipes are there?",
         "Suggest gluten-free dinner recipes with lots of spices.",
     ] {
-        let (status, reply) = post(
-            &server,
-            "/v1/chat/completions",
-            &json!({"messages": user(question), "tools": [recipes], "tool_choice": "required",
-                    "temperature": 0, "max_tokens": 256}),
-        )
-        .await;
-        assert_eq!(status, 200, "{reply}");
-        assert_eq!(
-            reply["choices"][0]["finish_reason"], "tool_calls",
-            "{question}: {reply}"
-        );
-        let arguments = call_arguments(&reply["choices"][0]["message"]["tool_calls"][0]);
+        let body = json!({"messages": user(question), "tools": [recipes],
+                          "tool_choice": "required", "temperature": 0, "max_tokens": 256});
+        let calls = tool_call_reply(&server, &body).await;
+        let arguments = call_arguments(&calls[0]);
         assert!(arguments["diet"].is_string(), "{question}: {arguments}");
     }
     let (_, metrics) = get(&server, "/metrics", None).await;
@@ -427,13 +433,7 @@ async fn serves_the_openai_api_on_a_server() {
             let events = sse_events(&text);
             first_call_delta(&events)
         } else {
-            let (status, reply) = post(&server, "/v1/chat/completions", &body).await;
-            assert_eq!(status, 200, "{reply}");
-            assert_eq!(
-                reply["choices"][0]["finish_reason"], "tool_calls",
-                "{reply}"
-            );
-            reply["choices"][0]["message"]["tool_calls"][0].clone()
+            tool_call_reply(&server, &body).await.remove(0)
         };
         assert_eq!(call["function"]["name"], "plot_sine_wave", "{call}");
         let arguments = call_arguments(&call);
@@ -967,16 +967,7 @@ async fn calls_fitted() {
                 })
                 .collect()
         } else {
-            let (status, reply) = post(&server, "/v1/chat/completions", &body).await;
-            assert_eq!(status, 200, "{reply}");
-            assert_eq!(
-                reply["choices"][0]["finish_reason"], "tool_calls",
-                "{reply}"
-            );
-            reply["choices"][0]["message"]["tool_calls"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
+            tool_call_reply(&server, &body).await
         };
         let mut cities: Vec<String> = calls
             .iter()

@@ -18,7 +18,7 @@ use super::strategy::{Plan, Strategy};
 use super::{Agent, CodeActions, Grounding, Prefetch, SUBMIT_CRITIQUE, SUBMIT_PLAN};
 use jielong_chat::chat::{Message, ToolCall, ToolSpec};
 use jielong_chat::error::RuntimeError;
-use jielong_chat::fit::{tool_fits, CallFit};
+use jielong_chat::fit::{unfit_calls, CallFit};
 use jielong_chat::generate::{FinishReason, GenerationEvent, SamplingParams, ToolChoice, Usage};
 use jielong_chat::intent::{
     bare_call_state, fenced_body, intended_call, looks_like_call, restates_result, BareCall, Intent,
@@ -260,9 +260,23 @@ impl<'a> Runner<'a> {
     /// The task, then steps with tools until the answer.
     async fn direct(&mut self, task: &str) -> Flow<String> {
         let worded = self.agent.settings.framing.wording.apply(task);
+        // A written answer and a program both take what the first calls read (a
+        // search's passages) in front of the question, not as a call exchange: the
+        // written one would copy the call as its answer, and the program takes its
+        // figures from the text right above the question it computes.
+        let reads_first = self.leaf == Leaf::Written || self.fenced;
+        let worded = match reads_first {
+            true => match self.read_first(task).await? {
+                Some(context) => format!("{context}\n\n{worded}"),
+                None => worded,
+            },
+            false => worded,
+        };
         let message = self.task_message(worded, PromptKind::CodeTask);
         self.messages.push(Message::user(message));
-        self.initial_calls(task).await?;
+        if !reads_first {
+            self.initial_calls(task).await?;
+        }
         self.tool_loop(Phase::Task, task).await
     }
 
@@ -607,18 +621,16 @@ impl<'a> Runner<'a> {
         if self.agent.settings.call_fit != CallFit::Fitted {
             return Vec::new();
         }
-        let mut unfit: Vec<String> = Vec::new();
-        for call in calls {
-            let plain = self
-                .agent
+        let plain = |call: &ToolCall| {
+            self.agent
                 .tools
                 .get(&call.name)
-                .is_some_and(|tool| tool.kind() == ToolKind::Plain);
-            let spec = self.callable.iter().find(|t| t.name == call.name);
-            if let (true, Some(spec)) = (plain, spec) {
-                if !tool_fits(&self.question, spec) && !unfit.contains(&call.name) {
-                    unfit.push(call.name.clone());
-                }
+                .is_some_and(|tool| tool.kind() == ToolKind::Plain)
+        };
+        let mut unfit: Vec<String> = Vec::new();
+        for i in unfit_calls(&self.question, calls, &self.callable, plain) {
+            if !unfit.contains(&calls[i].name) {
+                unfit.push(calls[i].name.clone());
             }
         }
         unfit
@@ -752,20 +764,17 @@ impl<'a> Runner<'a> {
     /// vote between written and computed answers to a question about the user's
     /// documents is a vote between readers, never a guess from memory against them.
     async fn initial_calls(&mut self, task: &str) -> Flow<()> {
-        let settings = &self.agent.settings;
-        let mut calls = settings.initial_calls.clone();
-        if settings.prefetch == Prefetch::Tools {
-            for call in self.agent.tools.prefetch_calls(task) {
-                if !calls.iter().any(|made| made.name == call.name) {
-                    calls.push(call);
-                }
+        if self.leaf == Leaf::Written {
+            if let (Some(context), Some(message)) =
+                (self.read_first(task).await?, self.messages.last_mut())
+            {
+                message.content = format!("{context}\n\n{}", message.content);
             }
-        }
-        if calls.is_empty() {
             return Ok(());
         }
-        if self.leaf == Leaf::Written {
-            return self.read_first(calls).await;
+        let calls = self.first_calls(task);
+        if calls.is_empty() {
+            return Ok(());
         }
         let reply = Reply {
             step: 0,
@@ -779,10 +788,32 @@ impl<'a> Runner<'a> {
         self.handle_calls(reply).await
     }
 
-    /// A written answer's initial calls: run, and their results put in front of the
-    /// task in its own message. Never as a call and its result in the conversation: a
-    /// model offered no tools copies that exchange and writes a call as its answer.
-    async fn read_first(&mut self, calls: Vec<ToolCall>) -> Flow<()> {
+    /// The agent's own first calls for `task`: [`AgentSettings::initial_calls`], then
+    /// with [`Prefetch::Tools`] those the tools ask for whose tool is not called yet.
+    ///
+    /// [`AgentSettings::initial_calls`]: super::AgentSettings::initial_calls
+    fn first_calls(&self, task: &str) -> Vec<ToolCall> {
+        let settings = &self.agent.settings;
+        let mut calls = settings.initial_calls.clone();
+        if settings.prefetch == Prefetch::Tools {
+            for call in self.agent.tools.prefetch_calls(task) {
+                if !calls.iter().any(|made| made.name == call.name) {
+                    calls.push(call);
+                }
+            }
+        }
+        calls
+    }
+
+    /// The first calls run and their results as text to put in front of the task in
+    /// its own message ([`PromptKind::ReadFirst`]); `None` when nothing was read.
+    /// Never as a call and its result in the conversation: a model offered no tools
+    /// copies that exchange and writes a call as its answer.
+    async fn read_first(&mut self, task: &str) -> Flow<Option<String>> {
+        let calls = self.first_calls(task);
+        if calls.is_empty() {
+            return Ok(None);
+        }
         let results = match self.execute(0, calls).await {
             Ok(results) => results,
             Err((_, stop)) => return Err(stop),
@@ -793,14 +824,14 @@ impl<'a> Runner<'a> {
             .map(|(_, _, content)| content.trim())
             .filter(|content| !content.is_empty())
             .collect();
-        if let (false, Some(task)) = (read.is_empty(), self.messages.last_mut()) {
-            let context = fill(
-                &self.agent.prompts.read_first,
-                &[("results", &read.join("\n\n"))],
-            );
-            task.content = format!("{}\n\n{}", context.trim(), task.content);
+        if read.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let context = fill(
+            &self.agent.prompts.read_first,
+            &[("results", &read.join("\n\n"))],
+        );
+        Ok(Some(context.trim().to_string()))
     }
 
     /// Records a reply with calls, runs them and feeds the results (and any malformed

@@ -125,8 +125,9 @@ pub trait ThoughtSpace: Send + Sync + fmt::Debug {
     /// The name it is known by (`free`, `game24`).
     fn name(&self) -> &str;
 
-    /// The state before any thought, or why the task is not one of this space.
-    fn root(&self, task: &str) -> Result<Step, String>;
+    /// The state before any thought; [`Step::Rejected`] says why the task is not one
+    /// of this space.
+    fn root(&self, task: &str) -> Step;
 
     /// The state after `thought`, taken after `steps` (the earlier thoughts, oldest
     /// first).
@@ -197,11 +198,11 @@ impl ThoughtSpace for FreeThoughts {
         vec![line.to_owned()]
     }
 
-    fn root(&self, _task: &str) -> Result<Step, String> {
-        Ok(Step::Open {
+    fn root(&self, _task: &str) -> Step {
+        Step::Open {
             state: numbered(&[]),
             key: String::new(),
-        })
+        }
     }
 
     fn step(&self, _task: &str, steps: &[String], thought: &str) -> Step {
@@ -360,11 +361,9 @@ impl Search<'_> {
         let space = self.agent.thoughts.clone();
         let deadline = settings.max_wall_time.map(|d| Instant::now() + d);
         let root_state = match space.root(self.task) {
-            Ok(Step::Open { state, .. }) => state,
-            Ok(Step::Solved { answer }) => return Ok((answer, Vec::new())),
-            Ok(Step::Rejected { reason }) | Err(reason) => {
-                return Err((StopReason::Unsolved { reason }, Vec::new()))
-            }
+            Step::Open { state, .. } => state,
+            Step::Solved { answer } => return Ok((answer, Vec::new())),
+            Step::Rejected { reason } => return Err((StopReason::Unsolved { reason }, Vec::new())),
         };
         let mut beam = vec![Node {
             id: 0,

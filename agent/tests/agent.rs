@@ -1693,6 +1693,23 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
     );
     // In the task's own message, never as a call the model could copy.
     assert!(!out.prompt(0).contains("\"query\""), "{}", out.prompt(0));
+
+    // A program reads them the same way: above the question it computes, inside the
+    // code prompt's task.
+    let out = check(
+        search_agent(true),
+        "How many years after Ostmere was Calvoy Sands founded?",
+        vec![reply("```python\nprint(6*7)\n```"), reply("42 years.")],
+    )
+    .await;
+    assert_eq!(out.run.answer.as_deref(), Some("42 years."));
+    let first = out.prompt(0);
+    let passage = first.find("Ostmere was founded in 1701").expect("the passage");
+    let question = first
+        .rfind("How many years after Ostmere")
+        .expect("the question");
+    assert!(passage < question, "{first}");
+    assert!(!first.contains("<tool_response>"), "{first}");
 }
 
 #[tokio::test]

@@ -179,6 +179,27 @@ pub fn tool_fits(question: &str, tool: &ToolSpec) -> bool {
             .any(|s| asked.iter().any(|a| same_word(s, a)))
 }
 
+/// The positions of the calls in `calls` whose tool (found in `tools` by name) the
+/// question never names ([`tool_fits`]): the calls to decline. `judged` says which calls
+/// are judged at all (the agent leaves a tool for any subject, a search, alone); a call
+/// of a tool not in `tools` is not judged here (validation refuses it).
+pub fn unfit_calls(
+    question: &str,
+    calls: &[ToolCall],
+    tools: &[ToolSpec],
+    judged: impl Fn(&ToolCall) -> bool,
+) -> Vec<usize> {
+    (0..calls.len())
+        .filter(|&i| judged(&calls[i]))
+        .filter(|&i| {
+            tools
+                .iter()
+                .find(|t| t.name == calls[i].name)
+                .is_some_and(|t| !tool_fits(question, t))
+        })
+        .collect()
+}
+
 /// Whether `question` may name several items (a list, a conjunction, "each", "both",
 /// "respectively"): only then is a call beyond the first worth asking for.
 pub fn names_several(question: &str) -> bool {

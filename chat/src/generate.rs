@@ -391,8 +391,43 @@ struct CallSplitter {
     check: Option<CallCheck>,
 }
 
-/// A check of each parsed call: `Err(reason)` turns it into a malformed block.
-pub type CallCheck = Arc<dyn Fn(&ToolCall) -> Result<(), String> + Send + Sync>;
+/// A check of each parsed call: `Err(why)` turns it into a malformed block.
+pub type CallCheck = Arc<dyn Fn(&ToolCall) -> Result<(), CallRefused> + Send + Sync>;
+
+/// Why a parsed call was refused ([`CallCheck`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallRefused {
+    /// The call names a tool that is not offered.
+    #[error("unknown tool `{name}` (tools: {known})")]
+    UnknownTool {
+        /// The tool the call names.
+        name: String,
+        /// The tools offered, comma-separated.
+        known: String,
+    },
+    /// No tool is offered at all.
+    #[error("no tools are available, so `{name}` cannot be called")]
+    NoTools {
+        /// The tool the call names.
+        name: String,
+    },
+    /// The arguments are not a JSON object.
+    #[error("the arguments of `{name}` are not a JSON object")]
+    NotAnObject {
+        /// The tool.
+        name: String,
+    },
+    /// The arguments break the tool's schema.
+    #[error("arguments of `{name}` do not match its schema: {error} (at {at})")]
+    Schema {
+        /// The tool.
+        name: String,
+        /// The first schema error.
+        error: String,
+        /// Where in the arguments (a JSON pointer).
+        at: String,
+    },
+}
 
 impl std::fmt::Debug for CallSplitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -419,7 +454,10 @@ impl CallSplitter {
                             let raw =
                                 serde_json::json!({"name": call.name, "arguments": call.arguments})
                                     .to_string();
-                            let bad = MalformedCall { raw, error };
+                            let bad = MalformedCall {
+                                raw,
+                                error: error.to_string(),
+                            };
                             self.malformed.push(bad.clone());
                             GenerationEvent::Malformed(bad)
                         }

@@ -33,7 +33,7 @@ pub mod tool_format;
 pub use chat::{Message, Role, ToolCall, ToolSpec};
 pub use error::{RemoteFault, RuntimeError, TemplateError};
 pub use generate::{
-    CallCheck, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
+    CallCheck, CallRefused, Completion, FinishReason, GenerateRequest, Generation, GenerationEvent,
     GenerationSender, MalformedCall, ReplyFormat, SamplingParams, ToolChoice, ToolConstraint,
     Usage,
 };

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::chat::{Message, ToolCall, ToolSpec};
 use crate::error::RuntimeError;
 use crate::generate::{
-    CallCheck, GenerateRequest, ReplyFormat, SamplingParams, ToolChoice, ToolConstraint,
+    CallCheck, CallRefused, GenerateRequest, ReplyFormat, SamplingParams, ToolChoice,
+    ToolConstraint,
 };
 use crate::model::BranchId;
 
@@ -174,25 +175,23 @@ pub fn call_check(tools: &[ToolSpec]) -> CallCheck {
     Arc::new(move |call: &ToolCall| {
         let Some((_, validator)) = validators.iter().find(|(name, _)| *name == call.name) else {
             let known: Vec<&str> = validators.iter().map(|(n, _)| n.as_str()).collect();
-            return Err(format!(
-                "unknown tool `{}` (tools: {})",
-                call.name,
-                known.join(", ")
-            ));
+            return Err(CallRefused::UnknownTool {
+                name: call.name.clone(),
+                known: known.join(", "),
+            });
         };
         if !call.arguments.is_object() {
-            return Err(format!(
-                "the arguments of `{}` are not a JSON object",
-                call.name
-            ));
+            return Err(CallRefused::NotAnObject {
+                name: call.name.clone(),
+            });
         }
         match validator {
             Some(validator) => match validator.iter_errors(&call.arguments).next() {
-                Some(error) => Err(format!(
-                    "arguments of `{}` do not match its schema: {error} (at {})",
-                    call.name,
-                    error.instance_path()
-                )),
+                Some(error) => Err(CallRefused::Schema {
+                    name: call.name.clone(),
+                    error: error.to_string(),
+                    at: error.instance_path().to_string(),
+                }),
                 None => Ok(()),
             },
             None => Ok(()),

@@ -94,7 +94,7 @@ pub use judge::{
 };
 pub use metric::{extract_number, metric_for, Metric, Score};
 pub use needle::{
-    Documents, Grid, GridObserver, GridReport, Haystack, Needle, Reader, Reply, Variant,
+    Documents, Grid, GridObserver, GridReport, Haystack, Needle, ReadError, Reader, Reply, Variant,
 };
 pub use optimize::{Candidate, Proposer, Scored, Search, SearchObserver, SearchReport, Systems};
 pub use report::{nearest_rank, wilson, CategorySummary, JudgeSummary, Report, Summary};

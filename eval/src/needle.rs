@@ -80,8 +80,11 @@ pub trait Reader: Send + Sync {
 
     /// Answers `prompt`: the text generated after the prompt (and its prefill), and
     /// the token counts if known. An `Err` is recorded as the cell's error.
-    fn answer<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<Reply, String>>;
+    fn answer<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<Reply, ReadError>>;
 }
+
+/// Why a [`Reader`] gave no answer (the model's own error, kept whole).
+pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A chat of one question: a system message, a user message, and what the
 /// assistant's turn starts with (the prefill; empty for none).
@@ -891,7 +894,7 @@ impl Grid {
             let seconds = started.elapsed().as_secs_f64();
             let (answer, tokens, error) = match reply {
                 Ok(reply) => (reply.text, reply.tokens, None),
-                Err(e) => (String::new(), Tokens::default(), Some(e)),
+                Err(e) => (String::new(), Tokens::default(), Some(e.to_string())),
             };
             let grade = self.needle.grade(&answer);
             let cell = Cell {
@@ -1375,7 +1378,7 @@ mod tests {
             text.split_whitespace().count()
         }
 
-        fn answer<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<Reply, String>> {
+        fn answer<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<Reply, ReadError>> {
             let words = self.count_tokens(&prompt.user);
             self.asked
                 .lock()

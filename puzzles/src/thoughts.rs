@@ -36,12 +36,14 @@ impl ThoughtSpace for Game24 {
         "game24"
     }
 
-    fn root(&self, task: &str) -> Result<Step, String> {
-        let numbers = Self::numbers(task)?;
-        Ok(Step::Open {
-            state: numbers.to_string(),
-            key: numbers.key(),
-        })
+    fn root(&self, task: &str) -> Step {
+        match Self::numbers(task) {
+            Ok(numbers) => Step::Open {
+                state: numbers.to_string(),
+                key: numbers.key(),
+            },
+            Err(reason) => Step::Rejected { reason },
+        }
     }
 
     fn step(&self, task: &str, steps: &[String], thought: &str) -> Step {
@@ -107,7 +109,10 @@ mod tests {
     fn game24_replays_the_steps_and_knows_a_solution() {
         let space = Game24;
         let task = "4 9 10 13";
-        assert!(space.root("no numbers here").is_err());
+        assert!(matches!(
+            space.root("no numbers here"),
+            Step::Rejected { .. }
+        ));
         let steps = vec!["13 - 9 = 4 (left: 4 4 10)".to_owned()];
         assert_eq!(
             space.step(task, &steps, "10 - 4 = 6 (left: 4 6)"),

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use jielong_chat::{
-    call_check, CallCheck, Completion, FinishReason, GenerationEvent, MalformedCall, ParsedEvent,
-    RemoteFault, TokenLogprob, TokenProb, ToolCall, ToolCallFormat, ToolCallParser, ToolSpec,
-    Usage,
+    call_check, CallCheck, CallRefused, Completion, FinishReason, GenerationEvent, MalformedCall,
+    ParsedEvent, RemoteFault, TokenLogprob, TokenProb, ToolCall, ToolCallFormat, ToolCallParser,
+    ToolSpec, Usage,
 };
 use serde_json::Value;
 
@@ -330,18 +330,14 @@ impl Decoder {
 
     fn accept(&mut self, call: ToolCall, raw: String, events: &mut Vec<GenerationEvent>) {
         if let Some(check) = &self.check {
-            if let Err(reason) = check(&call) {
-                return self.reject(raw, reason, events);
+            if let Err(refused) = check(&call) {
+                return self.reject(raw, refused.to_string(), events);
             }
         } else {
-            return self.reject(
-                raw,
-                format!(
-                    "no tools are available, so `{}` cannot be called",
-                    call.name
-                ),
-                events,
-            );
+            let refused = CallRefused::NoTools {
+                name: call.name.clone(),
+            };
+            return self.reject(raw, refused.to_string(), events);
         }
         if self.calls.len() >= self.max_calls {
             let reason = format!(

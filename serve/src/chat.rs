@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use jielong_chat::fit::{adds_item, ask_for_more, names_several, tool_fits, uncovered, CallFit};
+use jielong_chat::fit::{adds_item, ask_for_more, names_several, uncovered, unfit_calls, CallFit};
 use jielong_chat::intent::{intended_call, looks_like_call};
 use jielong_chat::{
     Chat, ChatRequest, Completion, FinishReason, Generation, GenerationEvent, Role, ToolCall,
@@ -127,12 +127,7 @@ impl CallRules {
         let Some(question) = self.question().filter(|_| self.recover()) else {
             return Vec::new();
         };
-        (0..calls.len())
-            .filter(|&i| {
-                self.tool(&calls[i])
-                    .is_some_and(|t| !tool_fits(question, t))
-            })
-            .collect()
+        unfit_calls(question, calls, self.callable(), |_| true)
     }
 
     /// Whether a reply with these calls is asked for more: the request may name several

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jielong::chat::{Chat, ChatRequest, Message};
 use jielong::eval::needle::{parse_depths, parse_lengths, Cell, Prompt};
 use jielong::eval::{
-    Documents, Grid, GridObserver, GridReport, Needle, Reader, Reply, Tokens, Variant,
+    Documents, Grid, GridObserver, GridReport, Needle, ReadError, Reader, Reply, Tokens, Variant,
 };
 use jielong::{LanguageModel, LlamaModel, ModelSession};
 use serde_json::{json, Value};
@@ -186,13 +186,11 @@ impl Reader for ModelReader {
         self.model.tokenize(text).len()
     }
 
-    fn answer<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<Reply, String>> {
+    fn answer<'a>(&'a self, prompt: &'a Prompt) -> BoxFuture<'a, Result<Reply, ReadError>> {
         async move {
             let mut session = self.session.lock().await;
-            let generation = session
-                .respond(&chat(prompt), &self.request)
-                .map_err(|e| e.to_string())?;
-            let completion = generation.finish(|_| {}).await.map_err(|e| e.to_string())?;
+            let generation = session.respond(&chat(prompt), &self.request)?;
+            let completion = generation.finish(|_| {}).await?;
             let usage = &completion.usage;
             Ok(Reply {
                 text: completion.text,
