@@ -1704,7 +1704,9 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
     .await;
     assert_eq!(out.run.answer.as_deref(), Some("42 years."));
     let first = out.prompt(0);
-    let passage = first.find("Ostmere was founded in 1701").expect("the passage");
+    let passage = first
+        .find("Ostmere was founded in 1701")
+        .expect("the passage");
     let question = first
         .rfind("How many years after Ostmere")
         .expect("the question");

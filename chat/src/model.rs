@@ -58,17 +58,27 @@ pub struct PromptCache {
     pub dir: std::path::PathBuf,
     /// The most bytes the folder's states may take.
     pub max_bytes: u64,
+    /// The most openings one session keeps: a session keeps the state of a prompt no
+    /// kept state covers to half, up to this many times (default
+    /// [`PromptCache::DEFAULT_OPENINGS`], a one-shot run's ways of answering; a server
+    /// keeps one per distinct opening its clients send, such as each system prompt
+    /// beyond what its slots hold).
+    pub openings: usize,
 }
 
 impl PromptCache {
     /// The default bound: 256 MiB (about 27,000 tokens of a 0.5B model's KV state).
     pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+    /// The default of [`PromptCache::openings`]: a strategy's written and computed
+    /// answers open differently, and a plan or a judge once more.
+    pub const DEFAULT_OPENINGS: usize = 4;
 
-    /// A cache in `dir` with the default bound.
+    /// A cache in `dir` with the default bounds.
     pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             max_bytes: Self::DEFAULT_MAX_BYTES,
+            openings: Self::DEFAULT_OPENINGS,
         }
     }
 }

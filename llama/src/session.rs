@@ -620,7 +620,9 @@ struct Worker<'m> {
     cells: Cells,
     /// Where opening prompts' states are kept across processes, if anywhere.
     store: Option<PromptStore>,
-    /// How many states this session has kept (at most [`warm::KEEP_PER_SESSION`]).
+    /// How many states this session has kept (at most [`PromptCache::openings`]).
+    ///
+    /// [`PromptCache::openings`]: jielong_chat::PromptCache::openings
     kept: usize,
     /// Branches whose prompt no kept state covered well: their states are kept when
     /// the decode loop ends (a strategy's ways of answering each open with their own
@@ -989,7 +991,7 @@ impl Worker<'_> {
         let covered = found.as_ref().map_or(0, |f| f.shared).max(held);
         if covered * 2 < tokens.len()
             && tokens.len() >= warm::MIN_TOKENS
-            && self.kept + self.save.len() < warm::KEEP_PER_SESSION
+            && self.kept + self.save.len() < store.openings()
             && !self.save.contains(&branch)
         {
             self.save.push(branch);

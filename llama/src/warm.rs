@@ -10,8 +10,15 @@
 //! never a crash or a wrong answer. The folder is bounded: after a save the least
 //! recently used states go until the rest fit. Two processes writing at once can
 //! lose each other's index entry (the later `write_atomic` wins): a miss, not a fault.
+//!
+//! A long-lived process (`jielong serve` looks a prompt up whenever a slot's branch
+//! lends less than half of it) keeps the index in memory, read again only when the
+//! file's stamp (modification time and size) changes, and hashes a state file only
+//! once per stamp.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use jielong_chat::PromptCache;
@@ -20,10 +27,6 @@ use serde::{Deserialize, Serialize};
 
 /// The fewest tokens worth keeping or loading: below this evaluating is as quick.
 pub(crate) const MIN_TOKENS: usize = 32;
-
-/// The most states one session keeps (one per way of opening a conversation: a
-/// strategy's written and computed answers open differently).
-pub(crate) const KEEP_PER_SESSION: usize = 4;
 
 /// The index's format; a different one is read as empty.
 const FORMAT: u32 = 1;
@@ -43,7 +46,7 @@ struct Entry {
     used: u64,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Index {
     format: u32,
     entries: Vec<Entry>,
@@ -53,6 +56,35 @@ struct Index {
 pub(crate) struct PromptStore {
     dir: PathBuf,
     max_bytes: u64,
+    openings: usize,
+    /// The index as last read or written, with the file's stamp then.
+    index: Mutex<Option<(Stamp, Index)>>,
+    /// State files found intact, by name, with their stamps then.
+    verified: Mutex<HashMap<String, Stamp>>,
+}
+
+/// What tells a file changed without reading it: its modification time and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        })
+    }
+}
+
+/// `mutex`'s value, even after a panic elsewhere (the values are caches).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A kept state that shares a prefix with a prompt.
@@ -88,32 +120,72 @@ impl PromptStore {
         Some(Self {
             dir: cache.dir.join(&key[..24]),
             max_bytes: cache.max_bytes,
+            openings: cache.openings,
+            index: Mutex::new(None),
+            verified: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The most openings one session keeps ([`PromptCache::openings`]).
+    pub(crate) fn openings(&self) -> usize {
+        self.openings
     }
 
     fn index_path(&self) -> PathBuf {
         self.dir.join("index.json")
     }
 
+    /// The index: the copy in memory while the file's stamp is the one it was read
+    /// or written with, else the file read again (another process wrote it).
     fn read(&self) -> Index {
-        let Ok(text) = std::fs::read(self.index_path()) else {
+        let path = self.index_path();
+        let Some(stamp) = Stamp::of(&path) else {
             return Index::default();
         };
-        match serde_json::from_slice::<Index>(&text) {
-            Ok(index) if index.format == FORMAT => index,
-            _ => Index::default(),
+        if let Some((seen, index)) = lock(&self.index).as_ref() {
+            if *seen == stamp {
+                return index.clone();
+            }
         }
+        let index = match std::fs::read(&path)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<Index>(&text).ok())
+        {
+            Some(index) if index.format == FORMAT => index,
+            _ => Index::default(),
+        };
+        *lock(&self.index) = Some((stamp, index.clone()));
+        index
     }
 
     fn write(&self, index: &Index) {
+        let path = self.index_path();
         let written = serde_json::to_vec(index)
             .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                jielong_util::write_atomic(&self.index_path(), &bytes).map_err(|e| e.to_string())
-            });
-        if let Err(error) = written {
-            tracing::warn!(%error, "prompt cache: cannot write the index");
+            .and_then(|bytes| jielong_util::write_atomic(&path, &bytes).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => {
+                *lock(&self.index) = Stamp::of(&path).map(|stamp| (stamp, index.clone()));
+            }
+            Err(error) => tracing::warn!(%error, "prompt cache: cannot write the index"),
         }
+    }
+
+    /// Whether `path` is the file `entry` describes (size, then SHA-256; a file whose
+    /// stamp has not changed since it was found intact is not hashed again).
+    fn intact(&self, path: &Path, entry: &Entry) -> bool {
+        let Some(stamp) = Stamp::of(path).filter(|s| s.len == entry.bytes) else {
+            return false;
+        };
+        if lock(&self.verified).get(&entry.file) == Some(&stamp) {
+            return true;
+        }
+        let intact =
+            std::fs::read(path).is_ok_and(|bytes| jielong_util::sha256_hex(&bytes) == entry.sha256);
+        if intact {
+            lock(&self.verified).insert(entry.file.clone(), stamp);
+        }
+        intact
     }
 
     /// The kept state sharing the longest prefix with `tokens` (at most `limit` of
@@ -142,7 +214,7 @@ impl PromptStore {
         for (i, shared) in candidates {
             let entry = &index.entries[i];
             let path = self.dir.join(&entry.file);
-            if intact(&path, entry) {
+            if self.intact(&path, entry) {
                 found = Some((i, shared, path));
                 break;
             }
@@ -241,15 +313,6 @@ impl PromptStore {
     }
 }
 
-/// Whether `path` is the file `entry` describes (size, then SHA-256).
-fn intact(path: &Path, entry: &Entry) -> bool {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.len() == entry.bytes => {}
-        _ => return false,
-    }
-    std::fs::read(path).is_ok_and(|bytes| jielong_util::sha256_hex(&bytes) == entry.sha256)
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -270,8 +333,8 @@ mod tests {
         let model = dir.path().join("model.gguf");
         std::fs::write(&model, b"weights").unwrap();
         let cache = PromptCache {
-            dir: dir.path().join("cache"),
             max_bytes,
+            ..PromptCache::new(dir.path().join("cache"))
         };
         let store = PromptStore::open(&cache, &model, "test").unwrap();
         (dir, store)
@@ -308,7 +371,9 @@ mod tests {
         let (_dir, store) = store(1 << 20);
         keep(&store, &tokens(0..100), 1000);
         let found = store.find(&tokens(0..100), 99).unwrap();
-        // Same size, other bytes: the hash tells.
+        // Same size, other bytes: the hash tells (the file's time moves on first, as
+        // any later write's does: a file found intact is hashed again only then).
+        std::thread::sleep(std::time::Duration::from_millis(50));
         std::fs::write(&found.path, vec![8u8; 1000]).unwrap();
         assert!(store.find(&tokens(0..100), 99).is_none());
         assert!(store.read().entries.is_empty());
@@ -322,6 +387,23 @@ mod tests {
         assert!(store.find(&tokens(0..100), 99).is_none());
         keep(&store, &tokens(0..100), 1000);
         assert!(store.find(&tokens(0..100), 99).is_some());
+    }
+
+    #[test]
+    fn another_process_keeping_a_state_is_seen() {
+        let (dir, first) = store(1 << 20);
+        let cache = PromptCache {
+            max_bytes: 1 << 20,
+            ..PromptCache::new(dir.path().join("cache"))
+        };
+        let second = PromptStore::open(&cache, &dir.path().join("model.gguf"), "test").unwrap();
+        keep(&first, &tokens(0..100), 1000);
+        // The first store holds its index in memory now; the second writes the file.
+        assert!(first.find(&tokens(0..100), 99).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        keep(&second, &tokens(100..200), 1000);
+        assert!(first.find(&tokens(100..200), 99).is_some());
+        assert!(first.find(&tokens(0..100), 99).is_some());
     }
 
     #[test]

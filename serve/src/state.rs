@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jielong_chat::fit::CallFit;
-use jielong_chat::{BranchId, CallMode, KvUsage, SamplingParams, SessionOptions};
+use jielong_chat::{BranchId, CallMode, KvUsage, PromptCache, SamplingParams, SessionOptions};
 use jielong_llama::{LlamaModel, LlamaSession};
 
 use crate::error::ServeError;
@@ -46,6 +46,9 @@ impl ServeConfig {
     pub const DEFAULT_QUEUE: usize = 64;
     /// Request body limit unless set otherwise (4 MiB).
     pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+    /// The openings a server's prompt cache keeps per process (one per distinct
+    /// opening; the cache's size bound decides what stays).
+    pub const OPENINGS: usize = 1024;
 
     /// The defaults for a model called `model_id`.
     pub fn new(model_id: impl Into<String>) -> Self {
@@ -71,10 +74,17 @@ impl ServeConfig {
 
     /// The session options for these settings: `base` with one branch per slot, the
     /// (empty) main branch, and `max_n - 1` extra branches for `n`.
+    /// A prompt cache, if `base` has one, keeps every distinct opening the clients
+    /// send ([`ServeConfig::OPENINGS`]), bounded by its size: a system prompt whose
+    /// slot went to another starts warm when it comes back.
     pub fn session_options(&self, base: &SessionOptions) -> SessionOptions {
         SessionOptions {
             max_sequences: u32::try_from(1 + self.parallel + self.max_n.saturating_sub(1))
                 .unwrap_or(u32::MAX),
+            prompt_cache: base.prompt_cache.clone().map(|cache| PromptCache {
+                openings: Self::OPENINGS,
+                ..cache
+            }),
             ..base.clone()
         }
     }
