@@ -77,6 +77,12 @@ pub fn thought_spaces() -> agent::ThoughtSpaces {
     agent::ThoughtSpaces::new().with(Arc::new(puzzles::thoughts::Game24))
 }
 
+/// The metrics Jielong knows by name (`--metric`, an example's `metric` field): the
+/// built-in ones and the Game of 24's `game24` from [`puzzles`].
+pub fn metrics() -> eval::Metrics {
+    eval::Metrics::new().with(Arc::new(puzzles::metric::Game24Metric))
+}
+
 /// The names workflows may use that Jielong provides ([`thought_spaces`]).
 pub fn workflow_catalog() -> workflow::Catalog {
     workflow::Catalog::default().with_thought_spaces(thought_spaces())

@@ -708,7 +708,7 @@ fn game24_writes_solvable_puzzles_for_the_metric() {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
     assert_eq!(rows.len(), 12);
-    let metric = jielong::eval::Metric::parse("game24").unwrap();
+    let metric = jielong::metrics().parse("game24").unwrap();
     let mut seen = std::collections::HashSet::new();
     for row in &rows {
         let numbers = row["answer"].as_str().unwrap();

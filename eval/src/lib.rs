@@ -92,7 +92,7 @@ pub use judge::{
     apply_grades, pair_examples, read_rating, read_verdict, single_examples, Agreement, JudgeKind,
     JudgePrompt, Judgement, Pair, PairInputs, PairwiseReport, Transcript, Turn, Verdict, Winner,
 };
-pub use metric::{extract_number, metric_for, Metric, Score};
+pub use metric::{extract_number, metric_for, Checker, Metric, Metrics, Score};
 pub use needle::{
     Documents, Grid, GridObserver, GridReport, Haystack, Needle, ReadError, Reader, Reply, Variant,
 };

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 use serde_json::Value;
@@ -33,10 +33,10 @@ pub enum Metric {
     /// whole match without one) is extracted and must equal the expected answer
     /// under `Exact`'s normalisation; without groups, matching is enough.
     Regex(Regex),
-    /// A Game of 24 answer: the expected answer is the puzzle's numbers (`4 9 10 13`),
-    /// and the answer must hold an expression that uses each of them once and makes
-    /// 24 ([`jielong_puzzles::game24::check`]); the expression is what is extracted.
-    Game24,
+    /// A metric of a kind of task the evaluation does not know itself, added to a
+    /// [`Metrics`] catalog by name (the Game of 24's checker comes from
+    /// `jielong-puzzles`).
+    Checked(Arc<dyn Checker>),
     /// Graded by an LLM judge after the run ([`judge`](crate::judge)): a row stays
     /// ungraded until [`apply_grades`](crate::judge::apply_grades) rates it, and
     /// [`Metric::score`] never counts an answer right.
@@ -53,10 +53,70 @@ pub struct Score {
     pub extracted: Option<String>,
 }
 
+/// The seam of [`Metric::Checked`]: a checker for a kind of task (a puzzle's rules)
+/// that reads the expected answer its own way.
+///
+/// Contract: [`Checker::check`] is a pure function of its arguments.
+pub trait Checker: Send + Sync + fmt::Debug {
+    /// The metric's name, as datasets and `--metric` spell it (`game24`).
+    fn name(&self) -> &str;
+
+    /// The verdict on `answer` against `expected`; `extracted` is the part checked.
+    fn check(&self, answer: &str, expected: &str) -> Score;
+}
+
+/// The metrics known by name: the built-in ones and the [`Checker`]s added.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    checkers: Vec<Arc<dyn Checker>>,
+}
+
+impl Metrics {
+    /// The built-in metrics only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With `checker` known by its name (a later one of the same name wins).
+    pub fn with(mut self, checker: Arc<dyn Checker>) -> Self {
+        self.checkers.retain(|c| c.name() != checker.name());
+        self.checkers.push(checker);
+        self
+    }
+
+    /// Parses `exact`, `numeric` (or `numeric:TOLERANCE`), `contains`, `judge`,
+    /// `regex:PATTERN` or the name of a checker added.
+    pub fn parse(&self, name: &str) -> Result<Metric, EvalError> {
+        if let Some(checker) = self.checkers.iter().find(|c| c.name() == name) {
+            return Ok(Metric::Checked(checker.clone()));
+        }
+        Metric::builtin(name).map_err(|e| match e {
+            EvalError::Metric { name, message } if self.checkers.is_empty() => {
+                EvalError::Metric { name, message }
+            }
+            EvalError::Metric { name, .. } => {
+                let added: Vec<&str> = self.checkers.iter().map(|c| c.name()).collect();
+                EvalError::Metric {
+                    name,
+                    message: format!(
+                        "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, judge, regex:PATTERN or {})",
+                        added.join(", ")
+                    ),
+                }
+            }
+            other => other,
+        })
+    }
+}
+
 impl Metric {
-    /// Parses `exact`, `numeric` (or `numeric:TOLERANCE`), `contains`, `game24`,
-    /// `judge` or `regex:PATTERN`.
+    /// Parses a built-in metric's name: `exact`, `numeric` (or `numeric:TOLERANCE`),
+    /// `contains`, `judge` or `regex:PATTERN` ([`Metrics::parse`] knows checkers too).
     pub fn parse(name: &str) -> Result<Metric, EvalError> {
+        Metrics::new().parse(name)
+    }
+
+    fn builtin(name: &str) -> Result<Metric, EvalError> {
         let bad = |message: String| EvalError::Metric {
             name: name.to_owned(),
             message,
@@ -69,7 +129,6 @@ impl Metric {
         match name.split_once(':') {
             None if name == "exact" => Ok(Metric::Exact),
             None if name == "contains" => Ok(Metric::Contains),
-            None if name == "game24" => Ok(Metric::Game24),
             None if name == "judge" => Ok(Metric::Judge),
             None if name == "numeric" => Ok(Metric::Numeric {
                 rel_tolerance: DEFAULT_REL_TOLERANCE,
@@ -81,7 +140,7 @@ impl Metric {
                 ))),
             },
             _ => Err(bad(
-                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24, judge or regex:PATTERN)"
+                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, judge or regex:PATTERN)"
                     .into(),
             )),
         }
@@ -126,19 +185,7 @@ impl Metric {
                 Score { correct, extracted }
             }
             Metric::Judge => Score::default(),
-            Metric::Game24 => {
-                let numbers: Vec<i64> = expected
-                    .split(|c: char| !c.is_ascii_digit())
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
-                match jielong_puzzles::game24::check(&numbers, answer) {
-                    Ok(expression) => Score {
-                        correct: true,
-                        extracted: Some(expression),
-                    },
-                    Err(_) => Score::default(),
-                }
-            }
+            Metric::Checked(checker) => checker.check(answer, expected),
             Metric::Numeric { rel_tolerance } => {
                 let Some(got) = extract_number(answer) else {
                     return Score::default();
@@ -160,7 +207,7 @@ impl fmt::Display for Metric {
         match self {
             Metric::Exact => f.write_str("exact"),
             Metric::Contains => f.write_str("contains"),
-            Metric::Game24 => f.write_str("game24"),
+            Metric::Checked(checker) => f.write_str(checker.name()),
             Metric::Judge => f.write_str("judge"),
             Metric::Numeric { rel_tolerance } if *rel_tolerance == DEFAULT_REL_TOLERANCE => {
                 f.write_str("numeric")
@@ -171,15 +218,17 @@ impl fmt::Display for Metric {
     }
 }
 
-/// The metric for `example`: its record's string field `metric` (any name
-/// [`Metric::parse`] reads) if it has one, else `default`.
+/// The metric for `example`: its record's string field `metric` (any name `metrics`
+/// reads) if it has one, else `default`.
 pub fn metric_for<'a>(
     example: &Example,
     default: &'a Metric,
+    metrics: &Metrics,
 ) -> Result<Cow<'a, Metric>, EvalError> {
     match example.record.get("metric") {
         Some(Value::String(name)) => {
-            Metric::parse(name)
+            metrics
+                .parse(name)
                 .map(Cow::Owned)
                 .map_err(|e| EvalError::Example {
                     id: example.id.clone(),

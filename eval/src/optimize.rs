@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::io_err;
 use crate::run::input_hash;
-use crate::{Eval, EvalError, Example, Metric, Observer, Report, Summary, System};
+use crate::{Eval, EvalError, Example, Metric, Metrics, Observer, Report, Summary, System};
 
 /// The meta-prompt the proposer is asked with: `{instructions}` (the best variants so
 /// far with their scores, worst first) and `{failures}` (examples the best one got
@@ -208,6 +208,7 @@ pub struct Search {
     train: Vec<Example>,
     holdout: Vec<Example>,
     metric: Metric,
+    metrics: Metrics,
     rounds: usize,
     proposals: usize,
     shown: usize,
@@ -226,6 +227,7 @@ impl Search {
             train,
             holdout: Vec::new(),
             metric,
+            metrics: Metrics::new(),
             rounds: 3,
             proposals: 4,
             shown: 6,
@@ -234,6 +236,12 @@ impl Search {
             dir: dir.into(),
             cancel: None,
         }
+    }
+
+    /// The metrics an example's own `metric` field may name ([`Eval::metrics`]).
+    pub fn metrics(mut self, metrics: Metrics) -> Search {
+        self.metrics = metrics;
+        self
     }
 
     /// Examples the start and the best are also scored on (nothing is chosen on them).
@@ -547,8 +555,9 @@ impl Search {
         let system = systems.system(&candidate.text).map_err(|message| {
             EvalError::file(dir, format!("cannot build the system: {message}"))
         })?;
-        let mut eval =
-            Eval::new(examples.to_vec(), self.metric.clone()).cache(dir.join("cache.jsonl"));
+        let mut eval = Eval::new(examples.to_vec(), self.metric.clone())
+            .metrics(self.metrics.clone())
+            .cache(dir.join("cache.jsonl"));
         if let Some(flag) = &self.cancel {
             eval = eval.cancel(flag.clone());
         }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::Example;
 use crate::error::EvalError;
 use crate::judge::Judgement;
-use crate::metric::{metric_for, Metric};
+use crate::metric::{metric_for, Metric, Metrics};
 
 use crate::journal::{Journal, Kind, Opened};
 use crate::report::{Report, Summary};
@@ -103,6 +103,7 @@ impl Observer for () {}
 pub struct Eval {
     examples: Vec<Example>,
     metric: Metric,
+    metrics: Metrics,
     cache: Option<PathBuf>,
     concurrency: usize,
     cancel: Option<Arc<AtomicBool>>,
@@ -116,11 +117,19 @@ impl Eval {
         Eval {
             examples,
             metric,
+            metrics: Metrics::new(),
             cache: None,
             concurrency: 1,
             cancel: None,
             retry_errors: false,
         }
+    }
+
+    /// The metrics an example's own `metric` field may name (default: the built-in
+    /// ones; add a [`Checker`](crate::Checker) such as the Game of 24's).
+    pub fn metrics(mut self, metrics: Metrics) -> Eval {
+        self.metrics = metrics;
+        self
     }
 
     /// Keeps finished rows in the JSONL file `path` and reuses them on the next run
@@ -182,7 +191,7 @@ impl Eval {
         }
         let metrics = examples
             .iter()
-            .map(|e| metric_for(e, &self.metric))
+            .map(|e| metric_for(e, &self.metric, &self.metrics))
             .collect::<Result<Vec<Cow<'_, Metric>>, _>>()?;
 
         let name = system.name();

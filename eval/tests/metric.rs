@@ -1,7 +1,7 @@
 //! Metrics: one table of (answer, expected, metric, correct, extracted) run through
 //! `check`, plus metric names and per-example overrides.
 
-use jielong_eval::{metric_for, Example, Metric};
+use jielong_eval::{metric_for, Example, Metric, Metrics};
 
 /// Scores `answer` against `expected` with the metric named `metric` and compares
 /// the verdict and the extracted value; every failure is listed at once.
@@ -153,34 +153,44 @@ fn exact_contains_regex() {
     ]);
 }
 
+/// A checker of the caller's own: the answer's number is even and equals the expected.
+#[derive(Debug)]
+struct Even;
+
+impl jielong_eval::Checker for Even {
+    fn name(&self) -> &str {
+        "even"
+    }
+
+    fn check(&self, answer: &str, expected: &str) -> jielong_eval::Score {
+        let n = answer.trim().parse::<i64>().ok();
+        jielong_eval::Score {
+            correct: n.is_some_and(|n| n % 2 == 0 && n.to_string() == expected),
+            extracted: n.map(|n| n.to_string()),
+        }
+    }
+}
+
 #[test]
-fn game24() {
-    check(&[
-        (
-            "13 - 9 = 4\n10 - 4 = 6\nSo (13 − 9) × (10 − 4) = 24.",
-            "4 9 10 13",
-            "game24",
-            true,
-            Some("(13 - 9) * (10 - 4)"),
-        ),
-        (
-            "(10 - 4) * (13 - 9)",
-            "4, 9, 10, 13",
-            "game24",
-            true,
-            Some("(10 - 4) * (13 - 9)"),
-        ),
-        // Right value, but 13 is used twice and 9 never.
-        (
-            "(10 - 4) * (13 - 13 + 4)",
-            "4 9 10 13",
-            "game24",
-            false,
-            None,
-        ),
-        ("4 * 6 = 24", "4 9 10 13", "game24", false, None),
-        ("It cannot be done.", "1 1 1 1", "game24", false, None),
-    ]);
+fn checkers_are_metrics_by_name() {
+    let metrics = Metrics::new().with(std::sync::Arc::new(Even));
+    let even = metrics.parse("even").expect("the checker");
+    assert_eq!(even.to_string(), "even");
+    assert!(even.score("4", "4").correct);
+    assert!(!even.score("3", "3").correct);
+    // The built-in names still parse; an unknown one lists the checker too.
+    assert_eq!(
+        metrics.parse("numeric").expect("built in").to_string(),
+        "numeric"
+    );
+    let err = metrics.parse("odd").expect_err("unknown").to_string();
+    assert!(err.ends_with("regex:PATTERN or even)"), "{err}");
+    // Without the checker the name is unknown, and an example naming it is refused.
+    assert!(Metric::parse("even").is_err());
+    let example = Example::new("1", "q", Some("4")).with("metric", "even");
+    assert!(metric_for(&example, &Metric::Exact, &Metrics::new()).is_err());
+    let metric = metric_for(&example, &Metric::Exact, &metrics).expect("known");
+    assert!(metric.score("4", "4").correct);
 }
 
 #[test]
@@ -190,7 +200,6 @@ fn names() {
         "contains",
         "numeric",
         "numeric:0.01",
-        "game24",
         "judge",
         r"regex:^\d+$",
     ] {
@@ -198,7 +207,7 @@ fn names() {
         assert_eq!(metric.to_string(), name);
     }
     for (name, message) in [
-        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, game24, judge or regex:PATTERN)"),
+        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, judge or regex:PATTERN)"),
         ("numeric:x", "metric `numeric:x`: tolerance `x` is not a non-negative number"),
         ("numeric:-1", "metric `numeric:-1`: tolerance `-1` is not a non-negative number"),
         ("regex:(", "metric `regex:(`: unclosed group"),
@@ -214,21 +223,23 @@ fn per_example_override() {
     let default = Metric::Exact;
     let plain = Example::new("1", "q", Some("4"));
     assert_eq!(
-        metric_for(&plain, &default).expect("default").to_string(),
+        metric_for(&plain, &default, &Metrics::new())
+            .expect("default")
+            .to_string(),
         "exact"
     );
     let numeric = plain.clone().with("metric", "numeric");
-    let metric = metric_for(&numeric, &default).expect("override");
+    let metric = metric_for(&numeric, &default, &Metrics::new()).expect("override");
     assert!(metric.score("It is 4.0", "4").correct);
     let not_a_string = plain.clone().with("metric", 3);
     assert_eq!(
-        metric_for(&not_a_string, &default)
+        metric_for(&not_a_string, &default, &Metrics::new())
             .expect("ignored")
             .to_string(),
         "exact"
     );
     let bad = plain.with("metric", "nope");
-    let err = metric_for(&bad, &default)
+    let err = metric_for(&bad, &default, &Metrics::new())
         .expect_err("bad metric")
         .to_string();
     assert!(

@@ -7,8 +7,11 @@
 //!   finds a valid expression in a free-text answer.
 //! - [`thoughts`] (feature `agent`): the Game of 24 as a thought space for the
 //!   agent's Tree of Thoughts, each step checked by [`game24`].
+//! - [`metric`] (feature `eval`): the Game of 24 as an evaluation metric, `game24`.
 
 pub mod game24;
+#[cfg(feature = "eval")]
+pub mod metric;
 mod rational;
 #[cfg(feature = "agent")]
 pub mod thoughts;

@@ -65,10 +65,14 @@ pub(super) fn rows_path(path: &Path) -> PathBuf {
 
 async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Result<()> {
     let examples = examples(&args, data, args.split.as_deref(), Subset::Sampled)?;
-    let metric = Metric::parse(&args.metric)?;
+    let metrics = jielong::metrics();
+    let metric = metrics.parse(&args.metric)?;
     let mut judged = matches!(metric, Metric::Judge);
     for example in &examples {
-        judged |= matches!(metric_for(example, &metric)?.as_ref(), Metric::Judge);
+        judged |= matches!(
+            metric_for(example, &metric, &metrics)?.as_ref(),
+            Metric::Judge
+        );
     }
     if judged {
         Judge::check(&args.judge)?;
@@ -88,6 +92,7 @@ async fn run(global: &GlobalArgs, args: EvalRunArgs, data: &Path) -> anyhow::Res
             .with_context(|| format!("cannot remove the old cache {}", cache.display()))?;
     }
     let eval = Eval::new(examples.clone(), metric)
+        .metrics(metrics)
         .cache(&cache)
         .cancel(cancel);
     let bar = Bar::new(global.verbose > 0);

@@ -14,8 +14,7 @@ use jielong::agent::{Framing, Wording};
 use jielong::chat::{Chat, ChatRequest, Message};
 use jielong::eval::optimize::rejected_counts;
 use jielong::eval::{
-    metric_for, Candidate, Metric, Observer, Proposer, Scored, Search, SearchObserver, System,
-    Systems,
+    metric_for, Candidate, Observer, Proposer, Scored, Search, SearchObserver, System, Systems,
 };
 use jielong::{ModelSession, SamplingParams};
 use tokio::sync::Mutex as AsyncMutex;
@@ -47,9 +46,10 @@ pub async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result
             shared.id
         );
     }
-    let metric = Metric::parse(&eval.metric)?;
+    let metrics = jielong::metrics();
+    let metric = metrics.parse(&eval.metric)?;
     for example in train.iter().chain(&holdout) {
-        metric_for(example, &metric)?;
+        metric_for(example, &metric, &metrics)?;
     }
     let out = eval.out.clone().unwrap_or_else(|| default_out(&data));
     if !eval.resume && holds_a_search(&out) {
@@ -80,6 +80,7 @@ pub async fn optimize(global: &GlobalArgs, args: OptimizeArgs) -> anyhow::Result
         seed: global.seed,
     };
     let search = Search::new(train, metric, &out)
+        .metrics(metrics)
         .holdout(holdout)
         .rounds(args.rounds)
         .proposals(args.proposals as usize)
