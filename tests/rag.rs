@@ -70,6 +70,29 @@ fn filler(theme: &str, seed: usize, paragraphs: usize) -> String {
 }
 
 /// A folder of documents; the needle is in `notes/garden.md`.
+/// A folder at a fixed path under the temporary directory, emptied when made and
+/// removed when dropped (the model lock keeps two tests from sharing it).
+struct FixedDir(std::path::PathBuf);
+
+impl FixedDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for FixedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn corpus(dir: &Path) {
     let themes = [
         "history",
@@ -346,7 +369,9 @@ fn index_add_killed_mid_way_resumes_without_loss_or_duplicates() {
 fn ask_finds_a_needle_cites_its_file_and_computes_with_found_figures() {
     let _lock = model_lock();
     let _ = model_path(QWEN);
-    let docs = tempfile::tempdir().unwrap();
+    // A fixed folder: the passages the model reads name their file, so a random
+    // folder name would change the prompt (and the greedy answer) from run to run.
+    let docs = FixedDir::new("jielong-test-ask-docs");
     let index = tempfile::tempdir().unwrap();
     corpus(docs.path());
     let mut towns = String::from(

@@ -260,11 +260,11 @@ impl<'a> Runner<'a> {
     /// The task, then steps with tools until the answer.
     async fn direct(&mut self, task: &str) -> Flow<String> {
         let worded = self.agent.settings.framing.wording.apply(task);
-        // A written answer and a program both take what the first calls read (a
-        // search's passages) in front of the question, not as a call exchange: the
-        // written one would copy the call as its answer, and the program takes its
-        // figures from the text right above the question it computes.
-        let reads_first = self.leaf == Leaf::Written || self.fenced;
+        // A written answer takes what the first calls read (a search's passages) in
+        // front of the question, not as a call exchange it would copy as its answer.
+        // A program gets them as the calls and results they are: inside the code
+        // prompt the default model copied the passages instead of writing code.
+        let reads_first = self.leaf == Leaf::Written;
         let worded = match reads_first {
             true => match self.read_first(task).await? {
                 Some(context) => format!("{context}\n\n{worded}"),

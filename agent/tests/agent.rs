@@ -1694,8 +1694,8 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
     // In the task's own message, never as a call the model could copy.
     assert!(!out.prompt(0).contains("\"query\""), "{}", out.prompt(0));
 
-    // A program reads them the same way: above the question it computes, inside the
-    // code prompt's task.
+    // A program gets them as the call and result they are (inside the code prompt the
+    // default model copied the passages instead of writing its program).
     let out = check(
         search_agent(true),
         "How many years after Ostmere was Calvoy Sands founded?",
@@ -1710,8 +1710,11 @@ async fn a_search_tool_searches_the_task_before_the_first_step() {
     let question = first
         .rfind("How many years after Ostmere")
         .expect("the question");
-    assert!(passage < question, "{first}");
-    assert!(!first.contains("<tool_response>"), "{first}");
+    assert!(question < passage, "{first}");
+    assert!(
+        first.contains("<tool_call>\n{\"name\": \"search\""),
+        "{first}"
+    );
 }
 
 #[tokio::test]
