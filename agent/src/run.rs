@@ -260,23 +260,11 @@ impl<'a> Runner<'a> {
     /// The task, then steps with tools until the answer.
     async fn direct(&mut self, task: &str) -> Flow<String> {
         let worded = self.agent.settings.framing.wording.apply(task);
-        // A written answer takes what the first calls read (a search's passages) in
-        // front of the question, not as a call exchange it would copy as its answer.
-        // A program gets them as the calls and results they are: inside the code
-        // prompt the default model copied the passages instead of writing code.
-        let reads_first = self.leaf == Leaf::Written;
-        let worded = match reads_first {
-            true => match self.read_first(task).await? {
-                Some(context) => format!("{context}\n\n{worded}"),
-                None => worded,
-            },
-            false => worded,
-        };
         let message = self.task_message(worded, PromptKind::CodeTask);
         self.messages.push(Message::user(message));
-        if !reads_first {
-            self.initial_calls(task).await?;
-        }
+        // A written answer reads the first calls' results in front of its message; a
+        // program gets them as the calls and results they are ([`Runner::initial_calls`]).
+        self.initial_calls(task).await?;
         self.tool_loop(Phase::Task, task).await
     }
 
