@@ -12,7 +12,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JIELONG = os.path.join(ROOT, "target", "release", "jielong")
+# `JIELONG_BIN` runs another build (a baseline) through the same benchmark.
+JIELONG = os.environ.get("JIELONG_BIN") or os.path.join(ROOT, "target", "release", "jielong")
 
 
 def free_port():

@@ -17,6 +17,7 @@
 //! assert!(request.validate(&chat).is_ok());
 //! ```
 
+pub mod branched;
 pub mod chat;
 pub mod error;
 pub mod fit;
@@ -30,6 +31,7 @@ pub mod stop;
 pub mod tool;
 pub mod tool_format;
 
+pub use branched::{BranchReply, BranchedSession, PreparedPrompt, Unenforceable};
 pub use chat::{Message, Role, ToolCall, ToolSpec};
 pub use error::{RemoteFault, RuntimeError, TemplateError};
 pub use generate::{

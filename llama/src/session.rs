@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,10 @@ use jielong_chat::model::{
     physical_cores, BranchId, BranchUsage, Capabilities, KvUsage, ModelSession, SessionOptions,
 };
 use jielong_chat::respond::{Chat, ChatRequest};
+use jielong_chat::tool_format::ToolCallFormat;
+use jielong_chat::{
+    BranchReply, BranchedSession, ModelInfo, PreparedPrompt, ReplyFormat, ToolSpec, Unenforceable,
+};
 
 /// A conversation state on a [`super::LlamaModel`], with KV-cache prefix reuse and
 /// branches.
@@ -42,6 +46,8 @@ use jielong_chat::respond::{Chat, ChatRequest};
 pub struct LlamaSession {
     shared: Arc<Shared>,
     loaded: Arc<Loaded>,
+    /// What each branch holds, as the worker last published it.
+    board: Arc<Board>,
     n_ctx: u32,
     n_seq: u32,
 }
@@ -72,13 +78,38 @@ impl std::fmt::Debug for LlamaSession {
     }
 }
 
+/// The tokens each branch holds, published by the worker when a generation ends and
+/// after forks, drops and resets, so a caller can read them without waiting for the
+/// running batch ([`BranchedSession::holds`]).
+#[derive(Default)]
+struct Board(Mutex<std::collections::HashMap<u32, Vec<i32>>>);
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, Vec<i32>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A lane's prompt: text the worker tokenizes, or tokens prepared once by the caller
+/// ([`BranchedSession::prepare`]).
+enum LanePrompt {
+    Text(String),
+    Tokens(Vec<LlamaToken>),
+}
+
+impl From<&PreparedPrompt> for LanePrompt {
+    fn from(prompt: &PreparedPrompt) -> Self {
+        LanePrompt::Tokens(prompt.tokens.iter().map(|&t| LlamaToken(t)).collect())
+    }
+}
+
 /// A reply to the caller of a job.
 type Reply<T> = mpsc::Sender<Result<T, RuntimeError>>;
 
 /// One generating request of a [`Job::Run`].
 struct LaneJob {
     branch: BranchId,
-    prompt: String,
+    prompt: LanePrompt,
     request: GenerateRequest,
     out: GenerationSender,
 }
@@ -126,6 +157,8 @@ impl LlamaSession {
         let (jobs, job_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let worker_loaded = loaded.clone();
+        let board = Arc::new(Board::default());
+        let worker_board = board.clone();
         let worker = thread::Builder::new()
             .name("jielong-llama".into())
             .spawn(move || {
@@ -169,6 +202,7 @@ impl LlamaSession {
                     store,
                     kept: 0,
                     save: Vec::new(),
+                    board: worker_board,
                 };
                 while let Some(job) = worker.next_job() {
                     worker.serve(job);
@@ -182,6 +216,7 @@ impl LlamaSession {
                     worker: Some(worker),
                 }),
                 loaded,
+                board,
                 n_ctx,
                 n_seq,
             }),
@@ -223,12 +258,35 @@ impl LlamaSession {
         generations.pop().ok_or(RuntimeError::WorkerGone)
     }
 
+    /// The tokens of `text` as this session evaluates them (special tokens parsed).
+    fn prepared(&self, text: String) -> Result<PreparedPrompt, RuntimeError> {
+        let tokens: Vec<i32> = tokenize(&self.loaded.model, &text)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        if tokens.is_empty() {
+            return Err(RuntimeError::EmptyPrompt);
+        }
+        Ok(PreparedPrompt { text, tokens })
+    }
+
     /// Continues several branches at once, each with its own prompt and request; all
     /// of them decode together, one batch per step. One [`Generation`] per job, in
     /// order; a branch may appear only once.
     pub fn run(
         &self,
         jobs: Vec<(BranchId, String, GenerateRequest)>,
+    ) -> Result<Vec<Generation>, RuntimeError> {
+        self.run_lanes(
+            jobs.into_iter()
+                .map(|(branch, prompt, request)| (branch, LanePrompt::Text(prompt), request))
+                .collect(),
+        )
+    }
+
+    fn run_lanes(
+        &self,
+        jobs: Vec<(BranchId, LanePrompt, GenerateRequest)>,
     ) -> Result<Vec<Generation>, RuntimeError> {
         if jobs.is_empty() {
             return Err(RuntimeError::InvalidRequest("nothing to generate".into()));
@@ -272,26 +330,38 @@ impl LlamaSession {
         jobs: &[(Chat, ChatRequest)],
     ) -> Result<Vec<Generation>, RuntimeError> {
         let format = &self.loaded.prompt;
-        let mut texts = Vec::with_capacity(jobs.len());
+        let mut lanes = Vec::with_capacity(jobs.len());
         for (chat, request) in jobs {
-            request.validate(chat)?;
-            texts.push((
+            lanes.push((
                 chat.branch,
-                format.render(chat)?,
-                format.request(chat, request),
+                LanePrompt::Text(format.render(chat)?),
+                chat,
+                request,
             ));
         }
-        let generations = self.run(texts)?;
+        self.reply(lanes)
+    }
+
+    /// Replies on branches from rendered prompts: calls constrained by the grammar
+    /// and parsed in the model's format, one batch per step.
+    fn reply(
+        &self,
+        jobs: Vec<(BranchId, LanePrompt, &Chat, &ChatRequest)>,
+    ) -> Result<Vec<Generation>, RuntimeError> {
+        let format = &self.loaded.prompt;
+        let mut checks = Vec::with_capacity(jobs.len());
+        let mut lanes = Vec::with_capacity(jobs.len());
+        for (branch, prompt, chat, request) in jobs {
+            request.validate(chat)?;
+            let tools = request.callable(chat);
+            checks.push((!tools.is_empty()).then(|| jielong_chat::respond::call_check(tools)));
+            lanes.push((branch, prompt, format.request(chat, request)));
+        }
+        let generations = self.run_lanes(lanes)?;
         Ok(generations
             .into_iter()
-            .zip(jobs)
-            .map(|(generation, (chat, request))| {
-                let tools = request.callable(chat);
-                generation.parsing(
-                    format.calls,
-                    (!tools.is_empty()).then(|| jielong_chat::respond::call_check(tools)),
-                )
-            })
+            .zip(checks)
+            .map(|(generation, check)| generation.parsing(format.calls, check))
             .collect())
     }
 
@@ -462,6 +532,90 @@ impl ModelSession for LlamaSession {
     }
 }
 
+impl BranchedSession for LlamaSession {
+    fn info(&self) -> ModelInfo {
+        self.loaded.info.clone()
+    }
+
+    fn context_size(&self) -> u32 {
+        self.n_ctx
+    }
+
+    fn call_format(&self) -> ToolCallFormat {
+        self.loaded.prompt.calls
+    }
+
+    fn prepare(&self, chat: &Chat) -> Result<PreparedPrompt, RuntimeError> {
+        self.prepared(self.loaded.prompt.render(chat)?)
+    }
+
+    fn prepare_text(&self, text: &str) -> Result<PreparedPrompt, RuntimeError> {
+        self.prepared(text.to_owned())
+    }
+
+    fn check_schemas(
+        &self,
+        tools: &[ToolSpec],
+        format: Option<&ReplyFormat>,
+    ) -> Result<(), Unenforceable> {
+        for (index, tool) in tools.iter().enumerate() {
+            crate::grammar::check_tool_schema(self.loaded.prompt.calls, tool).map_err(|e| {
+                Unenforceable::Tool {
+                    index,
+                    name: tool.name.clone(),
+                    reason: format!("llama.cpp cannot turn the JSON Schema into a grammar ({e})"),
+                }
+            })?;
+        }
+        if let Some(format) = format {
+            crate::grammar::check_json_schema(&format.schema()).map_err(|e| {
+                Unenforceable::Format {
+                    reason: format!("llama.cpp cannot turn it into a grammar ({e})"),
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn respond_on(&self, jobs: &[BranchReply<'_>]) -> Result<Vec<Generation>, RuntimeError> {
+        self.reply(
+            jobs.iter()
+                .map(|job| (job.branch, job.prompt.into(), job.chat, job.request))
+                .collect(),
+        )
+    }
+
+    fn generate_on(
+        &self,
+        branch: BranchId,
+        prompt: &PreparedPrompt,
+        request: &GenerateRequest,
+    ) -> Result<Generation, RuntimeError> {
+        let mut generations = self.run_lanes(vec![(branch, prompt.into(), request.clone())])?;
+        generations.pop().ok_or(RuntimeError::WorkerGone)
+    }
+
+    fn fork(&self, from: BranchId, n: usize) -> Result<Vec<BranchId>, RuntimeError> {
+        LlamaSession::fork(self, from, n)
+    }
+
+    fn drop_branch(&self, branch: BranchId) -> Result<(), RuntimeError> {
+        LlamaSession::drop_branch(self, branch)
+    }
+
+    fn kv_usage(&self) -> Result<KvUsage, RuntimeError> {
+        LlamaSession::kv_usage(self)
+    }
+
+    fn holds(&self, branch: BranchId) -> Vec<i32> {
+        self.board
+            .lock()
+            .get(&branch.0)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// Parallel generations in progress (see [`LlamaSession::generate_parallel`]).
 #[derive(Debug)]
 pub struct ParallelGeneration {
@@ -628,11 +782,18 @@ struct Worker<'m> {
     /// the decode loop ends (a strategy's ways of answering each open with their own
     /// prompt, so each is kept).
     save: Vec<BranchId>,
+    /// Where branch contents are published ([`Board`]).
+    board: Arc<Board>,
 }
 
 /// One generating request of the decode loop: its branch, prompt, request and
 /// where the result goes.
-type LaneSpec = (BranchId, String, GenerateRequest, Option<GenerationSender>);
+type LaneSpec = (
+    BranchId,
+    LanePrompt,
+    GenerateRequest,
+    Option<GenerationSender>,
+);
 
 /// One generating branch in the decode loop.
 struct Lane {
@@ -728,6 +889,7 @@ impl Worker<'_> {
                 if result.is_err() {
                     self.clear();
                 }
+                self.publish(BranchId::MAIN);
                 let _ = reply.send(result);
             }
             Job::Fork { from, n, reply } => {
@@ -746,6 +908,7 @@ impl Worker<'_> {
                 if result.is_err() {
                     self.clear();
                 }
+                self.publish(BranchId::MAIN);
                 let _ = reply.send(result);
             }
             Job::Usage(reply) => {
@@ -770,6 +933,19 @@ impl Worker<'_> {
     fn clear(&mut self) {
         self.ctx.clear_kv_cache();
         self.cells.clear();
+        self.board.lock().clear();
+    }
+
+    /// Publishes what `branch` holds now (a branch that is gone is taken off the
+    /// board).
+    fn publish(&self, branch: BranchId) {
+        let mut board = self.board.lock();
+        if branch == BranchId::MAIN || self.cells.seqs.contains_key(&branch.0) {
+            let tokens = self.cells.tokens(branch).iter().map(|t| t.0).collect();
+            board.insert(branch.0, tokens);
+        } else {
+            board.remove(&branch.0);
+        }
     }
 
     fn fork(&mut self, from: BranchId, n: usize) -> Result<Vec<BranchId>, RuntimeError> {
@@ -794,6 +970,7 @@ impl Worker<'_> {
                 .copy_kv_cache_seq(from.0 as i32, id as i32, None, None)
                 .map_err(|e| RuntimeError::Decode(e.to_string()))?;
             self.cells.copy(from, to);
+            self.publish(to);
             ids.push(to);
         }
         Ok(ids)
@@ -805,6 +982,7 @@ impl Worker<'_> {
         }
         let _ = self.ctx.clear_kv_cache_seq(Some(branch.0), None, None);
         self.cells.remove(branch);
+        self.publish(branch);
         Ok(())
     }
 
@@ -828,7 +1006,7 @@ impl Worker<'_> {
         let jobs: Vec<LaneSpec> = forks
             .iter()
             .zip(requests)
-            .map(|(&branch, request)| (branch, prompt.to_owned(), request, None))
+            .map(|(&branch, request)| (branch, LanePrompt::Tokens(tokens.clone()), request, None))
             .collect();
         let result = self.run(jobs);
         for branch in forks {
@@ -890,6 +1068,7 @@ impl Worker<'_> {
                     .is_some_and(GenerationSender::is_cancelled)
                 {
                     lane.branch.flush();
+                    self.publish(lane.seq);
                     lane.end(FinishReason::Cancelled, &mut results);
                     continue;
                 }
@@ -911,8 +1090,14 @@ impl Worker<'_> {
                     }
                 }
                 match finish {
-                    Some(reason) => lane.end(reason, &mut results),
-                    None if gone => lane.end(FinishReason::Cancelled, &mut results),
+                    Some(reason) => {
+                        self.publish(lane.seq);
+                        lane.end(reason, &mut results);
+                    }
+                    None if gone => {
+                        self.publish(lane.seq);
+                        lane.end(FinishReason::Cancelled, &mut results);
+                    }
                     None => next.push((i, token)),
                 }
             }
@@ -1104,7 +1289,7 @@ impl Worker<'_> {
     fn prepare(
         &mut self,
         seq: BranchId,
-        prompt: &str,
+        prompt: &LanePrompt,
         request: &GenerateRequest,
         active: &[Lane],
     ) -> Result<(Vec<LlamaToken>, usize), RuntimeError> {
@@ -1117,7 +1302,10 @@ impl Worker<'_> {
             )));
         }
         request.validate()?;
-        let tokens = self.tokenize_prompt(prompt)?;
+        let tokens = match prompt {
+            LanePrompt::Text(text) => self.tokenize_prompt(text)?,
+            LanePrompt::Tokens(tokens) => self.check_prompt(tokens.clone())?,
+        };
         // At least the last prompt token is evaluated again (its logits are needed).
         let mut reused = self.keep_prefix(seq, &tokens, tokens.len() - 1);
         if reused * 2 < tokens.len() {
@@ -1204,7 +1392,11 @@ impl Worker<'_> {
     }
 
     fn tokenize_prompt(&self, prompt: &str) -> Result<Vec<LlamaToken>, RuntimeError> {
-        let tokens = tokenize(&self.loaded.model, prompt);
+        self.check_prompt(tokenize(&self.loaded.model, prompt))
+    }
+
+    /// A prompt's tokens checked against the context window.
+    fn check_prompt(&self, tokens: Vec<LlamaToken>) -> Result<Vec<LlamaToken>, RuntimeError> {
         if tokens.is_empty() {
             return Err(RuntimeError::EmptyPrompt);
         }

@@ -12,7 +12,7 @@ use jielong_chat::fit::{adds_item, ask_for_more, names_several, uncovered, unfit
 use jielong_chat::intent::{intended_call, looks_like_call};
 use jielong_chat::{
     Chat, ChatRequest, Completion, FinishReason, Generation, GenerationEvent, Role, ToolCall,
-    ToolChoice, ToolSpec,
+    ToolChoice, ToolSpec, Unenforceable,
 };
 use jielong_wire::{self as openai, ChatCompletionRequest};
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::calls::{cut_call, may_be_call, written_call, CutCall};
 use crate::error::ApiError;
 use crate::run::{
-    chat_logprob, check_prompt, data, encode, finish_reason, parse, sse, unique_id, Running, Start,
+    chat_logprob, data, encode, finish_reason, parse, sse, unique_id, Again, Running, Start,
 };
 use crate::state::{now, ServeState};
 use crate::wire::translate;
@@ -195,7 +195,7 @@ async fn redo(
         .metrics
         .regenerated
         .fetch_add(1, Ordering::Relaxed);
-    let redone = match running.again(index, &rules.chat, &request) {
+    let redone = match running.again(index, Again::Same(&rules.chat), &request) {
         Ok(mut generation) => drain(&mut generation, None).await,
         Err(error) => Err(error),
     };
@@ -257,7 +257,7 @@ async fn fit(
         let mut request = rules.request.clone();
         request.tool_choice = ToolChoice::None;
         let chat = rules.chat.clone().with_tools(Vec::new());
-        let text = match running.again(index, &chat, &request) {
+        let text = match running.again(index, Again::Changed(&chat), &request) {
             Ok(mut generation) => drain(&mut generation, None).await,
             Err(error) => Err(error),
         };
@@ -303,7 +303,7 @@ async fn fit(
             last.content = ask_for_more(question, &part);
         }
         asked.push(part);
-        let more = match running.again(index, &chat, &request) {
+        let more = match running.again(index, Again::Changed(&chat), &request) {
             Ok(mut generation) => drain(&mut generation, None).await,
             Err(error) => Err(error),
         };
@@ -348,22 +348,22 @@ async fn chat(
     let wire: ChatCompletionRequest = parse(body)?;
     let mut t = translate(wire, inner.config.max_n, &inner.config.sampling)?;
     t.request.calls = inner.config.calls;
-    let format = inner.model.prompt_format();
-    let prompt = format.render(&t.chat)?;
-    let tokens = inner.model.tokenize(&prompt);
-    let room = check_prompt(&tokens, inner.session.context_size())?;
+    let prompt = state.prepare(&t.chat)?;
+    let room = prompt.room(inner.session.context_size())?;
     t.request.max_tokens = t
         .max_tokens
         .unwrap_or(inner.config.default_max_tokens)
         .min(room)
         .max(1);
     t.request.validate(&t.chat)?;
-    if t.request.tool_choice != ToolChoice::None {
-        crate::grammar::check_tools(format.calls, t.request.callable(&t.chat))?;
-    }
-    if let Some(reply) = &t.request.format {
-        crate::grammar::check_format(reply)?;
-    }
+    let tools = match t.request.tool_choice {
+        ToolChoice::None => &[][..],
+        _ => t.request.callable(&t.chat),
+    };
+    inner
+        .session
+        .check_schemas(tools, t.request.format.as_ref())
+        .map_err(unenforceable)?;
     let rules = CallRules {
         chat: t.chat.clone(),
         request: t.request.clone(),
@@ -373,7 +373,6 @@ async fn chat(
     let mut running = Running::start(
         &state,
         prompt,
-        &tokens,
         budget,
         Start::Chat {
             chat: &t.chat,
@@ -416,22 +415,29 @@ async fn chat(
             }
         }
     }
-    for (index, reply) in replies.iter_mut().enumerate() {
-        if let Some(redone) = redo(&mut running, &rules, index, &reply.0, &reply.1).await? {
-            *reply = redone;
-        }
-        if let Some(fitted) = fit(&mut running, &rules, index, reply).await? {
-            *reply = fitted;
-        }
+    let mut settled = Vec::with_capacity(replies.len());
+    for (index, (prose, completion)) in replies.into_iter().enumerate() {
+        settled.push(
+            settle(
+                &mut running,
+                &rules,
+                index,
+                prose,
+                completion,
+                Seen::Nothing,
+            )
+            .await?,
+        );
     }
-    let completions: Vec<&Completion> = replies.iter().map(|(_, c)| c).collect();
+    let completions: Vec<&Completion> = settled.iter().map(|s| &s.completion).collect();
     running.finished(&completions);
     let usage = running.usage(&completions);
-    let choices = replies
+    let choices = settled
         .iter()
         .enumerate()
-        .map(|(index, (prose, completion))| {
-            let (content, calls, finish) = split_reply(prose, completion, &rules);
+        .map(|(index, reply)| {
+            let completion = &reply.completion;
+            let (content, calls) = reply.message();
             let logprobs = t.logprobs.then(|| {
                 // The end-of-text token is no part of the reply.
                 let entries = completion
@@ -444,7 +450,7 @@ async fn chat(
                 index: index as u32,
                 message: openai::ChatMessage::assistant(content, calls),
                 logprobs,
-                finish_reason: Some(finish),
+                finish_reason: Some(reply.finish.clone()),
             }
         })
         .collect();
@@ -461,32 +467,94 @@ async fn chat(
     Ok(([(header::CONTENT_TYPE, "application/json")], encode(&body)).into_response())
 }
 
-/// The reply's text (`None`: only calls), its calls in OpenAI's shape and its finish
-/// reason. The calls are the parsed ones or a call written as JSON, then a call the
-/// budget cut.
-fn split_reply(
-    prose: &str,
-    completion: &Completion,
+/// A schema the session cannot hold to, as a 400 naming the field.
+fn unenforceable(error: Unenforceable) -> ApiError {
+    let param = match &error {
+        Unenforceable::Tool { index, .. } => format!("tools[{index}].function.parameters"),
+        Unenforceable::Format { .. } => "response_format".to_string(),
+    };
+    ApiError::invalid_param(param, error.to_string())
+}
+
+/// How much of a reply its client has seen before it is settled: a stream sends prose
+/// as it comes, unless it may still turn out to be a call (then it is held back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Nothing of its text (a whole reply, or a stream that held the text back).
+    Nothing,
+    /// Its prose so far: that text stands, it is not taken back as a call.
+    Prose,
+}
+
+/// One choice's reply as its client gets it, decided by [`settle`] for whole and
+/// streamed replies alike.
+struct Settled {
+    /// The reply's text.
+    prose: String,
+    /// The reply, its calls final (parsed, written as JSON, regenerated or fitted).
+    completion: Completion,
+    /// A call the budget cut, returned as far as it goes.
+    cut: Option<CutCall>,
+    finish: openai::FinishReason,
+    /// Whether the reply was generated again (its log-probabilities are the redo's).
+    redone: bool,
+}
+
+impl Settled {
+    /// The message's content (`None`: only calls) and its calls in OpenAI's shape.
+    fn message(&self) -> (Option<String>, Vec<openai::ToolCall>) {
+        let prose = self.prose.trim_start();
+        let calls = &self.completion.calls;
+        let content = if prose.trim().is_empty() && (!calls.is_empty() || self.cut.is_some()) {
+            None
+        } else {
+            Some(prose.to_string())
+        };
+        let calls = calls.iter().map(wire_call);
+        let cut = self.cut.iter().map(wire_cut);
+        (content, calls.chain(cut).collect())
+    }
+}
+
+/// Decides choice `index`'s reply (`prose`, `completion`): a reply that meant a call it
+/// could not make is generated again with the call required ([`redo`]), a call
+/// written as JSON is taken as a call, calls are fitted to the request ([`fit`]), and
+/// a call the budget cut is kept as far as it goes. Text the client has `seen` stands.
+/// The one decision for whole replies and streams; a failure repairs the slots.
+async fn settle(
+    running: &mut Running,
     rules: &CallRules,
-) -> (Option<String>, Vec<openai::ToolCall>, openai::FinishReason) {
-    let mut calls = completion.calls.clone();
-    let mut prose = prose.trim_start();
-    if calls.is_empty() {
-        if let Some(call) = rules.written(prose) {
-            calls.push(call);
-            prose = "";
+    index: usize,
+    prose: String,
+    completion: Completion,
+    seen: Seen,
+) -> Result<Settled, ApiError> {
+    let mut reply = (prose, completion);
+    let mut redone = false;
+    if seen == Seen::Nothing {
+        if let Some(again) = redo(running, rules, index, &reply.0, &reply.1).await? {
+            reply = again;
+            redone = true;
+        } else if reply.1.calls.is_empty() {
+            if let Some(call) = rules.written(&reply.0) {
+                reply.1.calls.push(call);
+                reply.0.clear();
+            }
         }
     }
-    let cut = cut_call(completion, rules.callable());
-    let finish = reply_finish(completion, calls.len(), cut.as_ref());
-    let content = if prose.trim().is_empty() && (!calls.is_empty() || cut.is_some()) {
-        None
-    } else {
-        Some(prose.to_string())
-    };
-    let calls = calls.iter().map(wire_call);
-    let cut = cut.iter().map(wire_cut);
-    (content, calls.chain(cut).collect(), finish)
+    if let Some(fitted) = fit(running, rules, index, &reply).await? {
+        reply = fitted;
+    }
+    let (prose, completion) = reply;
+    let cut = cut_call(&completion, rules.callable());
+    let finish = reply_finish(&completion, completion.calls.len(), cut.as_ref());
+    Ok(Settled {
+        prose,
+        completion,
+        cut,
+        finish,
+        redone,
+    })
 }
 
 /// OpenAI's `finish_reason` for a reply with `calls` calls and perhaps one `cut` by
@@ -679,85 +747,59 @@ async fn stream(
                 choice.calls += 1;
                 out.push(send(i, delta, choice.take_logprobs(), None));
             }
-            GenerationEvent::Done(Ok(mut completion)) => {
+            GenerationEvent::Done(Ok(completion)) => {
                 // The end-of-text token's entry is no part of the reply.
                 let allowed = completion
                     .usage
                     .generated_tokens
                     .saturating_sub(choice.sent);
                 choice.logprobs.truncate(allowed);
-                if let Some(held) = choice.held.take() {
-                    match redo(&mut running, &rules, i, &held, &completion).await {
-                        Err(error) => failed = Some(error),
-                        Ok(Some((_, redone))) => {
+                let (seen, streamed) = match choice.held.take() {
+                    Some(_) => (Seen::Nothing, String::new()),
+                    None => (Seen::Prose, choice.prose.clone()),
+                };
+                let prose = choice.prose.clone();
+                match settle(&mut running, &rules, i, prose, completion, seen).await {
+                    Err(error) => failed = Some(error),
+                    Ok(reply) => {
+                        if reply.redone {
                             choice.logprobs = if logprobs {
-                                let kept =
-                                    redone.logprobs.iter().take(redone.usage.generated_tokens);
+                                let completion = &reply.completion;
+                                let kept = completion
+                                    .logprobs
+                                    .iter()
+                                    .take(completion.usage.generated_tokens);
                                 kept.map(chat_logprob).collect()
                             } else {
                                 Vec::new()
                             };
-                            if !fitting {
-                                for call in &redone.calls {
-                                    let delta = call_delta(wire_call(call), choice.calls);
-                                    choice.calls += 1;
-                                    out.push(send(i, delta, choice.take_logprobs(), None));
-                                }
-                            }
-                            completion = redone;
                         }
-                        Ok(None) => match rules.written(&held) {
-                            Some(call) if completion.calls.is_empty() && fitting => {
-                                // Held, never streamed: the reply is the call.
-                                completion.calls.push(call);
-                                choice.prose.clear();
-                            }
-                            Some(call) if completion.calls.is_empty() => {
-                                let delta = call_delta(wire_call(&call), choice.calls);
-                                choice.calls += 1;
-                                out.push(send(i, delta, choice.take_logprobs(), None));
-                            }
-                            _ if !held.is_empty() => {
-                                out.push(send(i, text_delta(held), choice.take_logprobs(), None));
-                            }
-                            _ => {}
-                        },
-                    }
-                }
-                if fitting && failed.is_none() {
-                    let reply = (choice.prose.clone(), completion.clone());
-                    match fit(&mut running, &rules, i, &reply).await {
-                        Err(error) => failed = Some(error),
-                        Ok(Some((prose, fitted))) => {
-                            // Text generated in place of declined calls.
-                            if prose != choice.prose {
-                                out.push(send(i, text_delta(prose.clone()), Vec::new(), None));
-                                choice.prose = prose;
-                            }
-                            completion = fitted;
+                        // The text not streamed yet: held text that stayed text, or text
+                        // generated in place of declined calls.
+                        if reply.prose != streamed && !reply.prose.trim().is_empty() {
+                            let text = reply.prose.clone();
+                            out.push(send(i, text_delta(text), choice.take_logprobs(), None));
+                            choice.prose = reply.prose.clone();
                         }
-                        Ok(None) => {}
-                    }
-                    for call in &completion.calls {
-                        let delta = call_delta(wire_call(call), choice.calls);
-                        choice.calls += 1;
-                        out.push(send(i, delta, choice.take_logprobs(), None));
+                        for call in reply.completion.calls.iter().skip(choice.calls) {
+                            let delta = call_delta(wire_call(call), choice.calls);
+                            choice.calls += 1;
+                            out.push(send(i, delta, choice.take_logprobs(), None));
+                        }
+                        if let Some(cut) = &reply.cut {
+                            let delta = call_delta(wire_cut(cut), choice.calls);
+                            choice.calls += 1;
+                            out.push(send(i, delta, choice.take_logprobs(), None));
+                        }
+                        out.push(send(
+                            i,
+                            openai::Delta::default(),
+                            choice.take_logprobs(),
+                            Some(reply.finish),
+                        ));
+                        choice.completion = Some(reply.completion);
                     }
                 }
-                let cut = cut_call(&completion, rules.callable());
-                if let Some(cut) = &cut {
-                    let delta = call_delta(wire_cut(cut), choice.calls);
-                    choice.calls += 1;
-                    out.push(send(i, delta, choice.take_logprobs(), None));
-                }
-                let finish = reply_finish(&completion, choice.calls, cut.as_ref());
-                out.push(send(
-                    i,
-                    openai::Delta::default(),
-                    choice.take_logprobs(),
-                    Some(finish),
-                ));
-                choice.completion = Some(completion);
             }
             GenerationEvent::Done(Err(error)) => {
                 running.repair();

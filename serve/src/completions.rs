@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::run::{
-    check_prompt, data, encode, finish_reason, parse, sse, text_logprobs, unique_id, Running, Start,
+    data, encode, finish_reason, parse, sse, text_logprobs, unique_id, Running, Start,
 };
 use crate::state::{now, ServeState};
 use crate::wire;
@@ -64,8 +64,8 @@ async fn complete(
             ),
         ));
     }
-    let tokens = inner.model.tokenize(&prompt);
-    let room = check_prompt(&tokens, inner.session.context_size())?;
+    let prepared = state.prepare_text(&prompt)?;
+    let room = prepared.room(inner.session.context_size())?;
     let max_tokens = wire::token_limit(wire.max_tokens, "max_tokens")?
         .unwrap_or(DEFAULT_MAX_TOKENS)
         .min(room)
@@ -86,14 +86,7 @@ async fn complete(
     };
     request.validate()?;
     let echo = wire.echo.unwrap_or(false);
-    let mut running = Running::start(
-        &state,
-        prompt.clone(),
-        &tokens,
-        max_tokens,
-        Start::Text(&request),
-    )
-    .await?;
+    let mut running = Running::start(&state, prepared, max_tokens, Start::Text(&request)).await?;
     let first = running.first_event().await?;
     let id = unique_id("cmpl-");
     let model = inner.config.model_id.clone();

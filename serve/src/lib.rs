@@ -1,10 +1,13 @@
 //! # jielong-serve
 //!
-//! An OpenAI-compatible HTTP server over Jielong's embedded runtime, as an axum
-//! [`Router`] an application can mount or serve on its own:
+//! An OpenAI-compatible HTTP server over any
+//! [`BranchedSession`](jielong_chat::BranchedSession) (the embedded
+//! llama.cpp runtime's, or a scripted one in tests), as an axum [`Router`] an
+//! application can mount or serve on its own:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
 //! use jielong_llama::LlamaModel;
 //! use jielong_chat::SessionOptions;
 //! use jielong_serve::{router, ServeConfig, ServeState};
@@ -12,7 +15,8 @@
 //! let model = LlamaModel::load("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")?;
 //! let config = ServeConfig::new("qwen2.5-coder-0.5b");
 //! let state = tokio::task::spawn_blocking(move || {
-//!     ServeState::open(model, &SessionOptions::default(), config)
+//!     let session = model.session(&config.session_options(&SessionOptions::default()))?;
+//!     ServeState::open(Arc::new(session), config)
 //! })
 //! .await??;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -37,7 +41,6 @@ mod calls;
 mod chat;
 mod completions;
 mod error;
-mod grammar;
 mod metrics;
 mod run;
 mod slots;
@@ -179,7 +182,7 @@ async fn health(State(state): State<ServeState>) -> Response {
 
 /// The one model, as `/v1/models` lists it.
 fn served_model(state: &ServeState) -> openai::Model {
-    let info = state.inner.model.info();
+    let info = &state.inner.info;
     openai::Model {
         id: state.config().model_id.clone(),
         object: "model".into(),

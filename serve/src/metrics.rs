@@ -35,6 +35,9 @@ pub struct Metrics {
     pub added_calls: AtomicU64,
     /// Loops the loop guard broke in constrained output.
     pub loops_broken: AtomicU64,
+    /// Prompts rendered and tokenized (one per request, one more per reply generated
+    /// again on a changed chat).
+    pub prepared: AtomicU64,
 }
 
 impl Metrics {
@@ -117,6 +120,12 @@ impl Metrics {
             "jielong_requests_cancelled_total",
             "Generations cut short because the client went away.",
             load(&self.cancelled),
+        );
+        counter(
+            &mut out,
+            "jielong_prompts_prepared_total",
+            "Prompts rendered and tokenized: one per request, one more per reply generated again on a changed chat.",
+            load(&self.prepared),
         );
         counter(
             &mut out,

@@ -10,10 +10,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use jielong_chat::{
-    BranchId, Completion, FinishReason, Generation, GenerationEvent, RuntimeError, TokenLogprob,
-    Usage,
+    BranchId, BranchReply, BranchedSession, Completion, FinishReason, Generation, GenerationEvent,
+    PreparedPrompt, TokenLogprob, Usage,
 };
-use jielong_llama::LlamaSession;
 use jielong_wire as openai;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -125,7 +124,7 @@ pub(crate) fn usage(prompt_tokens: usize, cached: usize, generated: usize) -> op
 /// The extra branches of a request with `n > 1`: dropped (on a blocking thread)
 /// when the request is done or goes away.
 pub(crate) struct Temps {
-    session: LlamaSession,
+    session: std::sync::Arc<dyn BranchedSession>,
     pub(crate) branches: Vec<BranchId>,
     _permit: OwnedSemaphorePermit,
 }
@@ -160,8 +159,9 @@ pub(crate) struct Running {
     pub(crate) _in_flight: InFlight,
     /// Prompt tokens reused, when known apart from the completions (`n > 1`).
     pub(crate) cached: Option<usize>,
-    /// The prompt text (the slot then holds it and the first choice's reply).
-    pub(crate) prompt: String,
+    /// The request's prompt, prepared once: every choice and every reply generated
+    /// again on the same chat starts from it.
+    pub(crate) prompt: PreparedPrompt,
     /// Tokens generated for replies that were generated again ([`Running::again`]):
     /// no part of any choice, still part of the usage.
     discarded: usize,
@@ -184,6 +184,15 @@ impl Drop for Running {
     }
 }
 
+/// Which conversation a reply generated again answers.
+#[derive(Clone, Copy)]
+pub(crate) enum Again<'a> {
+    /// The request's own chat: its prepared prompt is reused.
+    Same(&'a jielong_chat::Chat),
+    /// A changed chat (tools taken away, the question narrowed): prepared anew.
+    Changed(&'a jielong_chat::Chat),
+}
+
 /// How to start the generations once a slot is held.
 pub(crate) enum Start<'a> {
     /// A chat, `n` choices.
@@ -197,31 +206,40 @@ pub(crate) enum Start<'a> {
 }
 
 impl Running {
-    /// Waits for a slot for `prompt` (`tokens`), then starts the generations.
+    /// Waits for a slot for `prompt`, then starts the generations.
     pub(crate) async fn start(
         state: &ServeState,
-        prompt: String,
-        tokens: &[i32],
+        prompt: PreparedPrompt,
         budget: usize,
         start: Start<'_>,
     ) -> Result<Self, ApiError> {
         let inner = &state.inner;
-        let mut guard = inner.slots.acquire(&inner.metrics, tokens, budget).await?;
-        let in_flight = InFlight::new(state);
         let session = &inner.session;
-        guard.evict(session).await?;
+        let held = |branch| session.holds(branch);
+        let mut guard = inner
+            .slots
+            .acquire(&inner.metrics, &prompt.tokens, budget, &held)
+            .await?;
+        let in_flight = InFlight::new(state);
+        guard.evict(session.clone()).await?;
         let branch = guard.branch;
         tracing::debug!(
             "slot {branch}: {} prompt tokens, about {} reused",
-            tokens.len(),
+            prompt.len(),
             guard.expected_reuse
         );
         let mut temps = None;
         let mut cached = None;
+        let reply = |branch, chat, request| BranchReply {
+            branch,
+            prompt: &prompt,
+            chat,
+            request,
+        };
         let generations = match start {
             Start::Text(request) => vec![session.generate_on(branch, &prompt, request)?],
             Start::Chat { chat, request, n } if n <= 1 => {
-                vec![session.respond(&chat.clone().on(branch), request)?]
+                session.respond_on(&[reply(branch, chat, request)])?
             }
             Start::Chat { chat, request, n } => {
                 let permit = inner.slots.temps(n - 1).await?;
@@ -245,14 +263,21 @@ impl Running {
                     branches,
                     _permit: permit,
                 };
-                let mut jobs = vec![(chat.clone().on(branch), request.clone())];
-                for (i, &b) in held.branches.iter().enumerate() {
-                    let mut request = request.clone();
-                    request.sampling.seed = request.sampling.seed.wrapping_add(i as u32 + 1);
-                    jobs.push((chat.clone().on(b), request));
-                }
+                let requests: Vec<_> = (0..n)
+                    .map(|i| {
+                        let mut request = request.clone();
+                        request.sampling.seed = request.sampling.seed.wrapping_add(i as u32);
+                        request
+                    })
+                    .collect();
+                let choices = std::iter::once(branch).chain(held.branches.iter().copied());
+                let jobs: Vec<_> = choices
+                    .zip(&requests)
+                    .map(|(b, request)| reply(b, chat, request))
+                    .collect();
+                let generations = session.respond_on(&jobs)?;
                 temps = Some(held);
-                session.respond_batch(&jobs)?
+                generations
             }
         };
         Ok(Self {
@@ -269,13 +294,15 @@ impl Running {
         })
     }
 
-    /// Generates choice `index` again from its prompt, on the branch that holds it (the
-    /// prompt's cells are reused), as `request` says. The choice's own generation must
-    /// be done; the reply left out is then [`Running::discard`]ed.
+    /// Generates choice `index` again on the branch that holds it (the prompt's cells
+    /// are reused), as `request` says: from the request's own prompt when `chat` is
+    /// `None`, else from `chat`, a changed conversation, prepared anew. The choice's
+    /// own generation must be done; the reply left out is then
+    /// [`Running::discard`]ed.
     pub(crate) fn again(
-        &mut self,
+        &self,
         index: usize,
-        chat: &jielong_chat::Chat,
+        chat: Again<'_>,
         request: &jielong_chat::ChatRequest,
     ) -> Result<Generation, ApiError> {
         let branch = match index.checked_sub(1) {
@@ -286,11 +313,24 @@ impl Running {
                 .and_then(|t| t.branches.get(i))
                 .ok_or_else(|| ApiError::internal(format!("no branch for choice {index}")))?,
         };
-        Ok(self
-            .state
-            .inner
-            .session
-            .respond(&chat.clone().on(branch), request)?)
+        let changed;
+        let (prompt, chat) = match chat {
+            Again::Same(chat) => (&self.prompt, chat),
+            Again::Changed(chat) => {
+                changed = self.state.prepare(chat)?;
+                (&changed, chat)
+            }
+        };
+        let job = BranchReply {
+            branch,
+            prompt,
+            chat,
+            request,
+        };
+        let mut generations = self.state.inner.session.respond_on(&[job])?;
+        generations
+            .pop()
+            .ok_or_else(|| ApiError::internal("the session started no generation"))
     }
 
     /// Counts the `tokens` of a reply no choice keeps into the usage.
@@ -305,7 +345,7 @@ impl Running {
         let pool = self.state.inner.slots.clone();
         let session = self.state.session();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = pool.repair(&session) {
+            if let Err(e) = pool.repair(session.as_ref()) {
                 tracing::warn!("cannot re-create the slots: {e}");
             }
         });
@@ -331,15 +371,10 @@ impl Running {
         }
     }
 
-    /// Records the end: the slot holds the prompt and `reply` (the first choice's
-    /// text); the counters get the token counts.
+    /// Records the end: the counters get the token counts (what the slot holds now
+    /// the session has published).
     pub(crate) fn finished(&mut self, completions: &[&Completion]) {
         self.ended = true;
-        let mut text = self.prompt.clone();
-        if let Some(first) = completions.first() {
-            text.push_str(&first.text);
-        }
-        self.guard.holds(self.state.inner.model.tokenize(&text));
         if let Some(first) = completions.first() {
             tracing::info!(
                 "slot {}: {} prompt tokens ({} reused), {} generated in {} choices, {:.0} ms",
@@ -424,19 +459,4 @@ pub(crate) fn encode(value: &impl Serialize) -> String {
         );
         serde_json::to_string(&error).unwrap_or_default()
     })
-}
-
-/// The prompt's token count checked against the context window.
-pub(crate) fn check_prompt(tokens: &[i32], n_ctx: u32) -> Result<usize, ApiError> {
-    if tokens.is_empty() {
-        return Err(RuntimeError::EmptyPrompt.into());
-    }
-    if tokens.len() >= n_ctx as usize {
-        return Err(RuntimeError::PromptTooLong {
-            prompt_tokens: tokens.len(),
-            n_ctx,
-        }
-        .into());
-    }
-    Ok(n_ctx as usize - tokens.len())
 }

@@ -1,14 +1,17 @@
-//! The server's shared state: the model, its one session, the slots and the counters.
+//! The server's shared state: the one session (any [`BranchedSession`]), the slots and
+//! the counters.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jielong_chat::fit::CallFit;
-use jielong_chat::{BranchId, CallMode, KvUsage, PromptCache, SamplingParams, SessionOptions};
-use jielong_llama::{LlamaModel, LlamaSession};
+use jielong_chat::{
+    BranchId, BranchedSession, CallMode, Chat, KvUsage, ModelInfo, PreparedPrompt, PromptCache,
+    SamplingParams, SessionOptions,
+};
 
-use crate::error::ServeError;
+use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
 use crate::slots::SlotPool;
 
@@ -112,8 +115,9 @@ pub struct ServeState {
 }
 
 pub(crate) struct Inner {
-    pub(crate) model: LlamaModel,
-    pub(crate) session: LlamaSession,
+    /// The model behind the session (for `/v1/models`).
+    pub(crate) info: ModelInfo,
+    pub(crate) session: Arc<dyn BranchedSession>,
     pub(crate) config: ServeConfig,
     pub(crate) slots: Arc<SlotPool>,
     pub(crate) metrics: Metrics,
@@ -132,16 +136,14 @@ impl std::fmt::Debug for ServeState {
 }
 
 impl ServeState {
-    /// Opens the session (with [`ServeConfig::session_options`] applied to
-    /// `options`) and its slots. Blocks while the context is created: call it from a
-    /// blocking thread in async code.
+    /// Serves `session`, which must have room for the slots' branches (open it with
+    /// [`ServeConfig::session_options`]): forks one branch per slot. Blocks while
+    /// forking: call it from a blocking thread in async code.
     pub fn open(
-        model: LlamaModel,
-        options: &SessionOptions,
+        session: Arc<dyn BranchedSession>,
         config: ServeConfig,
     ) -> Result<Self, ServeError> {
         config.validate()?;
-        let session = model.session(&config.session_options(options))?;
         // Slots are branches of their own; the main branch stays empty, so a slot is
         // renewed by forking it.
         let branches = session.fork(BranchId::MAIN, config.parallel)?;
@@ -157,7 +159,7 @@ impl ServeState {
         let kv = session.kv_usage().ok();
         Ok(Self {
             inner: Arc::new(Inner {
-                model,
+                info: session.info(),
                 session,
                 config,
                 slots,
@@ -174,8 +176,21 @@ impl ServeState {
     }
 
     /// The session requests run on (another handle on it).
-    pub fn session(&self) -> LlamaSession {
+    pub fn session(&self) -> Arc<dyn BranchedSession> {
         self.inner.session.clone()
+    }
+
+    /// `chat`'s prompt, rendered and tokenized: once per request (and once per reply
+    /// asked for on a changed chat), as `/metrics` counts.
+    pub(crate) fn prepare(&self, chat: &Chat) -> Result<PreparedPrompt, ApiError> {
+        self.inner.metrics.prepared.fetch_add(1, Ordering::Relaxed);
+        Ok(self.inner.session.prepare(chat)?)
+    }
+
+    /// A raw prompt tokenized, counted like [`ServeState::prepare`].
+    pub(crate) fn prepare_text(&self, text: &str) -> Result<PreparedPrompt, ApiError> {
+        self.inner.metrics.prepared.fetch_add(1, Ordering::Relaxed);
+        Ok(self.inner.session.prepare_text(text)?)
     }
 
     /// The KV cache's state: asked from the worker when nothing is generating (the

@@ -29,10 +29,13 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         fit: args.call_fit.into(),
         ..ServeConfig::new(global.model.clone())
     };
-    let options = super::session_options(global);
-    let state = tokio::task::spawn_blocking(move || ServeState::open(model, &options, config))
-        .await
-        .context("the session could not be opened")??;
+    let options = config.session_options(&super::session_options(global));
+    let state = tokio::task::spawn_blocking(move || {
+        let session = model.session(&options)?;
+        ServeState::open(std::sync::Arc::new(session), config)
+    })
+    .await
+    .context("the session could not be opened")??;
     let address = if args.host.contains(':') && !args.host.starts_with('[') {
         format!("[{}]:{}", args.host, args.port)
     } else {
