@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use futures::future::join_all;
 
-use super::code::numbers;
 use super::compose::Figures;
 use super::events::{AgentEvent, AgentRun, StopReason};
 use super::strategy::{Draw, Pick, Sample};
@@ -22,6 +21,7 @@ use super::Agent;
 use super::{check, judge};
 use jielong_chat::generate::{SamplingParams, Usage};
 use jielong_chat::model::{BranchId, ModelSession, OnBranch};
+use jielong_chat::numbers::numbers;
 
 /// The temperature samples are drawn at when the agent's own sampling is greedy.
 pub const SAMPLE_TEMPERATURE: f32 = 0.7;

@@ -13,13 +13,13 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from served import ROOT, Served  # noqa: E402
+from arguments import norm  # noqa: E402
 
 TYPES = {"dict": "object", "float": "number", "tuple": "array", "integer": "integer",
          "string": "string", "boolean": "boolean", "array": "array", "number": "number"}
@@ -41,20 +41,6 @@ def schema(node):
                 out[key] = value
         return out
     return node
-
-
-def norm(value):
-    if isinstance(value, str):
-        return re.sub(r"[\s,./\-_*^'\"]", "", value).lower()
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [norm(v) for v in value]
-    if isinstance(value, dict):
-        return {k: norm(v) for k, v in value.items()}
-    return value
 
 
 def matches(call_name, args, truth, required):

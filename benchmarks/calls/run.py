@@ -13,23 +13,13 @@ import collections
 import concurrent.futures
 import json
 import os
-import re
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from served import Served  # noqa: E402
-
-
-def norm(value):
-    if isinstance(value, str):
-        return re.sub(r"[\s,./\-_'\"]", "", value).lower()
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return round(float(value), 6)
-    return json.dumps(value, sort_keys=True)
+from arguments import norm  # noqa: E402
 
 
 def call_matches(call, expected):

@@ -8,6 +8,11 @@ conversation evaluates. Each speed is measured `--rounds` times and the median r
 reported, with every round's figure beside it.
 
     python3 benchmarks/serve/run.py [--threads 2] [--rounds 3] [--json out.json]
+                                    [--baseline path/to/older/jielong]
+
+`--baseline` adds another build of `jielong serve` (say, the last commit's) to the same
+run, interleaved like the others, and reports this build's ratios to it: before and
+after a change, measured side by side.
 
 Needs `target/release/jielong` and `~/.cache/jielong/llama-server/bin/llama-server`
 (`scripts/llama-server.sh`).
@@ -211,6 +216,7 @@ def main():
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs of each measurement (the median is reported)"
     )
+    parser.add_argument("--baseline", help="another jielong binary to measure side by side")
     args = parser.parse_args()
     gguf = subprocess.check_output([JIELONG, "models", "path"], text=True).strip()
     t = str(args.threads)
@@ -233,6 +239,16 @@ def main():
             "qwen2.5-coder-0.5b",
         )
     )
+    if args.baseline:
+        port = free_port()
+        servers.append(
+            Server(
+                "jielong serve (baseline)",
+                [args.baseline, "-t", t, "serve", "--port", str(port), "--parallel", "8"],
+                port,
+                "qwen2.5-coder-0.5b",
+            )
+        )
     try:
         for server in servers:
             server.start()
@@ -241,7 +257,9 @@ def main():
         # streams go first: their prompt stays cached on its slot (the concurrent
         # rounds fill every slot with other prompts).
         def turns(r):
-            return servers if r % 2 == 0 else list(reversed(servers))
+            k = r % len(servers)
+            order = servers[k:] + servers[:k]
+            return order if r % 2 == 0 else list(reversed(order))
 
         for r in range(args.rounds):
             for server in turns(r):
@@ -249,7 +267,8 @@ def main():
         for r in range(args.rounds):
             for server in turns(r):
                 server.concurrent_round(r)
-        llama, ours = (server.result() for server in servers)
+        llama, ours, *rest = (server.result() for server in servers)
+        baseline = rest[0] if rest else None
     finally:
         for server in servers:
             server.stop()
@@ -264,6 +283,16 @@ def main():
         "concurrent_distinct_ratio": ours["concurrent_distinct"]["aggregate_tokens_per_s"]
         / llama["concurrent_distinct"]["aggregate_tokens_per_s"],
     }
+    if baseline:
+        report["baseline"] = baseline
+        report["vs_baseline"] = {
+            "single_decode": ours["single"]["decode_tokens_per_s"] / baseline["single"]["decode_tokens_per_s"],
+            "ttft": ours["single"]["ttft_s"] / baseline["single"]["ttft_s"],
+            "concurrent": ours["concurrent"]["aggregate_tokens_per_s"]
+            / baseline["concurrent"]["aggregate_tokens_per_s"],
+            "concurrent_distinct": ours["concurrent_distinct"]["aggregate_tokens_per_s"]
+            / baseline["concurrent_distinct"]["aggregate_tokens_per_s"],
+        }
     print(json.dumps(report, indent=2))
     if args.json:
         with open(args.json, "w") as f:

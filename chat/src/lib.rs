@@ -25,6 +25,7 @@ pub mod generate;
 pub mod intent;
 pub mod logprob;
 pub mod model;
+pub mod numbers;
 pub mod quotes;
 pub mod respond;
 pub mod stop;

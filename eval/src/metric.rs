@@ -90,22 +90,29 @@ impl Metrics {
         if let Some(checker) = self.checkers.iter().find(|c| c.name() == name) {
             return Ok(Metric::Checked(checker.clone()));
         }
-        Metric::builtin(name).map_err(|e| match e {
-            EvalError::Metric { name, message } if self.checkers.is_empty() => {
-                EvalError::Metric { name, message }
+        let bad = |message: String| EvalError::Metric {
+            name: name.to_owned(),
+            message,
+        };
+        match Metric::builtin(name) {
+            Some(parsed) => parsed.map_err(bad),
+            None => {
+                let mut known = vec![
+                    "exact",
+                    "numeric",
+                    "numeric:TOLERANCE",
+                    "contains",
+                    "judge",
+                    "regex:PATTERN",
+                ];
+                known.extend(self.checkers.iter().map(|c| c.name()));
+                let last = known.pop().unwrap_or_default();
+                Err(bad(format!(
+                    "unknown metric (expected {} or {last})",
+                    known.join(", ")
+                )))
             }
-            EvalError::Metric { name, .. } => {
-                let added: Vec<&str> = self.checkers.iter().map(|c| c.name()).collect();
-                EvalError::Metric {
-                    name,
-                    message: format!(
-                        "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, judge, regex:PATTERN or {})",
-                        added.join(", ")
-                    ),
-                }
-            }
-            other => other,
-        })
+        }
     }
 }
 
@@ -116,17 +123,17 @@ impl Metric {
         Metrics::new().parse(name)
     }
 
-    fn builtin(name: &str) -> Result<Metric, EvalError> {
-        let bad = |message: String| EvalError::Metric {
-            name: name.to_owned(),
-            message,
-        };
+    /// A built-in metric: `None` when `name` names none, else the metric or why its
+    /// parameter is refused.
+    fn builtin(name: &str) -> Option<Result<Metric, String>> {
         if let Some(pattern) = name.strip_prefix("regex:") {
-            return Regex::new(pattern)
-                .map(Metric::Regex)
-                .map_err(|e| bad(regex_message(&e)));
+            return Some(
+                Regex::new(pattern)
+                    .map(Metric::Regex)
+                    .map_err(|e| regex_message(&e)),
+            );
         }
-        match name.split_once(':') {
+        Some(match name.split_once(':') {
             None if name == "exact" => Ok(Metric::Exact),
             None if name == "contains" => Ok(Metric::Contains),
             None if name == "judge" => Ok(Metric::Judge),
@@ -135,15 +142,12 @@ impl Metric {
             }),
             Some(("numeric", tolerance)) => match tolerance.trim().parse::<f64>() {
                 Ok(t) if t.is_finite() && t >= 0.0 => Ok(Metric::Numeric { rel_tolerance: t }),
-                _ => Err(bad(format!(
+                _ => Err(format!(
                     "tolerance `{tolerance}` is not a non-negative number"
-                ))),
+                )),
             },
-            _ => Err(bad(
-                "unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, judge or regex:PATTERN)"
-                    .into(),
-            )),
-        }
+            _ => return None,
+        })
     }
 
     /// Scores `answer` against `expected`.

@@ -218,6 +218,41 @@ fn names() {
     }
 }
 
+/// A checker of its own kind for [`Metrics`] (answers that are palindromes).
+#[derive(Debug)]
+struct Palindrome;
+
+impl jielong_eval::metric::Checker for Palindrome {
+    fn name(&self) -> &str {
+        "palindrome"
+    }
+
+    fn check(&self, answer: &str, _expected: &str) -> jielong_eval::metric::Score {
+        let text: Vec<char> = answer.trim().chars().collect();
+        let reversed: Vec<char> = text.iter().rev().copied().collect();
+        jielong_eval::metric::Score {
+            correct: text == reversed,
+            extracted: Some(answer.trim().to_string()),
+        }
+    }
+}
+
+#[test]
+fn added_checkers_are_known_by_name_and_keep_the_builtins_errors() {
+    let metrics = Metrics::new().with(std::sync::Arc::new(Palindrome));
+    let metric = metrics.parse("palindrome").expect("the checker");
+    assert!(metric.score("level", "").correct);
+    assert!(!metric.score("levels", "").correct);
+    for (name, message) in [
+        ("fuzzy", "metric `fuzzy`: unknown metric (expected exact, numeric, numeric:TOLERANCE, contains, judge, regex:PATTERN or palindrome)"),
+        ("numeric:x", "metric `numeric:x`: tolerance `x` is not a non-negative number"),
+        ("regex:(", "metric `regex:(`: unclosed group"),
+    ] {
+        let err = metrics.parse(name).expect_err(name).to_string();
+        assert_eq!(err, message);
+    }
+}
+
 #[test]
 fn per_example_override() {
     let default = Metric::Exact;

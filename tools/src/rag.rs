@@ -178,28 +178,17 @@ impl CitationBook {
 /// The numbers written in `text` with two digits or more (`1642`, `162.3`, `7,315` as
 /// `7315`): figures that can tell which passage a computation took them from.
 fn figures(text: &str) -> std::collections::HashSet<String> {
-    let mut out = std::collections::HashSet::new();
-    let mut current = String::new();
-    let chars: Vec<char> = text.chars().collect();
-    for (at, c) in chars.iter().enumerate() {
-        let inner = matches!(c, ',' | '.')
-            && !current.is_empty()
-            && chars.get(at + 1).is_some_and(char::is_ascii_digit);
-        if c.is_ascii_digit() || inner {
-            if *c != ',' {
-                current.push(*c);
-            }
-            continue;
-        }
-        if current.chars().filter(char::is_ascii_digit).count() >= 2 {
-            out.insert(std::mem::take(&mut current));
-        }
-        current.clear();
-    }
-    if current.chars().filter(char::is_ascii_digit).count() >= 2 {
-        out.insert(current);
-    }
-    out
+    jielong_chat::numbers::number_spans(text)
+        .into_iter()
+        .filter(|(span, _)| {
+            text[span.clone()]
+                .bytes()
+                .filter(u8::is_ascii_digit)
+                .count()
+                >= 2
+        })
+        .map(|(_, value)| value.abs().to_string())
+        .collect()
 }
 
 /// The lower-cased words of `text` longer than three letters (a rough cut of the words
@@ -310,6 +299,16 @@ mod tests {
             })
             .collect();
         CitationBook(Arc::new(Mutex::new(shown)))
+    }
+
+    #[test]
+    fn figures_are_numbers_of_two_digits_or_more() {
+        let got = figures("Founded in 1642; 7,315 people; 162.3 km; 5 roads; route v12; -40 C.");
+        let mut got: Vec<String> = got.into_iter().collect();
+        got.sort();
+        assert_eq!(got, ["162.3", "1642", "40", "7315"]);
+        let program = figures("print(1719 - 1642)");
+        assert!(program.contains("1719") && program.contains("1642"), "{program:?}");
     }
 
     #[test]
