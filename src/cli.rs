@@ -71,6 +71,10 @@ pub struct GlobalArgs {
     /// More output on stderr: -v token and timing stats, -vv also llama.cpp's log.
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The arguments given on the command line (clap's ids; not a flag): a settings
+    /// file's keys give way to these.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 /// The subcommands.
@@ -394,6 +398,10 @@ pub struct EvalRunArgs {
     /// A folder of prompt files replacing the built-in prompts of the same name.
     #[arg(long, value_name = "DIR")]
     pub prompts: Option<PathBuf>,
+    /// The agent's settings from a YAML or JSON file, as `jielong run --settings`
+    /// reads them (recorded in the run's configuration, so `--resume` notices a change).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
     /// How the tools are set up.
     #[command(flatten)]
     pub tool_options: ToolOptions,
@@ -713,6 +721,13 @@ pub struct RunArgs {
     /// `prompts/`) replacing the built-in prompts of the same name.
     #[arg(long, value_name = "DIR")]
     pub prompts: Option<PathBuf>,
+    /// The agent's settings from a YAML or JSON file: any key of `AgentSettings`
+    /// (`max_steps`, `max_total_tokens`, `max_wall_time: 90s`, `strategy`, `sampling`,
+    /// `grounding`, `call_fit`, …; `jielong workflow schema` lists them under
+    /// `AgentSettings`). Its keys go over the flags' defaults; flags given on the
+    /// command line go over the file.
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
 }
 
 /// What `jielong run` does without `--strategy`: for a question that needs the tools,

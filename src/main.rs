@@ -12,8 +12,6 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{Cli, Command};
 
 /// Exit code when the model cannot be had.
@@ -27,8 +25,39 @@ const EXIT_INTERRUPTED: u8 = 130;
 /// Exit code for invalid usage.
 const EXIT_USAGE: u8 = 2;
 
+/// The ids of the arguments the command line (or their environment variables) gave,
+/// at the top and in the subcommand.
+fn given_on_the_command_line(matches: &clap::ArgMatches) -> Vec<String> {
+    let given = |m: &clap::ArgMatches| -> Vec<String> {
+        m.ids()
+            .filter(|id| {
+                matches!(
+                    m.value_source(id.as_str()),
+                    Some(
+                        clap::parser::ValueSource::CommandLine
+                            | clap::parser::ValueSource::EnvVariable
+                    )
+                )
+            })
+            .map(|id| id.as_str().to_string())
+            .collect()
+    };
+    let mut ids = given(matches);
+    if let Some((_, sub)) = matches.subcommand() {
+        ids.extend(given(sub));
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    cli.global.given = given_on_the_command_line(&matches);
     init_tracing(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -553,6 +553,61 @@ fn run_trace_lines_are_stamped_and_follow_the_strategy() {
 }
 
 #[test]
+fn a_settings_file_sets_the_agent_and_flags_given_win() {
+    let _lock = model_lock();
+    let _ = model_path(QWEN);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let settings = dir.path().join("agent.yaml");
+    std::fs::write(
+        &settings,
+        "strategy: reflect\nmax_steps: 2\nmax_tokens_per_step: 48\nmax_wall_time: 5m\n",
+    )
+    .expect("settings written");
+    let trace = dir.path().join("trace.jsonl");
+    let (settings_arg, trace_arg) = (settings.display().to_string(), trace.display().to_string());
+    let phases = |args: &[&str]| {
+        let _ = std::fs::remove_file(&trace);
+        let mut all = vec![
+            "run",
+            "What is the capital of France? Answer in one word.",
+            "--tools",
+            "none",
+            "--settings",
+            &settings_arg,
+            "--trace",
+            &trace_arg,
+        ];
+        all.extend_from_slice(args);
+        let out = jielong(&all, &[], None);
+        assert!(
+            matches!(out.status.code(), Some(0 | 4)),
+            "{}",
+            text(&out.stderr)
+        );
+        trace_lines(&trace)
+            .iter()
+            .filter(|l| l["type"] == "step_started")
+            .filter_map(|l| l["phase"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    // The file's strategy and step budget: a draft, then its critique.
+    assert_eq!(phases(&[]), ["task", "critique"]);
+    // A flag given on the command line goes over the file.
+    assert_eq!(phases(&["--max-steps", "1"]), ["task"]);
+
+    // A wrong key is an error naming the file and the key, before any model loads.
+    std::fs::write(&settings, "max_step: 3\n").expect("settings written");
+    let out = jielong(&["run", "x", "--settings", &settings_arg], &[], None);
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("agent.yaml") && stderr.contains("unknown field `max_step`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn workflow_trace_lines_are_stamped_and_keep_the_agents_step() {
     let _lock = model_lock();
     let _ = model_path(QWEN);

@@ -132,7 +132,17 @@ pub enum AgentError {
 
 /// How the model writes code for the tool that runs it (the registry's
 /// [`interpreter`](ToolRegistry::interpreter), `python` among the built-in tools).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeActions {
     /// In its reply, as ```` ```python ```` blocks: the agent runs each block as soon as
@@ -148,7 +158,17 @@ pub enum CodeActions {
 }
 
 /// Whether a final answer's numbers are checked against the tool results.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Grounding {
     /// An answer whose numbers appear in no result of the code tool (results of
@@ -164,7 +184,17 @@ pub enum Grounding {
 /// Whether tools may make their own first call with the task ([`Tool::prefetch`]).
 ///
 /// [`Tool::prefetch`]: jielong_chat::tool::Tool::prefetch
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Prefetch {
     /// Each tool that asks for it is called with the task before the first step, after
@@ -181,7 +211,16 @@ pub enum Prefetch {
 pub type EventHandler = Arc<dyn Fn(&AgentEvent) + Send + Sync>;
 
 /// Budgets and switches of an [`Agent`]. [`Default`] gives the documented defaults.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The one definition of an agent's configuration: it reads from and writes to JSON
+/// or YAML (every key optional, an unknown key refused; durations as seconds or
+/// `"90s"`, `"500ms"`, `"2m"`; the strategy in its text or nested form), and its
+/// JSON Schema (`schemars`) is what editors check a workflow's `settings:` against.
+/// `jielong run --settings FILE`, `jielong eval --settings FILE` and a workflow
+/// agent's `settings:` all read it. Only [`AgentSettings::framing`] stays out: the
+/// front ends build it from a technique, an instruction or a few-shot file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentSettings {
     /// The most tokens one model step may generate (default 512).
     pub max_tokens_per_step: usize,
@@ -194,6 +233,8 @@ pub struct AgentSettings {
     /// The most tokens (generated + evaluated) in a run (default 32768).
     pub max_total_tokens: usize,
     /// The longest a run may take (default none).
+    #[serde(with = "jielong_util::duration::option")]
+    #[schemars(with = "Option<jielong_util::duration::Schema>")]
     pub max_wall_time: Option<Duration>,
     /// How many times the same call (same tool, same arguments) may be made in a run; one
     /// more stops it with [`StopReason::RepeatedCall`] (default 2).
@@ -202,6 +243,8 @@ pub struct AgentSettings {
     /// failure) is run again before its error goes to the model (default 1).
     pub tool_retries: usize,
     /// The pause before such a retry (default 200 ms).
+    #[serde(with = "jielong_util::duration")]
+    #[schemars(with = "jielong_util::duration::Schema")]
     pub retry_delay: Duration,
     /// How many failures in a row of one tool stop the run with
     /// [`StopReason::ToolFailed`] (default 3). Each error goes back to the model first.
@@ -247,6 +290,10 @@ pub struct AgentSettings {
     /// with (default none and [`Technique::Plain`]): the examples follow the system
     /// prompt as earlier turns; the technique words the task of a direct run (each
     /// sample's, and the draft of a reflecting one) before the code prompt wraps it.
+    /// Not part of the serialized settings: a front end builds it from the files and
+    /// names it is given.
+    #[serde(skip)]
+    #[schemars(skip)]
     pub framing: Framing,
 }
 

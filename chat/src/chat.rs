@@ -175,7 +175,7 @@ impl Message {
 }
 
 /// A call of a tool by the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ToolCall {
     /// An id tying the call to its result message, when the caller assigns one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,9 @@ use serde_json::Value;
 use crate::chat::{ToolCall, ToolSpec};
 
 /// Whether a reply's calls are fitted to the request before they go out.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CallFit {
     /// The calls as the model wrote them (the default).

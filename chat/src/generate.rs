@@ -22,7 +22,7 @@ use crate::tool_format::{ParsedEvent, ToolCallFormat, ToolCallParser};
 /// deterministic; the other fields then have no effect. With a positive temperature the
 /// filters apply in llama.cpp's order: top-k, top-p, min-p, temperature, then a seeded
 /// draw, so a fixed `seed` reproduces a run on the same build.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplingParams {
     /// Softmax temperature; `0.0` selects greedy decoding.

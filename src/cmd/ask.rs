@@ -86,6 +86,7 @@ pub(crate) async fn answer(
         prompts: None,
         framing: Default::default(),
         thoughts: std::sync::Arc::new(jielong::agent::FreeThoughts),
+        settings: None,
     };
     let run = drive(
         global,

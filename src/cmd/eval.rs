@@ -216,6 +216,12 @@ impl Evaluated {
         out: &Path,
     ) -> anyhow::Result<Evaluated> {
         let tools = tool_names(&args.tools);
+        // Read before the model loads, so a wrong key fails at once.
+        let settings = args
+            .settings
+            .as_deref()
+            .map(super::settings::SettingsFile::read)
+            .transpose()?;
         let needs_index = tools.iter().any(|t| t == "rag_search")
             || examples
                 .iter()
@@ -251,7 +257,16 @@ impl Evaluated {
             None => super::load_model(global).await?,
         };
         let session = model.open_session(&super::session_options(global))?;
-        let strategy = Strategy::parse(args.strategy.as_deref().unwrap_or("direct"), args.samples)?;
+        // A settings file's strategy counts unless --strategy is given.
+        let strategy = match settings
+            .as_ref()
+            .map(|f| f.strategy())
+            .transpose()?
+            .flatten()
+        {
+            Some(strategy) if args.strategy.is_none() => strategy,
+            _ => Strategy::parse(args.strategy.as_deref().unwrap_or("direct"), args.samples)?,
+        };
         let plain =
             tools.is_empty() && strategy == Strategy::Direct && !all_rows_have_tools(examples);
         let answerer = if let Some(workflow) = workflow {
@@ -280,6 +295,7 @@ impl Evaluated {
                     prompts: args.prompts.clone(),
                     framing: Default::default(),
                     thoughts: super::thoughts(&args.tree)?,
+                    settings,
                 },
             }))
         };
@@ -557,6 +573,13 @@ impl System for AgentSystem {
         // caches).
         if self.options.strategy.searches_trees() {
             config["thoughts"] = json!(self.options.thoughts.name());
+        }
+        // A settings file's effect (other configurations keep their caches).
+        if self.options.settings.is_some() {
+            config["settings"] = match super::run::agent_settings(&self.global, &self.options) {
+                Ok(settings) => json!(settings),
+                Err(e) => json!(format!("{e:#}")),
+            };
         }
         config
     }

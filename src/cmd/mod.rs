@@ -15,6 +15,7 @@ pub mod optimize;
 pub mod run;
 pub mod runs;
 pub mod serve;
+pub mod settings;
 pub mod tools;
 pub mod workflow;
 

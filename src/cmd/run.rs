@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use jielong::agent::Agent;
+use jielong::agent::{Agent, AgentSettings};
 use jielong::agent::{AgentEvent, AgentRun, StopReason, Strategy, ThoughtOutcome, TraceWriter};
 use jielong::tools::builtin::builtin_registry_with;
 use jielong::FinishReason;
@@ -29,11 +29,21 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         .collect();
     let registry = builtin_registry_with(&tools, &super::tools::config(&args.tool_options))?;
     let framing = super::framing(&args.framing, "question", "answer")?;
+    let file = args
+        .settings
+        .as_deref()
+        .map(super::settings::SettingsFile::read)
+        .transpose()?;
+    let strategy = args.strategy()?;
+    // A settings file's strategy counts unless --strategy is given.
+    let chosen = match file.as_ref().map(|f| f.strategy()).transpose()?.flatten() {
+        Some(strategy) if args.strategy.is_none() => Some(strategy),
+        _ => args.strategy.is_some().then(|| strategy.clone()),
+    };
     let model = super::load_model(global).await?;
     let mut session = model.open_session(&super::session_options(global))?;
-    let strategy = args.strategy()?;
     // Without tools, the default and the leaves are the model's own answer, streamed.
-    let leaf = args.strategy.is_none() || strategy.is_leaf();
+    let leaf = chosen.as_ref().map_or(true, Strategy::is_leaf);
     if registry.is_empty() && leaf {
         return plain_answer(global, session.as_mut(), &args, &framing).await;
     }
@@ -48,6 +58,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<()> {
         prompts: args.prompts.clone(),
         framing,
         thoughts: super::thoughts(&args.tree)?,
+        settings: file,
     };
     let run = drive(
         global,
@@ -82,6 +93,8 @@ pub struct AgentOptions {
     pub framing: jielong::agent::Framing,
     /// What a thought of a tree-of-thoughts search is.
     pub thoughts: std::sync::Arc<dyn jielong::agent::ThoughtSpace>,
+    /// A settings file over these options (flags given on the command line win).
+    pub settings: Option<super::settings::SettingsFile>,
 }
 
 /// The agent `options` describe, on `model`'s call format, with `registry`'s tools;
@@ -93,20 +106,11 @@ pub fn build_agent(
     options: &AgentOptions,
     on_event: impl Fn(&AgentEvent) + Send + Sync + 'static,
 ) -> anyhow::Result<Agent> {
-    let request = super::request(global);
     let mut builder = Agent::for_model(model)
         .tools(registry)
-        .max_steps(options.max_steps)
-        .max_tokens_per_step(global.max_tokens)
-        .sampling(request.sampling.clone())
-        .strategy(options.strategy.clone())
-        .code_actions(options.code_actions)
-        .framing(options.framing.clone())
+        .settings(agent_settings(global, options)?)
         .thoughts(options.thoughts.clone())
         .on_event(on_event);
-    for call in &options.initial_calls {
-        builder = builder.initial_call(call.name.clone(), call.arguments.clone());
-    }
     if let Some(dir) = &options.prompts {
         builder = builder.prompts_dir(dir.clone());
     }
@@ -114,6 +118,33 @@ pub fn build_agent(
         builder = builder.system_prompt(system.clone());
     }
     Ok(builder.build()?)
+}
+
+/// The agent's settings: what the flags and `options` say, with the settings file's
+/// keys over them and the flags given on the command line over those.
+pub fn agent_settings(
+    global: &GlobalArgs,
+    options: &AgentOptions,
+) -> anyhow::Result<AgentSettings> {
+    let request = super::request(global);
+    let settings = AgentSettings {
+        max_steps: options.max_steps,
+        max_tokens_per_step: global.max_tokens,
+        sampling: request.sampling.clone(),
+        strategy: options.strategy.clone(),
+        code_actions: options.code_actions,
+        framing: options.framing.clone(),
+        initial_calls: options
+            .initial_calls
+            .iter()
+            .map(|call| jielong::ToolCall::new(call.name.clone(), call.arguments.clone()))
+            .collect(),
+        ..AgentSettings::default()
+    };
+    match &options.settings {
+        Some(file) => file.over(&settings, &global.given),
+        None => Ok(settings),
+    }
 }
 
 /// Runs an agent on `task`: progress on stderr, events to the trace file, the run's

@@ -308,7 +308,10 @@ mod tests {
         got.sort();
         assert_eq!(got, ["162.3", "1642", "40", "7315"]);
         let program = figures("print(1719 - 1642)");
-        assert!(program.contains("1719") && program.contains("1642"), "{program:?}");
+        assert!(
+            program.contains("1719") && program.contains("1642"),
+            "{program:?}"
+        );
     }
 
     #[test]

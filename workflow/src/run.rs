@@ -828,13 +828,33 @@ impl Executor<'_> {
         let framing = Framing { wording, shots };
         let events = self.events.clone();
         let event_step = id.clone();
+        // The settings block, then the shorthand keys and the model's sampling where
+        // the block leaves them out.
+        let mut settings = spec.settings().map_err(StepError)?;
+        if !spec.sets("sampling") {
+            settings.sampling = loaded.sampling.clone();
+        }
+        if let Some(steps) = spec.max_steps {
+            settings.max_steps = steps;
+        }
+        if let Some(tokens) = spec.max_tokens {
+            settings.max_tokens_per_step = tokens;
+        } else if !spec.sets("max_tokens_per_step") {
+            settings.max_tokens_per_step = DEFAULT_MAX_TOKENS;
+        }
+        if spec.strategy.is_some() {
+            settings.strategy = spec.strategy();
+        }
+        if let Some(tokens) = spec.max_total_tokens {
+            settings.max_total_tokens = tokens;
+        }
+        if let Some(limit) = spec.max_time {
+            settings.max_wall_time = Some(limit);
+        }
+        settings.framing = framing;
         let mut builder = Agent::for_model(loaded.model.as_ref())
             .tools(registry)
-            .max_steps(spec.max_steps.unwrap_or(DEFAULT_MAX_STEPS))
-            .max_tokens_per_step(spec.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS))
-            .sampling(loaded.sampling.clone())
-            .strategy(spec.strategy())
-            .framing(framing)
+            .settings(settings)
             .on_event(move |event| events.agent(&event_step, item, event));
         if let Some(space) = spec
             .thoughts
@@ -842,12 +862,6 @@ impl Executor<'_> {
             .and_then(|t| self.workflow.catalog().thought_spaces.get(&t.value))
         {
             builder = builder.thoughts(space);
-        }
-        if let Some(tokens) = spec.max_total_tokens {
-            builder = builder.max_total_tokens(tokens);
-        }
-        if let Some(limit) = spec.max_time {
-            builder = builder.max_wall_time(limit);
         }
         if let Some(system) = system {
             builder = builder.system_prompt(system);

@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use jielong_agent::Strategy;
 use jielong_agent::Technique;
-use jielong_tools::web::{duration_serde, FetchConfig, WebSearchConfig};
+use jielong_agent::{AgentSettings, Strategy};
+use jielong_tools::web::{FetchConfig, WebSearchConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -253,8 +253,8 @@ pub struct ToolsSpec {
 #[serde(deny_unknown_fields)]
 pub struct PythonToolSpec {
     /// Wall-time limit of one call: seconds, or `"30s"`, `"500ms"`, `"2m"`.
-    #[serde(default, with = "opt_duration")]
-    #[schemars(with = "Option<DurationSchema>")]
+    #[serde(default, with = "jielong_util::duration::option")]
+    #[schemars(with = "Option<jielong_util::duration::Schema>")]
     pub timeout: Option<Duration>,
     /// Run without the sandbox on a host that cannot create its namespaces.
     #[serde(default)]
@@ -345,12 +345,51 @@ pub struct AgentSpec {
     #[serde(default)]
     pub max_total_tokens: Option<usize>,
     /// Wall-time limit of one run of the agent: seconds, or `"90s"`, `"5m"`.
-    #[serde(default, with = "opt_duration")]
-    #[schemars(with = "Option<DurationSchema>")]
+    #[serde(default, with = "jielong_util::duration::option")]
+    #[schemars(with = "Option<jielong_util::duration::Schema>")]
     pub max_time: Option<Duration>,
+    /// The agent's settings, every budget and switch by name (`AgentSettings`, the
+    /// keys `jielong run --settings FILE` reads: `max_identical_calls`,
+    /// `tool_retries`, `grounding`, `call_fit`, `sampling`, …). `strategy`,
+    /// `max_steps`, `max_tokens`, `max_total_tokens` and `max_time` above are
+    /// shorthands for keys of it; saying one both ways is an error. A `sampling`
+    /// here goes over the model's.
+    #[serde(default)]
+    #[schemars(with = "Option<AgentSettings>")]
+    pub settings: Option<Spanned<Value>>,
 }
 
+/// The keys of [`AgentSpec`] that are shorthands for [`AgentSettings`] keys.
+pub const SETTINGS_SHORTHANDS: &[(&str, &str)] = &[
+    ("strategy", "strategy"),
+    ("max_steps", "max_steps"),
+    ("max_tokens", "max_tokens_per_step"),
+    ("max_total_tokens", "max_total_tokens"),
+    ("max_time", "max_wall_time"),
+];
+
 impl AgentSpec {
+    /// The `settings:` block read as [`AgentSettings`] (the defaults for the keys it
+    /// leaves out; all defaults without one). Validation has checked it.
+    pub fn settings(&self) -> Result<AgentSettings, String> {
+        match &self.settings {
+            None => Ok(AgentSettings::default()),
+            Some(block) => {
+                let settings: AgentSettings = serde_path_to_error::deserialize(block.value.clone())
+                    .map_err(|e| e.to_string())?;
+                settings.validate().map_err(|e| e.to_string())?;
+                Ok(settings)
+            }
+        }
+    }
+
+    /// Whether the `settings:` block gives `key`.
+    pub fn sets(&self, key: &str) -> bool {
+        self.settings
+            .as_ref()
+            .is_some_and(|block| block.value.get(key).is_some())
+    }
+
     /// The strategy the agent runs (default `direct`).
     pub fn strategy(&self) -> Strategy {
         self.strategy
@@ -460,43 +499,4 @@ pub enum StepAction<'a> {
     Tool(&'a Spanned<String>),
     /// Neither (invalid).
     Missing,
-}
-
-/// The JSON Schema of a duration: seconds as a number, or text with a unit (`"30s"`,
-/// `"500ms"`, `"2m"`), as `opt_duration` reads it.
-struct DurationSchema;
-
-impl JsonSchema for DurationSchema {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "Seconds as a number, or text with a unit: \"30s\", \"500ms\", \"2m\".",
-            "type": ["number", "string"]
-        })
-    }
-}
-
-/// `serde` for `Option<Duration>` in the same notation as the tools' durations.
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::duration_serde::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(with = "super::duration_serde")] Duration);
-        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
-    }
 }

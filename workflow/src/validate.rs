@@ -20,7 +20,7 @@ use serde_saphyr::Location;
 
 use crate::catalog::Catalog;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::spec::{InputType, Spanned, StepSpec, WorkflowSpec};
+use crate::spec::{AgentSpec, InputType, Spanned, StepSpec, WorkflowSpec, SETTINGS_SHORTHANDS};
 use crate::template::{Reference, TemplateError, Templates};
 
 /// The steps as a graph: what each step needs, and an order to run them in.
@@ -454,6 +454,44 @@ impl<'a> Checker<'a> {
                     self.value_at(&field),
                     field,
                     "`max_tokens` must be at least 1",
+                );
+            }
+            self.check_settings(agent, &path);
+        }
+    }
+
+    /// An agent's `settings:` block reads as `AgentSettings`, in range, and says
+    /// nothing a shorthand key of the agent says too.
+    fn check_settings(&mut self, agent: &AgentSpec, path: &str) {
+        let Some(block) = &agent.settings else {
+            return;
+        };
+        let field = format!("{path}.settings");
+        if !block.value.is_object() {
+            self.push(
+                at(block),
+                field,
+                "`settings` must be a mapping of agent settings (`max_steps: 4`, `grounding: off`, …)",
+            );
+            return;
+        }
+        if let Err(message) = agent.settings() {
+            self.push(at(block), field.clone(), message);
+        }
+        let given = |short: &str| match short {
+            "strategy" => agent.strategy.is_some(),
+            "max_steps" => agent.max_steps.is_some(),
+            "max_tokens" => agent.max_tokens.is_some(),
+            "max_total_tokens" => agent.max_total_tokens.is_some(),
+            _ => agent.max_time.is_some(),
+        };
+        for (short, key) in SETTINGS_SHORTHANDS {
+            if given(short) && agent.sets(key) {
+                let at_key = format!("{field}.{key}");
+                self.push(
+                    self.entry_at(&at_key),
+                    at_key,
+                    format!("`{short}` and `settings.{key}` both set it: keep one"),
                 );
             }
         }

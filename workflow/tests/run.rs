@@ -650,6 +650,40 @@ async fn an_agent_without_max_steps_gets_the_library_default() {
 }
 
 #[tokio::test]
+async fn a_settings_block_sets_what_the_shorthands_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "name: settings\nagents:\n  a: {settings: {max_steps: 2, max_identical_calls: 5}}\n  b: {max_steps: 3, settings: {max_total_tokens: 100000}}\nsteps:\n  - {id: s, agent: a, input: go}\n  - {id: t, agent: b, input: go}\n";
+    let flow = workflow(yaml, dir.path());
+    let provider = Provider::new();
+    provider.log.silent.store(true, Ordering::SeqCst);
+    let err = check(
+        &flow,
+        &provider,
+        dir.path(),
+        RunOptions::new().concurrency(1),
+    )
+    .await
+    .unwrap_err();
+    let run = match &err {
+        WorkflowError::StepFailed { run, .. } => run.clone(),
+        other => panic!("{other}"),
+    };
+    let trace = RunStore::new(dir.path().join("runs"))
+        .inspect(&run)
+        .unwrap()
+        .read_trace()
+        .unwrap();
+    let steps_of = |id: &str| {
+        trace
+            .iter()
+            .filter(|e| e["workflow_step"] == id && e["type"] == "step_started")
+            .count()
+    };
+    assert_eq!(steps_of("s"), 2, "the block's max_steps");
+    assert_eq!(steps_of("t"), 3, "a shorthand beside the block");
+}
+
+#[tokio::test]
 async fn models_entries_resolve_to_the_references_the_provider_loads() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = r#"

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::WebError;
 use super::extract::{decode_body, html_to_text};
-use super::http::{duration_serde, map_reqwest_error, read_limited, redact_url, status_error};
+use super::http::{map_reqwest_error, read_limited, redact_url, status_error};
 use super::ssrf::{NetPolicy, VettingResolver};
 
 /// Limits and exceptions for [`Fetcher`] (serde, for the YAML config).
@@ -33,10 +33,10 @@ pub struct FetchConfig {
     /// truncated. Default 2 MiB.
     pub max_bytes: usize,
     /// Limit for the whole fetch, redirects and body included. Default 20 s.
-    #[serde(with = "duration_serde")]
+    #[serde(with = "jielong_util::duration")]
     pub timeout: Duration,
     /// Limit for establishing each connection. Default 10 s.
-    #[serde(with = "duration_serde")]
+    #[serde(with = "jielong_util::duration")]
     pub connect_timeout: Duration,
     /// Most redirects followed. Default 5.
     pub max_redirects: usize,

@@ -223,77 +223,6 @@ pub(crate) fn parse_http_date(value: &str) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-/// `serde` support for durations written as seconds (`30`, `2.5`) or with a unit
-/// (`"30s"`, `"500ms"`, `"2m"`); serialized as `"<n>s"` or `"<n>ms"`.
-pub mod duration_serde {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    /// Serializes as `"30s"` (whole seconds) or `"1500ms"`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.subsec_nanos() == 0 {
-            s.serialize_str(&format!("{}s", d.as_secs()))
-        } else {
-            s.serialize_str(&format!("{}ms", d.as_millis()))
-        }
-    }
-
-    /// Deserializes a number of seconds or a string with a unit.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(
-                "a duration: seconds as a number, or a string like \"30s\", \"500ms\", \"2m\"",
-            )
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom("a duration cannot be negative"))
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Duration::try_from_secs_f64(v).map_err(|_| E::custom("invalid duration"))
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse(v).ok_or_else(|| E::custom(format!("invalid duration {v:?}")))
-        }
-    }
-
-    /// Parses `"30"`, `"30s"`, `"1.5s"`, `"500ms"`, `"2m"`.
-    pub fn parse(text: &str) -> Option<Duration> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: f64 = number.parse().ok()?;
-        let secs = match unit.trim() {
-            "" | "s" | "sec" | "secs" => number,
-            "ms" => number / 1000.0,
-            "m" | "min" | "mins" => number * 60.0,
-            _ => return None,
-        };
-        Duration::try_from_secs_f64(secs).ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,21 +235,6 @@ mod tests {
         );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(parse_http_date("yesterday"), None);
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(duration_serde::parse("30"), Some(Duration::from_secs(30)));
-        assert_eq!(
-            duration_serde::parse("500ms"),
-            Some(Duration::from_millis(500))
-        );
-        assert_eq!(duration_serde::parse("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(
-            duration_serde::parse("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(duration_serde::parse("soon"), None);
     }
 
     #[test]

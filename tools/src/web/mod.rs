@@ -19,7 +19,6 @@ mod ssrf;
 pub use error::WebError;
 pub use extract::{decode_body, detect_encoding, html_to_text, PageText};
 pub use fetch::{FetchConfig, FetchResult, Fetcher};
-pub use http::duration_serde;
 pub use search::{
     BraveBackend, SafeSearch, SearchBackend, SearchBackendKind, SearchFuture, SearchQuery,
     SearchResult, SearxngBackend, WebSearchConfig,

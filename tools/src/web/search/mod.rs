@@ -15,7 +15,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use super::error::WebError;
-use super::http::{duration_serde, strip_html, truncate_chars};
+use super::http::{strip_html, truncate_chars};
 
 pub use brave::BraveBackend;
 pub use searxng::SearxngBackend;
@@ -245,7 +245,7 @@ pub struct WebSearchConfig {
     /// Environment variable holding the Brave API key (default `BRAVE_SEARCH_API_KEY`).
     pub api_key_env: Option<String>,
     /// Limit for a whole search request.
-    #[serde(with = "duration_serde")]
+    #[serde(with = "jielong_util::duration")]
     pub timeout: Duration,
     /// Most results returned per search (also caps [`SearchQuery::max_results`]).
     pub max_results: usize,
