@@ -602,6 +602,23 @@ steps:
     }
 }
 
+/// How many model steps workflow step `id` took in the run a failed `err` names.
+fn model_steps(dir: &Path, err: &WorkflowError, id: &str) -> usize {
+    let run = match err {
+        WorkflowError::StepFailed { run, .. } => run.clone(),
+        other => panic!("{other}"),
+    };
+    let trace = RunStore::new(dir.join("runs"))
+        .inspect(&run)
+        .unwrap()
+        .read_trace()
+        .unwrap();
+    trace
+        .iter()
+        .filter(|e| e["workflow_step"] == id && e["type"] == "step_started")
+        .count()
+}
+
 #[tokio::test]
 async fn an_agent_without_max_steps_gets_the_library_default() {
     use jielong_agent::AgentSettings;
@@ -625,21 +642,7 @@ async fn an_agent_without_max_steps_gets_the_library_default() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("step budget"), "{err}");
-    let run = match &err {
-        WorkflowError::StepFailed { run, .. } => run.clone(),
-        other => panic!("{other}"),
-    };
-    let trace = RunStore::new(dir.path().join("runs"))
-        .inspect(&run)
-        .unwrap()
-        .read_trace()
-        .unwrap();
-    let steps_of = |id: &str| {
-        trace
-            .iter()
-            .filter(|e| e["workflow_step"] == id && e["type"] == "step_started")
-            .count()
-    };
+    let steps_of = |id: &str| model_steps(dir.path(), &err, id);
     assert_eq!(steps_of("s"), AgentSettings::DEFAULT_MAX_STEPS);
     assert_eq!(
         AgentSettings::default().max_steps,
@@ -664,21 +667,7 @@ async fn a_settings_block_sets_what_the_shorthands_do_not() {
     )
     .await
     .unwrap_err();
-    let run = match &err {
-        WorkflowError::StepFailed { run, .. } => run.clone(),
-        other => panic!("{other}"),
-    };
-    let trace = RunStore::new(dir.path().join("runs"))
-        .inspect(&run)
-        .unwrap()
-        .read_trace()
-        .unwrap();
-    let steps_of = |id: &str| {
-        trace
-            .iter()
-            .filter(|e| e["workflow_step"] == id && e["type"] == "step_started")
-            .count()
-    };
+    let steps_of = |id: &str| model_steps(dir.path(), &err, id);
     assert_eq!(steps_of("s"), 2, "the block's max_steps");
     assert_eq!(steps_of("t"), 3, "a shorthand beside the block");
 }
