@@ -254,7 +254,17 @@ impl LlamaSession {
         prompt: &str,
         request: &GenerateRequest,
     ) -> Result<Generation, RuntimeError> {
-        let mut generations = self.run(vec![(branch, prompt.to_owned(), request.clone())])?;
+        self.one_lane(branch, LanePrompt::Text(prompt.to_owned()), request)
+    }
+
+    /// One generation on `branch`.
+    fn one_lane(
+        &self,
+        branch: BranchId,
+        prompt: LanePrompt,
+        request: &GenerateRequest,
+    ) -> Result<Generation, RuntimeError> {
+        let mut generations = self.run_lanes(vec![(branch, prompt, request.clone())])?;
         generations.pop().ok_or(RuntimeError::WorkerGone)
     }
 
@@ -591,8 +601,7 @@ impl BranchedSession for LlamaSession {
         prompt: &PreparedPrompt,
         request: &GenerateRequest,
     ) -> Result<Generation, RuntimeError> {
-        let mut generations = self.run_lanes(vec![(branch, prompt.into(), request.clone())])?;
-        generations.pop().ok_or(RuntimeError::WorkerGone)
+        self.one_lane(branch, prompt.into(), request)
     }
 
     fn fork(&self, from: BranchId, n: usize) -> Result<Vec<BranchId>, RuntimeError> {

@@ -134,11 +134,7 @@ pub fn agent_settings(
         strategy: options.strategy.clone(),
         code_actions: options.code_actions,
         framing: options.framing.clone(),
-        initial_calls: options
-            .initial_calls
-            .iter()
-            .map(|call| jielong::ToolCall::new(call.name.clone(), call.arguments.clone()))
-            .collect(),
+        initial_calls: options.initial_calls.clone(),
         ..AgentSettings::default()
     };
     match &options.settings {

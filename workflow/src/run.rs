@@ -39,8 +39,6 @@ pub const DEFAULT_CONCURRENCY: usize = 2;
 /// Model calls per agent run when the agent does not say: the library's default
 /// ([`AgentSettings::DEFAULT_MAX_STEPS`]).
 pub const DEFAULT_MAX_STEPS: usize = AgentSettings::DEFAULT_MAX_STEPS;
-/// Tokens per model call when the agent does not say.
-pub const DEFAULT_MAX_TOKENS: usize = 512;
 
 /// The key of the model agents use when the workflow has no `models` section.
 const IMPLICIT_MODEL: &str = "";
@@ -828,29 +826,7 @@ impl Executor<'_> {
         let framing = Framing { wording, shots };
         let events = self.events.clone();
         let event_step = id.clone();
-        // The settings block, then the shorthand keys and the model's sampling where
-        // the block leaves them out.
-        let mut settings = spec.settings().map_err(StepError)?;
-        if !spec.sets("sampling") {
-            settings.sampling = loaded.sampling.clone();
-        }
-        if let Some(steps) = spec.max_steps {
-            settings.max_steps = steps;
-        }
-        if let Some(tokens) = spec.max_tokens {
-            settings.max_tokens_per_step = tokens;
-        } else if !spec.sets("max_tokens_per_step") {
-            settings.max_tokens_per_step = DEFAULT_MAX_TOKENS;
-        }
-        if spec.strategy.is_some() {
-            settings.strategy = spec.strategy();
-        }
-        if let Some(tokens) = spec.max_total_tokens {
-            settings.max_total_tokens = tokens;
-        }
-        if let Some(limit) = spec.max_time {
-            settings.max_wall_time = Some(limit);
-        }
+        let mut settings = spec.agent_settings(&loaded.sampling).map_err(StepError)?;
         settings.framing = framing;
         let mut builder = Agent::for_model(loaded.model.as_ref())
             .tools(registry)

@@ -25,6 +25,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use jielong_agent::Technique;
 use jielong_agent::{AgentSettings, Strategy};
+use jielong_chat::SamplingParams;
 use jielong_tools::web::{FetchConfig, WebSearchConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -380,6 +381,44 @@ impl AgentSpec {
                 settings.validate().map_err(|e| e.to_string())?;
                 Ok(settings)
             }
+        }
+    }
+
+    /// The agent's settings: the `settings:` block, the shorthand keys over it, and
+    /// `sampling` (the model's) where the block gives none. The framing is left to
+    /// the caller (it reads files).
+    pub fn agent_settings(&self, sampling: &SamplingParams) -> Result<AgentSettings, String> {
+        let mut settings = self.settings()?;
+        if !self.sets("sampling") {
+            settings.sampling = sampling.clone();
+        }
+        if let Some(steps) = self.max_steps {
+            settings.max_steps = steps;
+        }
+        if let Some(tokens) = self.max_tokens {
+            settings.max_tokens_per_step = tokens;
+        }
+        if self.strategy.is_some() {
+            settings.strategy = self.strategy();
+        }
+        if let Some(tokens) = self.max_total_tokens {
+            settings.max_total_tokens = tokens;
+        }
+        if let Some(limit) = self.max_time {
+            settings.max_wall_time = Some(limit);
+        }
+        Ok(settings)
+    }
+
+    /// Whether shorthand key `short` (one of [`SETTINGS_SHORTHANDS`]) is given.
+    pub fn gives(&self, short: &str) -> bool {
+        match short {
+            "strategy" => self.strategy.is_some(),
+            "max_steps" => self.max_steps.is_some(),
+            "max_tokens" => self.max_tokens.is_some(),
+            "max_total_tokens" => self.max_total_tokens.is_some(),
+            "max_time" => self.max_time.is_some(),
+            _ => false,
         }
     }
 

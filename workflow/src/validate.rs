@@ -478,15 +478,8 @@ impl<'a> Checker<'a> {
         if let Err(message) = agent.settings() {
             self.push(at(block), field.clone(), message);
         }
-        let given = |short: &str| match short {
-            "strategy" => agent.strategy.is_some(),
-            "max_steps" => agent.max_steps.is_some(),
-            "max_tokens" => agent.max_tokens.is_some(),
-            "max_total_tokens" => agent.max_total_tokens.is_some(),
-            _ => agent.max_time.is_some(),
-        };
         for (short, key) in SETTINGS_SHORTHANDS {
-            if given(short) && agent.sets(key) {
+            if agent.gives(short) && agent.sets(key) {
                 let at_key = format!("{field}.{key}");
                 self.push(
                     self.entry_at(&at_key),
